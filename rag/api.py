@@ -1,0 +1,163 @@
+"""The public Python API: ``RAG.open("index").ask("...")``."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from . import answer as ans
+from . import embedding, index, prompts
+from .llm import make_llm
+from .retrieval import HybridRetriever
+from .settings import Settings
+from .types import Answer, Passage, RagError
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class RAG:
+    """Question answering with verified citations over one index folder."""
+
+    def __init__(self, idx: index.Index, settings: Settings):
+        self.index = idx
+        self.settings = settings
+        self.retriever = HybridRetriever(idx, settings)
+        self._llms: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> RAG:
+        """Open an index folder (default ``settings.index_dir``); fields of Settings may be overridden."""
+        settings = (settings or Settings.from_env()).with_(**overrides)
+        return cls(index.Index.open(index_dir or settings.index_dir), settings)
+
+    @classmethod
+    def build(cls, index_dir: str | Path, paths: Iterable[str | Path], settings: Settings | None = None, **overrides) -> RAG:
+        """Index the articles under ``paths`` into ``index_dir`` (incrementally) and open it."""
+        settings = (settings or Settings.from_env()).with_(**overrides)
+        report = index.build(index_dir, paths, settings)
+        if report.errors and not report.n_chunks:
+            raise RagError("; ".join(report.errors))
+        return cls.open(index_dir, settings)
+
+    def refresh(self) -> bool:
+        """Re-open the index if a writer has published a new generation; True when it changed."""
+        cur = (self.index.root / "CURRENT").read_text().strip()
+        if cur == self.index.gen.name:
+            return False
+        with self._lock:
+            self.index = index.Index.open(self.index.root)
+            self.retriever = HybridRetriever(self.index, self.settings)
+        return True
+
+    # ------------------------------------------------------------ questions
+    def check_question(self, question: str) -> str:
+        """The question cleaned of control characters; raises RagError if empty or too long."""
+        if not isinstance(question, str):
+            raise RagError("the question must be text")
+        q = _CONTROL.sub(" ", question).strip()
+        if not q:
+            raise RagError("the question is empty: type a question about the articles")
+        if len(q) > self.settings.max_question_chars:
+            raise RagError(f"the question is {len(q):,} characters long; the limit is {self.settings.max_question_chars:,}")
+        return q
+
+    def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
+        """The top passages for a question, duplicates folded, numbered from 1."""
+        return self.retriever.retrieve(self.check_question(question), top_k)
+
+    def llm(self, settings: Settings):
+        key = (settings.llm, settings.local_model, settings.openai_base_url, settings.openai_model, settings.llm_threads)
+        with self._lock:
+            if key not in self._llms:
+                self._llms[key] = make_llm(settings)
+            return self._llms[key]
+
+    def warm(self, **overrides) -> float:
+        """Load the embedder and the answering model now; returns seconds spent loading the model."""
+        embedding.model()
+        settings = self.settings.with_(**overrides)
+        llm = self.llm(settings)
+        if llm is not None and settings.llm == "local":
+            llm.model()
+            return llm.load_s
+        return 0.0
+
+    def ask(self, question: str, **overrides) -> Answer:
+        """Answer a question; overrides are Settings fields such as ``llm="extractive"`` or ``top_k=8``."""
+        result = None
+        for item in self.stream(question, **overrides):
+            result = item
+        assert isinstance(result, Answer)
+        return result
+
+    def stream(self, question: str, **overrides) -> Iterator[str | Answer]:
+        """Yield answer text as it is generated, then the verified :class:`Answer` last."""
+        settings = self.settings.with_(**overrides)
+        question = self.check_question(question)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        passages = self.retriever.retrieve(question, settings.top_k)
+        timings["retrieval_s"] = time.perf_counter() - t0
+        backend = settings.llm
+        llm = self.llm(settings)  # raises on an unknown backend before any work
+        why = ans.off_topic(question, passages, settings.min_relevance)
+        if why:
+            timings["total_s"] = time.perf_counter() - t0
+            yield ans.abstained(question, passages, timings, backend)
+            return
+
+        t = time.perf_counter()
+        srcs = ans.source_sentences(passages)
+        vecs = embedding.embed([question] + [s.sentence.text for s in srcs])
+        qvec, svecs = vecs[0], vecs[1:]
+        numbers = ans.number_articles(passages)
+        timings["context_s"] = time.perf_counter() - t
+        if llm is None:
+            draft = ans.extractive_draft(question, passages, qvec, svecs, numbers)
+            timings["first_token_s"] = time.perf_counter() - t0
+            yield draft
+        else:
+            context = ans.select_context(question, passages, qvec, svecs, settings.max_context_sentences)
+            messages = prompts.answer_messages(ans.render_sources(passages, context, numbers), question)
+            if settings.llm == "local":
+                t = time.perf_counter()
+                llm.model()
+                timings["llm_load_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            pieces = []
+            for tok in ans.stream_tokens(llm, messages, settings.max_answer_tokens, settings.temperature, timings, t0):
+                pieces.append(tok)
+                yield tok
+            timings["generation_s"] = time.perf_counter() - t
+            draft = "".join(pieces)
+            if not ans.is_refusal(draft):
+                draft = ans.with_evidence(draft, ans.select_evidence(question, passages, qvec, svecs), numbers)
+        result = ans.build_answer(question, draft, passages, self.index.raw, settings.support_threshold, numbers, timings, backend)
+        timings["total_s"] = time.perf_counter() - t0
+        yield result
+
+    def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides) -> str:
+        """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""
+        follow_up = self.check_question(follow_up)
+        if not history:
+            return follow_up
+        settings = self.settings.with_(**overrides)
+        llm = self.llm(settings)
+        if llm is None:
+            return _rewrite_without_llm(history, follow_up)
+        out = "".join(llm.stream(prompts.rewrite_messages(history, follow_up), 60, 0.0)).strip()
+        out = out.splitlines()[0].strip().strip('"') if out else ""
+        return out if 5 <= len(out) <= self.settings.max_question_chars else _rewrite_without_llm(history, follow_up)
+
+
+def _rewrite_without_llm(history: list[tuple[str, str]], follow_up: str) -> str:
+    """Without a model: carry the previous question's subject into an elliptical follow-up."""
+    prev = history[-1][0]
+    if len(follow_up.split()) > 8:
+        return follow_up
+    subject = re.sub(r"\b(1[89]|20)\d\d\b", "", prev).strip(" ?")
+    return f"{follow_up.rstrip('?')} (context: {subject})?"

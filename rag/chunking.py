@@ -1,0 +1,83 @@
+"""Sentence-aware chunks with character spans into the raw file."""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+
+from .types import Chunk, Document, Sentence
+
+
+@lru_cache(maxsize=1)
+def _punkt():
+    # NLTK's Punkt ships inside llama-index-core's wheel; llama-index's helper points NLTK at it
+    # (leave NLTK_DATA unset). Punkt gives sentence *spans*, which offsets need.
+    from llama_index.core.utils import globals_helper
+    from nltk.tokenize.punkt import PunktTokenizer
+
+    globals_helper.wait_for_nltk_check()  # adds the bundled nltk_cache to nltk.data.path
+    return PunktTokenizer("english")
+
+
+def _clean_display(text: str, is_html: bool) -> str:
+    if is_html:
+        text = html.unescape(re.sub(r"<[^>]*>", "", text))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: bool = False) -> list[Sentence]:
+    """Sentences of ``raw[start:end]`` with absolute offsets; over-long ones are cut at spaces."""
+    out: list[Sentence] = []
+    for s, e in _punkt().span_tokenize(raw[start:end]):
+        s, e = s + start, e + start
+        while e - s > max_chars:  # a huge line with no sentence end: cut at the last space
+            cut = raw.rfind(" ", s + 1, s + max_chars)
+            cut = cut if cut > s else s + max_chars
+            out.append(Sentence(s, cut, _clean_display(raw[s:cut], is_html)))
+            s = cut
+            while s < e and raw[s].isspace():
+                s += 1
+        if s < e:
+            text = _clean_display(raw[s:e], is_html)
+            if text:
+                out.append(Sentence(s, e, text))
+    return out
+
+
+def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sentence]]:
+    """Sentences of each kept segment (paragraph) of a document."""
+    is_html = doc.path.lower().endswith((".html", ".htm"))
+    return [split_sentences(raw, s, e, max_chars, is_html) for s, e in doc.segments]
+
+
+def chunk_document(doc: Document, raw: str, chunk_chars: int = 900, overlap: int = 1) -> list[Chunk]:
+    """Pack consecutive sentences into chunks of at most ``chunk_chars``; ``overlap`` sentences repeat."""
+    paragraphs = document_sentences(doc, raw, chunk_chars)
+    flat: list[tuple[Sentence, int]] = [(s, pi) for pi, para in enumerate(paragraphs) for s in para]
+    chunks: list[Chunk] = []
+    i = 0
+    while i < len(flat):
+        j, size = i, 0
+        while j < len(flat) and (j == i or size + len(flat[j][0].text) + 1 <= chunk_chars):
+            size += len(flat[j][0].text) + 1
+            j += 1
+        sents = [s for s, _ in flat[i:j]]
+        parts, prev_para = [], flat[i][1]
+        for s, pi in flat[i:j]:
+            parts.append(("\n\n" if pi != prev_para else " ") + s.text if parts else s.text)
+            prev_para = pi
+        chunks.append(
+            Chunk(
+                id=f"{doc.id}#{len(chunks)}",
+                doc_id=doc.id,
+                text="".join(parts),
+                start=sents[0].start,
+                end=sents[-1].end,
+                sentences=sents,
+            )
+        )
+        if j >= len(flat):
+            break
+        i = max(j - overlap, i + 1)
+    return chunks

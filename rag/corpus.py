@@ -1,0 +1,458 @@
+"""Load article files, strip news-page boilerplate, extract metadata, find duplicate reports.
+
+Cleaning never rewrites text: it decides which spans of the raw file are article content
+(``Document.segments``), so every sentence and quote maps back to exact character offsets
+of ``open(path).read()``. No library does offset-preserving boilerplate removal for news
+pages (trafilatura and friends return new strings), hence the hand-written rules below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date as _date
+from html.parser import HTMLParser
+from pathlib import Path
+
+from .types import Document, RagError
+
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+
+_MONTHS = (
+    "January|February|March|April|May|June|July|August|September|October|November|December|"
+    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+)
+_MONTH_NUM = {m.lower(): ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].index(m[:3].lower()) + 1 for m in _MONTHS.split("|")}
+_DATE_MDY = re.compile(rf"\b({_MONTHS})\.? (\d{{1,2}}),? (\d{{4}})\b")
+_DATE_DMY = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS}),? (\d{{4}})\b")
+_DATE_ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})(?!\d)")
+_TIME = r"(\d{1,2}:\d{2}(\s?[ap]\.?m\.?)?|\d{1,2}\s?[ap]\.?m\.?)"
+
+# A line that is nothing but a date (and time): the article's dateline.
+_DATELINE = re.compile(
+    rf"^\s*((Updated|Published|Posted)[:\s]+)?({_DATE_MDY.pattern}|{_DATE_DMY.pattern}|{_DATE_ISO.pattern})"
+    rf"(\s*(,|at|-|\|)?\s*{_TIME})?\s*(\w{{2,4}})?\s*$",
+    re.IGNORECASE,
+)
+
+# Lines that are page furniture, never article text.
+_BOILERPLATE_LINE = [
+    # the day the page was viewed, e.g. "Sunday, November 28th | 25 Kislev 5782"
+    re.compile(r"^\s*(Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day,\s+\w+\s+\d{1,2}(st|nd|rd|th)?\s*\|", re.I),
+    re.compile(r"^\s*Cookie (Settings|Policy|Preferences)\s*$", re.I),
+    re.compile(r"^\s*Share (this|on)\b.*$", re.I),
+    re.compile(r"^\s*Let your voice be heard!?\s*$", re.I),
+    re.compile(r"^\s*Join (the|our) [\w ]{2,40}$", re.I),
+    re.compile(r"reCAPTCHA", re.I),
+    re.compile(r"\(\s*photo credit:[^)]*\)\s*$", re.I),
+    re.compile(r"^[^.!?]{0,200}\.\s*(Photo|Image|Picture)( credit)?:\s*[^.]{1,80}\.?\s*$", re.I),
+    re.compile(r"^\s*\d+\s+min(ute)?s?\s+read\.?\s*$", re.I),
+    re.compile(r"^\s*[\w.&' -]{2,60} contributed to this (report|story|article)\.?\s*$", re.I),
+    re.compile(r"^\s*(Advertisement|Sponsored|Subscribe( now)?|Sign up for [\w ]+|Read more|Click here.*)\s*$", re.I),
+    re.compile(r"^\s*(Facebook|Twitter|Email|Print|WhatsApp|LinkedIn)(\s+(Facebook|Twitter|Email|Print|WhatsApp|LinkedIn))*\s*$", re.I),
+    # a kicker in capitals asking a question ("WILL THE EU continue to ...?"): a promo, not the story
+    re.compile(r"^\s*([A-Z]{2,}\s+){2,}.*\?\s*$"),
+]
+_AUTHOR_LINE = re.compile(r"^\s*(avatar\s+)?by\s+([A-Z][\w.'-]+(\s+[A-Z][\w.'-]+){0,3})\s*$", re.I)
+
+# Multi-line blocks: (first line, last line, most lines the block may span).
+_APPEAL_START = re.compile(r"^\s*Dear (Reader|Readers|Subscriber)s?,?\s*$", re.I)
+_APPEAL_END = re.compile(r"(Editor-in-Chief|Editor in Chief|\bCEO\b|Publisher)\s*$", re.I)
+_TEASER_HEAD = re.compile(
+    r"^\s*(Related (Content|coverage|Articles|Stories|News)|More (from|on) [\w ]+|Recommended|You may also like|Read also|Most (Read|Popular))\s*:?\s*$",
+    re.I,
+)
+
+# Outlet names the page itself gives away (furniture, copyright lines). Extend as needed.
+_OUTLET_PATTERNS = [
+    (re.compile(r"\bThe Jerusalem Post\b|\bJerusalem Post Group\b"), "The Jerusalem Post"),
+    (re.compile(r"\bAlgemeiner\b"), "The Algemeiner"),
+    (re.compile(r"\bTimes of Israel\b"), "The Times of Israel"),
+    (re.compile(r"(?:©|Copyright(?: ©)?)\s*(?:\d{4}\s*)?([A-Z][\w&.' -]{2,40}?)(?:\.|,|\s+All rights)", re.M), 1),
+]
+
+
+@dataclass
+class LoadResult:
+    documents: list[Document]
+    errors: list[str]  # one line each: a file that was refused, and why
+
+
+def read_text(path: Path, max_bytes: int) -> str:
+    """The file's text exactly as ``open(path).read()`` returns it (UTF-8, universal newlines)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RagError(f"{path.name}: cannot read ({exc.strerror})") from exc
+    if len(data) > max_bytes:
+        raise RagError(f"{path.name}: file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
+    if b"\x00" in data[:8192]:
+        raise RagError(f"{path.name}: binary file, not a text article")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RagError(f"{path.name}: not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8") from exc
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise RagError(f"{path.name}: empty file")
+    return text
+
+
+def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Article files under the given files/folders, and an error line for each path that is not one."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(
+                f
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and f.suffix.lower() in SUFFIXES and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        elif p.is_file():
+            if p.suffix.lower() in SUFFIXES:
+                files.append(p)
+            else:
+                errors.append(f"{p.name}: unsupported file type {p.suffix or '(none)'}; use .txt, .md or .html")
+        else:
+            errors.append(f"{p}: no such file or folder")
+    return files, errors
+
+
+def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000) -> LoadResult:
+    """Load and clean every article under ``paths``; bad files are reported, not fatal."""
+    files, errors = iter_article_files(paths)
+    docs: list[Document] = []
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.name in seen:
+            errors.append(f"{f}: same file name as {seen[f.name]}; document ids are file names, rename one")
+            continue
+        try:
+            docs.append(load_document(f, max_bytes))
+            seen[f.name] = f
+        except RagError as exc:
+            errors.append(str(exc))
+    mark_duplicates(docs)
+    return LoadResult(docs, errors)
+
+
+def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
+    """Read one article file and clean it; raises RagError when the file cannot be used."""
+    path = Path(path)
+    raw = read_text(path, max_bytes)
+    meta: dict[str, str] = {}
+    if path.suffix.lower() in (".html", ".htm"):
+        blocks, meta = _html_blocks(raw)
+    else:
+        blocks, meta = _text_blocks(raw)
+    segments, found = clean_blocks(raw, blocks)
+    for k, v in found.items():
+        meta.setdefault(k, v)
+    meta.update(_sidecar(path))
+    if not meta.get("outlet"):
+        meta["outlet"] = _outlet(raw)
+    if not segments:
+        raise RagError(f"{path.name}: no article text found after cleaning")
+    text = "\n\n".join(_display(raw[s:e], path) for s, e in segments)
+    return Document(
+        id=path.name,
+        path=str(path.resolve()),
+        content_hash=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
+        title=meta.get("title") or None,
+        outlet=meta.get("outlet") or None,
+        author=meta.get("author") or None,
+        date=meta.get("date") or None,
+        url=meta.get("url") or None,
+        segments=segments,
+        text=text,
+    )
+
+
+def _display(span: str, path: Path) -> str:
+    return html.unescape(span) if path.suffix.lower() in (".html", ".htm") else span
+
+
+def _sidecar(path: Path) -> dict[str, str]:
+    """Metadata a curator gives in ``<file>.meta.json`` for what the text does not state."""
+    side = path.with_name(path.name + ".meta.json")
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RagError(f"{side.name}: not valid JSON ({exc})") from exc
+    keys = ("title", "outlet", "author", "date", "url")
+    return {k: str(data[k]) for k in keys if data.get(k)}
+
+
+# ---------------------------------------------------------------- blocks
+def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
+    """Non-empty lines of a text or markdown file as (start, end) spans; YAML front matter as metadata."""
+    meta: dict[str, str] = {}
+    pos = 0
+    if raw.startswith("---\n"):
+        end = raw.find("\n---", 4)
+        if end != -1:
+            for line in raw[4:end].splitlines():
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    k = k.strip().lower()
+                    k = {"source": "outlet", "publisher": "outlet", "published": "date"}.get(k, k)
+                    if k in ("title", "outlet", "author", "date", "url"):
+                        meta[k] = v.strip().strip("\"'")
+            pos = raw.find("\n", end + 4) + 1 or len(raw)
+    if meta.get("date"):
+        meta["date"] = parse_date(meta["date"]) or meta["date"]
+    blocks = []
+    for m in re.finditer(r"[^\n]+", raw[pos:]):
+        s, e = m.start() + pos, m.end() + pos
+        # strip surrounding blanks and markdown heading/quote markers from the span
+        while s < e and raw[s] in " \t#>":
+            s += 1
+        while e > s and raw[e - 1] in " \t":
+            e -= 1
+        if s < e:
+            blocks.append((s, e))
+    return blocks, meta
+
+
+_BLOCK_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "div", "section", "article", "td", "br", "tr", "figcaption", "pre", "title"}
+_SKIP_TAGS = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "button", "select", "template", "iframe", "figcaption"}
+
+
+class _HTMLBlocks(HTMLParser):
+    """Text runs of an HTML page as raw-offset spans, broken at block elements."""
+
+    def __init__(self, raw: str):
+        super().__init__(convert_charrefs=False)
+        self.raw = raw
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", raw)]
+        self.blocks: list[tuple[int, int]] = []
+        self.cur: list[int] | None = None
+        self.skip = 0
+        self.meta: dict[str, str] = {}
+        self.in_title = False
+
+    def _offset(self) -> int:
+        line, col = self.getpos()
+        return self.line_starts[line - 1] + col
+
+    def _flush(self) -> None:
+        if self.cur is not None:
+            s, e = self.cur
+            while s < e and self.raw[s].isspace():
+                s += 1
+            while e > s and self.raw[e - 1].isspace():
+                e -= 1
+            if s < e:
+                self.blocks.append((s, e))
+        self.cur = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "meta":
+            key = (a.get("property") or a.get("name") or "").lower()
+            val = a.get("content") or ""
+            for names, field in (
+                (("og:title", "twitter:title"), "title"),
+                (("og:site_name", "publisher", "application-name"), "outlet"),
+                (("article:published_time", "date", "pubdate", "publishdate", "dc.date"), "date"),
+                (("author", "article:author"), "author"),
+                (("og:url",), "url"),
+            ):
+                if key in names and val:
+                    self.meta.setdefault(field, html.unescape(val))
+        if tag == "link" and (a.get("rel") or "") == "canonical" and a.get("href"):
+            self.meta.setdefault("url", a["href"])
+        if tag in _SKIP_TAGS:
+            self.skip += 1
+        if tag == "title":
+            self.in_title = True
+        if tag in _BLOCK_TAGS:
+            self._flush()
+
+    def handle_endtag(self, tag):
+        if tag in _SKIP_TAGS and self.skip:
+            self.skip -= 1
+        if tag == "title":
+            self.in_title = False
+        if tag in _BLOCK_TAGS:
+            self._flush()
+
+    def _text(self, raw_len: int) -> None:
+        start = self._offset()
+        if self.in_title:
+            self.meta.setdefault("title", html.unescape(self.raw[start : start + raw_len]).strip())
+            return
+        if self.skip:
+            return
+        if self.cur is None:
+            self.cur = [start, start + raw_len]
+        else:
+            self.cur[1] = start + raw_len
+
+    def handle_data(self, data):
+        self._text(len(data))
+
+    def handle_entityref(self, name):
+        self._text(len(name) + 2 if self.raw[self._offset() + len(name) + 1 : self._offset() + len(name) + 2] == ";" else len(name) + 1)
+
+    def handle_charref(self, name):
+        self._text(len(name) + 3)
+
+
+def _html_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
+    p = _HTMLBlocks(raw)
+    try:
+        p.feed(raw)
+        p.close()
+    except Exception as exc:  # HTMLParser raises bare AssertionError on some malformed markup
+        raise RagError(f"cannot parse HTML ({exc})") from exc
+    p._flush()
+    meta = p.meta
+    if meta.get("date"):
+        meta["date"] = parse_date(meta["date"]) or meta["date"]
+    # split multi-line text runs into lines so the line rules below apply to them too
+    blocks = []
+    for s, e in p.blocks:
+        for m in re.finditer(r"[^\n]+", raw[s:e]):
+            a, b = s + m.start(), s + m.end()
+            while a < b and raw[a].isspace():
+                a += 1
+            while b > a and raw[b - 1].isspace():
+                b -= 1
+            if a < b:
+                blocks.append((a, b))
+    return blocks, meta
+
+
+# ---------------------------------------------------------------- cleaning
+def parse_date(text: str) -> str | None:
+    """The first date in ``text`` as ISO 8601, or None."""
+    for rx, order in ((_DATE_ISO, "ymd"), (_DATE_MDY, "mdy"), (_DATE_DMY, "dmy")):
+        m = rx.search(text)
+        if not m:
+            continue
+        g = m.groups()
+        if order == "ymd":
+            y, mo, d = int(g[0]), int(g[1]), int(g[2])
+        elif order == "mdy":
+            y, mo, d = int(g[2]), _MONTH_NUM[g[0].lower()], int(g[1])
+        else:
+            y, mo, d = int(g[2]), _MONTH_NUM[g[1].lower()], int(g[0])
+        try:
+            return _date(y, mo, d).isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def _is_headline(line: str) -> bool:
+    return 3 <= len(line) <= 200 and not re.search(r"[.!?…\"”]\s*$", line) and len(line.split()) >= 3
+
+
+def clean_blocks(raw: str, blocks: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], dict[str, str]]:
+    """Keep the blocks that are article text; return them and the metadata found in the header."""
+    meta: dict[str, str] = {}
+    keep: list[tuple[int, int]] = []
+    lines = [raw[s:e] for s, e in blocks]
+    body_started = False
+    i = 0
+    while i < len(blocks):
+        line = lines[i]
+        # subscription appeal: "Dear Reader, ..." through the signatures
+        if _APPEAL_START.match(line):
+            j = next((k for k in range(i + 1, min(i + 40, len(lines))) if _APPEAL_END.search(lines[k])), None)
+            if j is not None:
+                # take consecutive signature lines too ("Name, CEO" then "Name, Editor-in-Chief")
+                while j + 1 < len(lines) and _APPEAL_END.search(lines[j + 1]):
+                    j += 1
+                i = j + 1
+                continue
+        # teasers for other stories: the heading, then short lines and "..." snippets
+        if _TEASER_HEAD.match(line):
+            i += 1
+            while i < len(lines) and (len(lines[i]) < 120 or re.search(r"(\.\.\.|…)\s*$", lines[i])):
+                if _is_body_paragraph(lines[i]):
+                    break
+                i += 1
+            continue
+        if any(rx.search(line) for rx in _BOILERPLATE_LINE):
+            i += 1
+            continue
+        if _DATELINE.match(line):
+            if len(keep) <= 3 and "date" not in meta:  # the header zone: title, standfirst, dateline
+                meta["date"] = parse_date(line) or ""
+            i += 1
+            continue
+        m = _AUTHOR_LINE.match(line)
+        if m and not body_started:
+            meta.setdefault("author", m.group(2))
+            i += 1
+            continue
+        # a short caption line followed by its photo credit
+        if i + 1 < len(lines) and re.search(r"^\s*\(\s*photo credit", lines[i + 1], re.I) and len(line) < 80:
+            i += 1
+            continue
+        if not body_started and "title" not in meta and _is_headline(line):
+            meta["title"] = line.strip()
+            i += 1
+            continue
+        keep.append(blocks[i])
+        body_started = True
+        i += 1
+    if not meta.get("date"):
+        meta.pop("date", None)
+    return keep, meta
+
+
+def _is_body_paragraph(line: str) -> bool:
+    return len(line) >= 150 and re.search(r"[.!?\"”]\s*$", line) is not None
+
+
+def _outlet(raw: str) -> str | None:
+    for rx, name in _OUTLET_PATTERNS:
+        m = rx.search(raw)
+        if not m:
+            continue
+        if isinstance(name, int):
+            return m.group(name).strip()
+        return name
+    return None
+
+
+# ---------------------------------------------------------------- duplicates
+def shingles(text: str, n: int = 5) -> set[int]:
+    """Hashed word n-grams, for near-duplicate detection."""
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < n:
+        return {hash(" ".join(words))} if words else set()
+    return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
+
+
+def containment(a: set[int], b: set[int]) -> float:
+    """Share of the smaller set found in the other: 1.0 when one text repeats the other."""
+    if not a or not b:
+        return 0.0
+    return len(a & b) / min(len(a), len(b))
+
+
+def mark_duplicates(docs: list[Document], threshold: float = 0.8) -> None:
+    """Set ``duplicate_of`` on each document that repeats another.
+
+    The copy kept as canonical is the one whose page states the most (date, outlet, title),
+    so citations show a date wherever any copy of the report has one.
+    """
+    ordered = sorted(docs, key=lambda d: (-(bool(d.date) + bool(d.outlet) + bool(d.title)), d.id))
+    sh = {d.id: shingles(d.text) for d in ordered}
+    for i, d in enumerate(ordered):
+        d.duplicate_of = None
+        for e in ordered[:i]:
+            if e.duplicate_of is None and containment(sh[d.id], sh[e.id]) >= threshold:
+                d.duplicate_of = e.id
+                break

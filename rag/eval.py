@@ -1,0 +1,243 @@
+"""Evaluate retrieval, answers, citations, abstention and latency on a QA set.
+
+The QA format is one JSON object a line: ``question``, ``answerable``, ``gold_docs``,
+``key_facts`` (groups of alternative strings), ``reference`` (optional), ``id`` (optional).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import statistics
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .types import Answer, RagError
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    answerable: bool = True
+    gold_docs: list[str] = field(default_factory=list)
+    key_facts: list[list[str]] = field(default_factory=list)
+    reference: str | None = None
+
+
+@dataclass
+class Row:
+    """One question's result and its metrics."""
+
+    id: str
+    question: str
+    answerable: bool
+    gold_docs: list[str]
+    abstained: bool
+    answer: str
+    citations: list[dict]
+    retrieved_docs: list[str]
+    key_fact_recall: float | None
+    token_f1: float | None
+    citation_precision: float | None
+    cited: bool
+    hit_rank: int | None  # rank of the first retrieved passage from a gold document
+    timings: dict[str, float]
+
+
+@dataclass
+class Report:
+    backend: str
+    top_k: int
+    n_questions: int
+    metrics: dict[str, float | None]
+    latency: dict[str, dict[str, float]]
+    peak_rss_mb: float
+    rows: list[Row]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Evaluation report ({self.backend} backend, top-k {self.top_k}, {self.n_questions} questions)",
+            "",
+            "| metric | value |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {'n/a' if v is None else f'{v:.3f}'} |" for k, v in self.metrics.items()]
+        lines += ["", "| stage | median s | p95 s |", "|---|---|---|"]
+        lines += [f"| {k} | {v['p50']:.3f} | {v['p95']:.3f} |" for k, v in self.latency.items()]
+        lines += ["", f"Peak memory: {self.peak_rss_mb:.0f} MB", "", "## Per question", ""]
+        lines += ["| id | abstained | key facts | cit. precision | hit rank | answer |", "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            kf = "" if r.key_fact_recall is None else f"{r.key_fact_recall:.2f}"
+            cp = "" if r.citation_precision is None else f"{r.citation_precision:.2f}"
+            cites = "; ".join(f"[{c['n']}] {c['source_file']}" for c in r.citations)
+            ans = r.answer.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {r.id} | {r.abstained} | {kf} | {cp} | {r.hit_rank or ''} | {ans} <br> {cites} |")
+        return "\n".join(lines) + "\n"
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    """Read a QA set; raises RagError naming the line of any malformed entry."""
+    out = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RagError(f"cannot read QA set {path}: {exc.strerror}") from exc
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            out.append(
+                Question(
+                    id=str(d.get("id", n)),
+                    question=d["question"],
+                    answerable=bool(d.get("answerable", True)),
+                    gold_docs=list(d.get("gold_docs", [])),
+                    key_facts=[list(g) if isinstance(g, list) else [g] for g in d.get("key_facts", [])],
+                    reference=d.get("reference"),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RagError(f"{path} line {n}: not a QA entry ({exc})") from exc
+    if not out:
+        raise RagError(f"{path}: no questions")
+    return out
+
+
+def key_fact_recall(answer: str, groups: list[list[str]]) -> float | None:
+    """Share of key-fact groups of which some alternative occurs in the answer (case-insensitive)."""
+    if not groups:
+        return None
+    low = answer.lower()
+    return sum(any(alt.lower() in low for alt in g) for g in groups) / len(groups)
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 between an answer and a reference."""
+    norm = lambda s: re.sub(r"\b(a|an|the)\b", " ", re.sub(r"[^\w\s]", " ", s.lower())).split()  # noqa: E731
+    p, r = norm(re.sub(r"\[\d+\]", "", prediction)), norm(reference)
+    common = sum((Counter(p) & Counter(r)).values())
+    if not p or not r or not common:
+        return 0.0
+    prec, rec = common / len(p), common / len(r)
+    return 2 * prec * rec / (prec + rec)
+
+
+def score_row(q: Question, a: Answer) -> Row:
+    retrieved = []
+    for p in a.passages:
+        retrieved.append(p.doc.id)
+        retrieved.extend(p.also_reported_by)
+    hit_rank = next((p.n for p in a.passages if q.gold_docs and ({p.doc.id, *p.also_reported_by} & set(q.gold_docs))), None)
+    cites = [c.to_dict() for c in a.citations]
+    ok = q.answerable and not a.abstained
+    return Row(
+        id=q.id,
+        question=q.question,
+        answerable=q.answerable,
+        gold_docs=q.gold_docs,
+        abstained=a.abstained,
+        answer=a.text,
+        citations=cites,
+        retrieved_docs=retrieved,
+        key_fact_recall=(key_fact_recall(a.text, q.key_facts) if not a.abstained else 0.0) if q.answerable and q.key_facts else None,
+        token_f1=token_f1(a.text, q.reference) if ok and q.reference else (0.0 if q.answerable and q.reference else None),
+        citation_precision=(sum(c["source_file"] in q.gold_docs for c in cites) / len(cites)) if cites and q.gold_docs else None,
+        cited=bool(cites),
+        hit_rank=hit_rank,
+        timings=a.timings,
+    )
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def summarise(rows: list[Row]) -> dict[str, float | None]:
+    ans = [r for r in rows if r.answerable]
+    gold = [r for r in ans if r.gold_docs]
+    unans = [r for r in rows if not r.answerable]
+    abst = [r for r in rows if r.abstained]
+    all_cites = [c for r in ans for c in r.citations]
+    m: dict[str, float | None] = {}
+    for k in (1, 3, 5):
+        m[f"hits@{k}"] = _mean([float(r.hit_rank is not None and r.hit_rank <= k) for r in gold]) if gold else None
+    m["mrr"] = _mean([1.0 / r.hit_rank if r.hit_rank else 0.0 for r in gold]) if gold else None
+    m["key_fact_recall"] = _mean([r.key_fact_recall for r in ans])
+    m["token_f1"] = _mean([r.token_f1 for r in ans])
+    m["citation_precision"] = sum(c["source_file"] in r.gold_docs for r in ans for c in r.citations) / len(all_cites) if all_cites else None
+    m["cited"] = _mean([float(r.cited) for r in ans]) if ans else None
+    m["abstention_precision"] = (sum(not r.answerable for r in abst) / len(abst)) if abst else (1.0 if unans else None)
+    m["abstention_recall"] = _mean([float(r.abstained) for r in unans]) if unans else None
+    m["answered_when_answerable"] = _mean([float(not r.abstained) for r in ans]) if ans else None
+    return m
+
+
+def evaluate(rag, questions: list[Question], progress: bool = False, **overrides) -> Report:
+    """Ask every question through ``rag`` and score the answers. Overrides are Settings fields."""
+    from tqdm import tqdm
+
+    settings = rag.settings.with_(**overrides)
+    rows = []
+    for q in tqdm(questions, desc="evaluating", unit="q", disable=not progress):
+        a = rag.ask(q.question, **overrides)
+        rows.append(score_row(q, a))
+    stages = sorted({k for r in rows for k in r.timings})
+    latency = {
+        s: {"p50": statistics.median(v), "p95": _pct(v, 0.95)} for s in stages if (v := [r.timings[s] for r in rows if s in r.timings])
+    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return Report(settings.llm, settings.top_k, len(rows), summarise(rows), latency, peak, rows)
+
+
+def write_outputs(report: Report, out: str | Path) -> list[Path]:
+    """Write report.md, report.json and report.png (latency and quality chart) under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js, png = out / "report.md", out / "report.json", out / "report.png"
+    md.write_text(report.markdown(), encoding="utf-8")
+    js.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False), encoding="utf-8")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    q = {k: v for k, v in report.metrics.items() if v is not None}
+    a1.barh(list(q), list(q.values()), color="#3b7dd8")
+    a1.set_xlim(0, 1)
+    a1.set_title("quality")
+    lat = report.latency
+    a2.barh(list(lat), [v["p50"] for v in lat.values()], color="#e08a2c", label="median")
+    a2.barh(list(lat), [v["p95"] - v["p50"] for v in lat.values()], left=[v["p50"] for v in lat.values()], color="#f3c89a", label="to p95")
+    a2.set_title("latency per stage (s)")
+    a2.legend()
+    fig.suptitle(f"{report.backend} backend, {report.n_questions} questions")
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    return [md, js, png]
+
+
+def check_minimums(report: Report, minimums: dict[str, float]) -> list[str]:
+    """The metrics that fall short of the given minimums, as readable lines."""
+    fails = []
+    for k, lo in minimums.items():
+        if k not in report.metrics:
+            raise RagError(f"unknown metric {k!r}; known: {', '.join(report.metrics)}")
+        v = report.metrics[k]
+        if v is None or v < lo:
+            fails.append(f"{k} = {'n/a' if v is None else f'{v:.3f}'} is below the minimum {lo}")
+    return fails

@@ -1,0 +1,282 @@
+"""Build, persist, open and incrementally update the index (FAISS vectors + BM25 + chunk store).
+
+Layout of an index folder::
+
+    index/
+      CURRENT          name of the live generation, replaced atomically
+      gen-000007/      manifest.json, documents.json, chunks.jsonl, vectors.faiss, bm25/
+      .lock            held by the one writer
+
+A write builds a complete new generation beside the live one and then swaps ``CURRENT``
+with ``os.replace``: a reader, or a crash at any point, sees the old index or the new one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import embedding
+from .chunking import chunk_document
+from .corpus import load_documents, mark_duplicates, read_text
+from .settings import Settings
+from .types import Chunk, Document, RagError, Sentence
+
+FORMAT_VERSION = 1
+
+
+def embed_text(chunk: Chunk, doc: Document) -> str:
+    """What is embedded and BM25-indexed for a chunk: the article's title and date give it context."""
+    head = " — ".join(x for x in (doc.title, doc.date) if x)
+    return f"{head}\n{chunk.text}" if head else chunk.text
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class UpdateReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    embedded_chunks: int = 0
+    n_chunks: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
+            f"{len(self.unchanged)} unchanged; {self.n_chunks} chunks ({self.embedded_chunks} embedded) "
+            f"in {self.seconds:.1f}s"
+        )
+
+
+class Index:
+    """An opened index generation: documents, chunks, their vectors and the BM25 model."""
+
+    def __init__(self, root: Path, gen: Path, manifest: dict, docs: dict[str, Document], chunks: list[Chunk], vectors, bm25):
+        self.root = root
+        self.gen = gen
+        self.manifest = manifest
+        self.docs = docs
+        self.chunks = chunks
+        self.vectors = vectors  # faiss.IndexFlatIP, row i = chunks[i]
+        self.bm25 = bm25
+        self._raw: dict[str, str] = {}
+
+    # ------------------------------------------------------------ open
+    @classmethod
+    def open(cls, root: str | Path) -> Index:
+        """Open the live generation of the index at ``root``; raises RagError if missing or corrupt."""
+        import bm25s
+        import faiss
+
+        root = Path(root)
+        cur = root / "CURRENT"
+        if not cur.is_file():
+            raise RagError(f"no index at {root}/: build one with `rag index seeds/`")
+        gen = root / cur.read_text().strip()
+        try:
+            manifest = json.loads((gen / "manifest.json").read_text())
+            if manifest.get("format_version") != FORMAT_VERSION:
+                raise RagError(
+                    f"index at {root}/ has format {manifest.get('format_version')}, this version reads {FORMAT_VERSION}: "
+                    "run `rag index --rebuild`"
+                )
+            docs = {d["id"]: Document(**{**d, "segments": [tuple(s) for s in d["segments"]]}) for d in json.loads((gen / "documents.json").read_text())}
+            chunks = []
+            with open(gen / "chunks.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    c = json.loads(line)
+                    c["sentences"] = [Sentence(**s) for s in c["sentences"]]
+                    chunks.append(Chunk(**c))
+            vectors = faiss.read_index(str(gen / "vectors.faiss"))
+            bm25 = bm25s.BM25.load(str(gen / "bm25")) if chunks else None
+        except RagError:
+            raise
+        except Exception as exc:  # any unreadable or truncated file
+            raise RagError(f"index at {root}/ is corrupt ({type(exc).__name__}: {exc}); rebuild it with `rag index --rebuild`") from exc
+        if vectors.ntotal != len(chunks) or manifest.get("n_chunks") != len(chunks):
+            raise RagError(f"index at {root}/ is corrupt (vectors and chunks disagree); rebuild it with `rag index --rebuild`")
+        return cls(root, gen, manifest, docs, chunks, vectors, bm25)
+
+    def raw(self, doc_id: str) -> str:
+        """The document's file text as indexed (cached); offsets in citations point into it."""
+        if doc_id not in self._raw:
+            self._raw[doc_id] = Path(self.docs[doc_id].path).read_text(encoding="utf-8")
+        return self._raw[doc_id]
+
+    def vector_matrix(self) -> np.ndarray:
+        n = self.vectors.ntotal
+        return self.vectors.reconstruct_n(0, n) if n else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+
+
+# ---------------------------------------------------------------- writing
+@contextmanager
+def writer_lock(root: Path):
+    """Hold the index's write lock; a second writer gets a clear error instead of waiting forever."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RagError(f"another process is updating the index at {root}/; try again when it finishes") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _settings_key(settings: Settings) -> dict:
+    return {
+        "embedder": embedding.EMBEDDER_ID,
+        "dim": embedding.EMBEDDER_DIM,
+        "chunker": {"kind": "sentences", "chunk_chars": settings.chunk_chars, "overlap_sentences": settings.chunk_overlap_sentences},
+    }
+
+
+def build(
+    root: str | Path,
+    paths: Iterable[str | Path] | None = None,
+    settings: Settings | None = None,
+    rebuild: bool = False,
+    progress: bool = False,
+) -> UpdateReport:
+    """Make the index at ``root`` mirror the articles under ``paths``, embedding only what changed.
+
+    With ``paths`` None the sources recorded by the last build are used. Files that cannot be
+    read are reported in ``errors`` and, if an earlier version was indexed, that version is kept.
+    """
+    settings = settings or Settings.from_env()
+    root = Path(root)
+    t0 = time.perf_counter()
+    with writer_lock(root):
+        old: Index | None = None
+        if (root / "CURRENT").exists() and not rebuild:
+            old = Index.open(root)
+            if {k: old.manifest.get(k) for k in ("embedder", "dim", "chunker")} != _settings_key(settings):
+                old = None  # a different embedder or chunker: everything is re-embedded
+        if paths is None:
+            if old is None or not old.manifest.get("sources"):
+                raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
+            paths = old.manifest["sources"]
+        paths = [str(Path(p).resolve()) for p in paths]
+        loaded = load_documents(paths, settings.max_file_bytes)
+        report = UpdateReport(errors=loaded.errors)
+        new_docs = {d.id: d for d in loaded.documents}
+
+        # keep the indexed version of a file that exists but could not be read now
+        failed = {e.split(":", 1)[0] for e in loaded.errors}
+        old_docs = old.docs if old else {}
+        for doc_id, d in old_docs.items():
+            if doc_id not in new_docs and doc_id in failed and Path(d.path).exists():
+                new_docs[doc_id] = d
+
+        old_vecs = old.vector_matrix() if old else None
+        cache: dict[str, np.ndarray] = {}
+        old_by_doc: dict[str, list[int]] = {}
+        if old:
+            for i, c in enumerate(old.chunks):
+                old_by_doc.setdefault(c.doc_id, []).append(i)
+                cache[_key(embed_text(c, old.docs[c.doc_id]))] = old_vecs[i]
+
+        mark_duplicates(list(new_docs.values()))
+        chunks: list[Chunk] = []
+        texts: list[str] = []
+        for doc_id in sorted(new_docs):
+            d = new_docs[doc_id]
+            prev = old_docs.get(doc_id)
+            if prev is not None and prev.content_hash == d.content_hash and doc_id in old_by_doc:
+                report.unchanged.append(doc_id)
+                doc_chunks = [old.chunks[i] for i in old_by_doc[doc_id]]
+            else:
+                (report.updated if prev is not None else report.added).append(doc_id)
+                doc_chunks = chunk_document(d, read_text(Path(d.path), settings.max_file_bytes), settings.chunk_chars, settings.chunk_overlap_sentences)
+            chunks.extend(doc_chunks)
+            texts.extend(embed_text(c, d) for c in doc_chunks)
+        report.removed = sorted(set(old_docs) - set(new_docs))
+        if old is not None and not (report.added or report.updated or report.removed) and all(
+            asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs
+        ):
+            report.n_chunks = len(chunks)
+            report.seconds = time.perf_counter() - t0
+            return report  # nothing changed: no new generation
+
+        todo = [i for i, t in enumerate(texts) if _key(t) not in cache]
+        if todo:
+            vecs = embedding.embed([texts[i] for i in todo], progress=progress)
+            for i, v in zip(todo, vecs):
+                cache[_key(texts[i])] = v
+        report.embedded_chunks = len(todo)
+        matrix = np.stack([cache[_key(t)] for t in texts]) if texts else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            **_settings_key(settings),
+            "sources": paths,
+            "n_chunks": len(chunks),
+            "documents": {d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": sum(c.doc_id == d.id for c in chunks)} for d in new_docs.values()},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        _write_generation(root, manifest, list(new_docs.values()), chunks, matrix, texts)
+        report.n_chunks = len(chunks)
+        report.seconds = time.perf_counter() - t0
+        return report
+
+
+def _write_generation(root: Path, manifest: dict, docs: list[Document], chunks: list[Chunk], matrix: np.ndarray, texts: list[str]) -> None:
+    import bm25s
+    import faiss
+
+    from .retrieval import bm25_tokenize
+
+    cur = root / "CURRENT"
+    prev = cur.read_text().strip() if cur.exists() else None
+    n = int(prev.split("-")[1]) + 1 if prev else 1
+    name = f"gen-{n:06d}"
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "documents.json").write_text(json.dumps([asdict(d) for d in sorted(docs, key=lambda d: d.id)], ensure_ascii=False))
+    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
+        for c in chunks:
+            f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
+    vi = faiss.IndexFlatIP(embedding.EMBEDDER_DIM)
+    if len(matrix):
+        vi.add(np.ascontiguousarray(matrix, dtype=np.float32))
+    faiss.write_index(vi, str(tmp / "vectors.faiss"))
+    if texts:
+        bm = bm25s.BM25()
+        bm.index(bm25_tokenize(texts), show_progress=False)
+        bm.save(str(tmp / "bm25"))
+    # the manifest goes last: a generation without one is incomplete
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    for p in tmp.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    os.replace(tmp, root / name)
+    tmp_cur = root / f".CURRENT.{os.getpid()}"
+    tmp_cur.write_text(name)
+    with open(tmp_cur, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp_cur, cur)
+    # older generations are garbage once CURRENT moved; keep the previous one for readers mid-open
+    for old in sorted(root.glob("gen-*")):
+        if old.name not in (name, prev):
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)

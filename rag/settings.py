@@ -1,0 +1,81 @@
+"""Every tunable in one typed object, overridable from the environment and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("RAG_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "newsrag"
+    )
+    return Path(base)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults for indexing, retrieval and answering.
+
+    Each field can be set from the environment as ``RAG_<FIELD NAME IN CAPITALS>``
+    (for example ``RAG_TOP_K=8``); CLI flags override the environment.
+    """
+
+    index_dir: str = "index"
+    cache_dir: str = field(default_factory=lambda: str(_cache_dir()))
+
+    # chunking: sentences are packed up to this many characters (about 130 tokens)
+    chunk_chars: int = 600
+    chunk_overlap_sentences: int = 1
+
+    # retrieval
+    top_k: int = 5
+    candidates: int = 30  # per retriever, before fusion
+    rrf_k: int = 60
+    dup_threshold: float = 0.6  # word 5-gram containment that counts as the same passage
+
+    # answering
+    llm: str = "local"  # local | openai | extractive
+    max_context_sentences: int = 4
+    max_answer_tokens: int = 160
+    temperature: float = 0.0
+    llm_threads: int = 0  # 0 = all cores
+    llm_ctx: int = 4096
+    local_model: str = "qwen"  # qwen (default) | smollm (small test model) | a .gguf path
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_api_key: str = "not-needed"
+    openai_model: str = "local-model"
+    openai_timeout_s: float = 120.0
+
+    # abstention and verification
+    min_relevance: float = 0.25  # best dense cosine below this: the sources are off-topic
+    support_threshold: float = 0.5  # attribution score a sentence needs to count as supported
+
+    # limits on input
+    max_question_chars: int = 2000
+    max_file_bytes: int = 5_000_000
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Defaults, then ``RAG_*`` environment variables, then explicit overrides (None is ignored)."""
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"RAG_{f.name.upper()}")
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            try:
+                values[f.name] = type(default)(raw)
+            except ValueError as exc:
+                raise ValueError(f"RAG_{f.name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+        if "openai_base_url" not in values and os.environ.get("OPENAI_BASE_URL"):
+            values["openai_base_url"] = os.environ["OPENAI_BASE_URL"]
+        if "openai_api_key" not in values and os.environ.get("OPENAI_API_KEY"):
+            values["openai_api_key"] = os.environ["OPENAI_API_KEY"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **overrides: object) -> Settings:
+        """A copy with the given fields changed (None leaves a field as it is)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

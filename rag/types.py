@@ -1,0 +1,124 @@
+"""Typed objects that cross module boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+class RagError(Exception):
+    """An error a user can act on; its message is one clear line."""
+
+
+@dataclass
+class Document:
+    """A cleaned article. ``segments`` are the (start, end) spans of the raw file kept as content."""
+
+    id: str  # the file's base name: stable and what citations show
+    path: str
+    content_hash: str
+    title: str | None = None
+    outlet: str | None = None
+    author: str | None = None
+    date: str | None = None  # ISO 8601 (YYYY-MM-DD, or YYYY-MM / YYYY when that is all the text says)
+    url: str | None = None
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    text: str = ""  # the cleaned text: segments joined by blank lines
+    duplicate_of: str | None = None  # id of the earlier document this one repeats
+
+
+@dataclass
+class Sentence:
+    start: int  # character offsets into the raw file
+    end: int
+    text: str
+
+
+@dataclass
+class Chunk:
+    id: str
+    doc_id: str
+    text: str
+    start: int
+    end: int
+    sentences: list[Sentence]
+
+
+@dataclass
+class Passage:
+    """A retrieved chunk, numbered for the prompt, with its article's metadata."""
+
+    n: int
+    chunk: Chunk
+    score: float
+    doc: Document
+    also_reported_by: list[str] = field(default_factory=list)  # ids of near-duplicate reports
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "source_file": self.doc.id,
+            "title": self.doc.title,
+            "outlet": self.doc.outlet,
+            "date": self.doc.date,
+            "text": self.chunk.text,
+            "start": self.chunk.start,
+            "end": self.chunk.end,
+            "score": round(self.score, 4),
+            "also_reported_by": self.also_reported_by,
+        }
+
+
+@dataclass
+class Citation:
+    """A verified citation: ``open(path).read()[start:end] == quote``."""
+
+    n: int
+    source_file: str
+    title: str | None
+    outlet: str | None
+    date: str | None
+    quote: str
+    start: int
+    end: int
+    path: str = ""
+    passage: int = 0  # number of the passage the quote lies in
+    score: float = 0.0  # how strongly the quote supports the sentence (0..1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("path")
+        d["score"] = round(self.score, 3)
+        return d
+
+
+@dataclass
+class AnswerSentence:
+    text: str
+    citations: list[int]  # citation numbers
+    supported: bool
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    abstained: bool
+    sentences: list[AnswerSentence]
+    citations: list[Citation]
+    passages: list[Passage]
+    timings: dict[str, float]
+    backend: str
+    standalone_question: str | None = None
+
+    def to_dict(self) -> dict:
+        """The stable JSON shape of ``rag ask --json``."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [c.to_dict() for c in self.citations],
+            "sentences": [asdict(s) for s in self.sentences],
+            "passages": [p.to_dict() for p in self.passages],
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "backend": self.backend,
+        }

@@ -1,0 +1,80 @@
+"""Building, reopening and incrementally updating the index."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from rag.index import Index, build
+from rag.types import RagError
+
+from .conftest import SEEDS
+
+ARTICLE = "Officials opened the Zorblat Bridge over the Vesna river on 4 May 2019, the city said.\n"
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    d = tmp_path / "corpus"
+    shutil.copytree(SEEDS, d)
+    return d
+
+
+def test_reopening_and_rebuilding_unchanged_corpus_embeds_nothing(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    first = build(idx, [corpus])
+    assert len(first.added) == 4 and first.embedded_chunks == first.n_chunks > 0
+    again = build(idx, [corpus])
+    assert again.embedded_chunks == 0 and len(again.unchanged) == 4
+    opened = Index.open(idx)
+    assert len(opened.chunks) == first.n_chunks and opened.vectors.ntotal == first.n_chunks
+    manifest = opened.manifest
+    assert manifest["embedder"].endswith("all-MiniLM-L6-v2")
+    assert manifest["chunker"]["chunk_chars"] > 0
+    assert set(manifest["documents"]) == {p.name for p in SEEDS.glob("*.txt")}
+    assert all(len(v["content_hash"]) == 64 for v in manifest["documents"].values())
+
+
+def test_changed_added_and_removed_articles_only_reembed_themselves(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    n_000 = Index.open(idx).manifest["documents"]["000_7d385fec3d1c01e6.txt"]["n_chunks"]
+    with open(corpus / "000_7d385fec3d1c01e6.txt", "a") as f:
+        f.write("\nHamas later denied the report in a statement on Tuesday.\n")
+    (corpus / "zorblat.txt").write_text(ARTICLE)
+    (corpus / "002_0cd934058d5d1ad9.txt").unlink()
+    rep = build(idx, [corpus])
+    assert rep.updated == ["000_7d385fec3d1c01e6.txt"] and rep.added == ["zorblat.txt"]
+    assert rep.removed == ["002_0cd934058d5d1ad9.txt"] and len(rep.unchanged) == 2
+    # only chunks whose text changed are embedded: the new article and 000's changed tail
+    assert 1 <= rep.embedded_chunks <= n_000 + 1
+    opened = Index.open(idx)
+    assert "zorblat.txt" in opened.docs and "002_0cd934058d5d1ad9.txt" not in opened.docs
+    assert any("denied the report" in c.text for c in opened.chunks)
+
+
+def test_bad_file_is_reported_and_indexed_content_is_kept(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    (corpus / "000_7d385fec3d1c01e6.txt").write_bytes(b"\xff\xfe\x00\x00garbage")  # corrupted in place
+    (corpus / "empty.txt").write_text("")
+    rep = build(idx, [corpus])
+    assert any("000_7d385fec3d1c01e6.txt" in e and "binary" in e for e in rep.errors)
+    assert any("empty.txt: empty file" in e for e in rep.errors)
+    opened = Index.open(idx)
+    assert "000_7d385fec3d1c01e6.txt" in opened.docs  # the last good version still answers
+    assert len(opened.docs) == 4
+
+
+def test_missing_and_corrupt_index_give_clear_errors(corpus, tmp_path):
+    with pytest.raises(RagError, match="no index at .*rag index"):
+        Index.open(tmp_path / "nothing")
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    gen = idx / (idx / "CURRENT").read_text().strip()
+    (gen / "chunks.jsonl").write_text('{"broken": ')
+    with pytest.raises(RagError, match="corrupt.*--rebuild"):
+        Index.open(idx)
+    build(idx, [corpus], rebuild=True)
+    assert len(Index.open(idx).docs) == 4
