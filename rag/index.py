@@ -170,9 +170,9 @@ def build(
             if {k: old.manifest.get(k) for k in ("embedder", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
         if paths is None:
-            if old is None or not old.manifest.get("sources"):
+            paths = old.manifest.get("sources") if old else _recorded_sources(root)
+            if not paths:
                 raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
-            paths = old.manifest["sources"]
         paths = [str(Path(p).resolve()) for p in paths]
         loaded = load_documents(paths, settings.max_file_bytes)
         report = UpdateReport(errors=loaded.errors)
@@ -235,6 +235,15 @@ def build(
         report.n_chunks = len(chunks)
         report.seconds = time.perf_counter() - t0
         return report
+
+
+def _recorded_sources(root: Path) -> list[str] | None:
+    """The folders the last build indexed, read leniently so a damaged index can be rebuilt."""
+    try:
+        gen = root / (root / "CURRENT").read_text().strip()
+        return json.loads((gen / "manifest.json").read_text()).get("sources")
+    except (OSError, ValueError):
+        return None
 
 
 def _write_generation(root: Path, manifest: dict, docs: list[Document], chunks: list[Chunk], matrix: np.ndarray, texts: list[str]) -> None:
