@@ -11,13 +11,23 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test setup index ui lint browser clean
+.PHONY: run test quality setup index ui lint browser clean
 
 run: setup index
 	$(BIN)/rag ui --host $(HOST) --port $(PORT)
 
-test: setup browser
+DEV_QA := ../shared/eval/seed_qa_dev.jsonl
+
+test: setup browser quality
 	$(BIN)/python -m pytest -q tests
+
+# quality gate on the dev QA set with the fast extractive backend: fails when a figure drops
+quality: index
+	@if [ -f $(DEV_QA) ]; then \
+	  $(BIN)/rag eval $(DEV_QA) --llm extractive --judge overlap --out eval-output/ci \
+	    --min key_fact_recall=0.9 --min citation_precision=0.9 --min cited=1 \
+	    --min abstention_recall=1 --min answered_when_answerable=1 --min hits@1=1; \
+	else echo "no $(DEV_QA): quality gate skipped"; fi
 
 setup: $(STAMP)/model
 

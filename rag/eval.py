@@ -13,7 +13,9 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from . import prompts
 from .types import Answer, RagError
 
 
@@ -45,12 +47,15 @@ class Row:
     cited: bool
     hit_rank: int | None  # rank of the first retrieved passage from a gold document
     timings: dict[str, float]
+    alce_recall: float | None = None
+    alce_precision: float | None = None
 
 
 @dataclass
 class Report:
     backend: str
     top_k: int
+    judge: str
     n_questions: int
     metrics: dict[str, float | None]
     latency: dict[str, dict[str, float]]
@@ -63,6 +68,8 @@ class Report:
     def markdown(self) -> str:
         lines = [
             f"# Evaluation report ({self.backend} backend, top-k {self.top_k}, {self.n_questions} questions)",
+            "",
+            f"Citation recall and precision per sentence (ALCE) judged by: {self.judge}.",
             "",
             "| metric | value |",
             "|---|---|",
@@ -129,7 +136,77 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
-def score_row(q: Question, a: Answer) -> Row:
+
+# ---------------------------------------------------------------- support judges
+class Judge(Protocol):
+    """Decides whether a premise (cited passages) entails a hypothesis (an answer sentence)."""
+
+    name: str
+
+    def entails(self, premise: str, hypothesis: str) -> bool: ...
+
+
+class LLMJudge:
+    """Asks an LLM backend for entailment (the default: no NLI model ships in a package here)."""
+
+    def __init__(self, llm, label: str):
+        self.llm = llm
+        self.name = f"llm:{label}"
+        self._cache: dict[tuple[str, str], bool] = {}
+
+    def entails(self, premise: str, hypothesis: str) -> bool:
+        key = (premise, hypothesis)
+        if key not in self._cache:
+            reply = "".join(self.llm.stream(prompts.entailment_messages(premise, hypothesis), 3, 0.0))
+            self._cache[key] = reply.strip().lower().startswith("yes")
+        return self._cache[key]
+
+
+class OverlapJudge:
+    """Fast judge without a model: the attribution score (word coverage and embedding similarity)."""
+
+    name = "overlap"
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def entails(self, premise: str, hypothesis: str) -> bool:
+        from . import embedding
+        from .answer import content_words
+
+        words = content_words(hypothesis)
+        cover = len(words & content_words(premise)) / max(len(words), 1)
+        a, b = embedding.embed([hypothesis, premise])
+        return 0.6 * cover + 0.4 * max(float(a @ b), 0.0) >= self.threshold
+
+
+def alce_scores(answer: Answer, judge: Judge) -> tuple[float | None, float | None]:
+    """ALCE citation recall and precision of one answer (Gao et al. 2023).
+
+    A sentence's recall is 1 when its cited quotes together entail it. A citation is precise
+    unless the sentence is unsupported, or the citation is irrelevant: it alone does not entail
+    the sentence while the other citations still do.
+    """
+    if answer.abstained or not answer.sentences:
+        return None, None
+    quote = {c.n: c.quote for c in answer.citations}
+    recalls, precise, total = [], 0, 0
+    for s in answer.sentences:
+        cites = [n for n in s.citations if n in quote]
+        joint = bool(cites) and judge.entails(" ".join(quote[n] for n in cites), s.text)
+        recalls.append(float(joint))
+        total += len(cites)
+        if not joint:
+            continue
+        for n in cites:
+            alone = len(cites) == 1 or judge.entails(quote[n], s.text)
+            rest = [m for m in cites if m != n]
+            irrelevant = not alone and bool(rest) and judge.entails(" ".join(quote[m] for m in rest), s.text)
+            precise += not irrelevant
+    return sum(recalls) / len(recalls), (precise / total if total else None)
+
+
+def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
     retrieved = []
     for p in a.passages:
         retrieved.append(p.doc.id)
@@ -137,6 +214,7 @@ def score_row(q: Question, a: Answer) -> Row:
     hit_rank = next((p.n for p in a.passages if q.gold_docs and ({p.doc.id, *p.also_reported_by} & set(q.gold_docs))), None)
     cites = [c.to_dict() for c in a.citations]
     ok = q.answerable and not a.abstained
+    alce = alce_scores(a, judge) if judge and q.answerable else (None, None)
     return Row(
         id=q.id,
         question=q.question,
@@ -152,6 +230,8 @@ def score_row(q: Question, a: Answer) -> Row:
         cited=bool(cites),
         hit_rank=hit_rank,
         timings=a.timings,
+        alce_recall=alce[0],
+        alce_precision=alce[1],
     )
 
 
@@ -179,27 +259,33 @@ def summarise(rows: list[Row]) -> dict[str, float | None]:
     m["token_f1"] = _mean([r.token_f1 for r in ans])
     m["citation_precision"] = sum(c["source_file"] in r.gold_docs for r in ans for c in r.citations) / len(all_cites) if all_cites else None
     m["cited"] = _mean([float(r.cited) for r in ans]) if ans else None
+    m["alce_citation_recall"] = _mean([r.alce_recall for r in ans])
+    m["alce_citation_precision"] = _mean([r.alce_precision for r in ans])
     m["abstention_precision"] = (sum(not r.answerable for r in abst) / len(abst)) if abst else (1.0 if unans else None)
     m["abstention_recall"] = _mean([float(r.abstained) for r in unans]) if unans else None
     m["answered_when_answerable"] = _mean([float(not r.abstained) for r in ans]) if ans else None
     return m
 
 
-def evaluate(rag, questions: list[Question], progress: bool = False, **overrides) -> Report:
+def evaluate(rag, questions: list[Question | dict], judge: Judge | None = None, progress: bool = False, **overrides) -> Report:
     """Ask every question through ``rag`` and score the answers. Overrides are Settings fields."""
     from tqdm import tqdm
 
     settings = rag.settings.with_(**overrides)
-    rows = []
-    for q in tqdm(questions, desc="evaluating", unit="q", disable=not progress):
-        a = rag.ask(q.question, **overrides)
-        rows.append(score_row(q, a))
+    questions = [q if isinstance(q, Question) else Question(**{k: v for k, v in q.items() if k in Question.__dataclass_fields__}) for q in questions]
+    answers = [rag.ask(q.question, **overrides) for q in tqdm(questions, desc="evaluating", unit="q", disable=not progress)]
+    return score_answers(questions, answers, judge, backend=settings.llm, top_k=settings.top_k)
+
+
+def score_answers(questions: list[Question], answers: list[Answer], judge: Judge | None = None, backend: str = "", top_k: int = 0) -> Report:
+    """Score answers already given (one per question, same order) into a Report."""
+    rows = [score_row(q, a, judge) for q, a in zip(questions, answers, strict=True)]
     stages = sorted({k for r in rows for k in r.timings})
     latency = {
         s: {"p50": statistics.median(v), "p95": _pct(v, 0.95)} for s in stages if (v := [r.timings[s] for r in rows if s in r.timings])
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return Report(settings.llm, settings.top_k, len(rows), summarise(rows), latency, peak, rows)
+    return Report(backend, top_k, judge.name if judge else "none", len(rows), summarise(rows), latency, peak, rows)
 
 
 def write_outputs(report: Report, out: str | Path) -> list[Path]:

@@ -80,3 +80,14 @@ def rewrite_messages(history: list[tuple[str, str]], follow_up: str) -> list[dic
         {"role": "system", "content": REWRITE_SYSTEM},
         {"role": "user", "content": f"Conversation:\n{convo}\n\nFollow-up: {follow_up}\n\nStandalone question:"},
     ]
+
+
+ENTAILMENT_SYSTEM = """You check whether a claim is supported by a passage. Answer only "yes" if the passage states or directly implies the claim, otherwise "no"."""
+
+
+def entailment_messages(premise: str, hypothesis: str) -> list[dict]:
+    """Messages asking the model whether ``premise`` entails ``hypothesis`` (for citation judging)."""
+    return [
+        {"role": "system", "content": ENTAILMENT_SYSTEM},
+        {"role": "user", "content": f"Passage:\n{premise}\n\nClaim: {hypothesis}\n\nIs the claim supported by the passage? Answer yes or no."},
+    ]
