@@ -72,7 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _settings(args) -> Settings:
     keys = ("index_dir", "llm", "top_k", "local_model", "openai_base_url", "openai_api_key", "openai_model")
-    return Settings.from_env(**{k.replace("top_k", "top_k"): getattr(args, k, None) for k in keys})
+    return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from .corpus import load_documents, mark_duplicates, read_text
 from .settings import Settings
 from .types import Chunk, Document, RagError, Sentence
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def embed_text(chunk: Chunk, doc: Document) -> str:
@@ -114,9 +114,16 @@ class Index:
         return cls(root, gen, manifest, docs, chunks, vectors, bm25)
 
     def raw(self, doc_id: str) -> str:
-        """The document's file text as indexed (cached); offsets in citations point into it."""
-        if doc_id not in self._raw:
-            self._raw[doc_id] = Path(self.docs[doc_id].path).read_text(encoding="utf-8")
+        """The article's file text as it was indexed; citation offsets point into it.
+
+        Kept inside the index, so quotes stay exact even if the file is edited or deleted
+        before the next `rag index`.
+        """
+        if not self._raw:
+            with open(self.gen / "raw.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    d = json.loads(line)
+                    self._raw[d["id"]] = d["raw"]
         return self._raw[doc_id]
 
     def vector_matrix(self) -> np.ndarray:
@@ -165,8 +172,8 @@ def build(
     t0 = time.perf_counter()
     with writer_lock(root):
         old: Index | None = None
-        if (root / "CURRENT").exists() and not rebuild:
-            old = Index.open(root)
+        if (root / "CURRENT").exists() and not rebuild and _recorded_format(root) == FORMAT_VERSION:
+            old = Index.open(root)  # another format is simply rebuilt; a corrupt index raises
             if {k: old.manifest.get(k) for k in ("embedder", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
         if paths is None:
@@ -194,6 +201,7 @@ def build(
                 cache[_key(embed_text(c, old.docs[c.doc_id]))] = old_vecs[i]
 
         mark_duplicates(list(new_docs.values()))
+        raws: dict[str, str] = {}
         chunks: list[Chunk] = []
         texts: list[str] = []
         for doc_id in sorted(new_docs):
@@ -202,9 +210,11 @@ def build(
             if prev is not None and prev.content_hash == d.content_hash and doc_id in old_by_doc:
                 report.unchanged.append(doc_id)
                 doc_chunks = [old.chunks[i] for i in old_by_doc[doc_id]]
+                raws[doc_id] = old.raw(doc_id)
             else:
                 (report.updated if prev is not None else report.added).append(doc_id)
-                doc_chunks = chunk_document(d, read_text(Path(d.path), settings.max_file_bytes), settings.chunk_chars, settings.chunk_overlap_sentences)
+                raws[doc_id] = read_text(Path(d.path), settings.max_file_bytes)
+                doc_chunks = chunk_document(d, raws[doc_id], settings.chunk_chars, settings.chunk_overlap_sentences)
             chunks.extend(doc_chunks)
             texts.extend(embed_text(c, d) for c in doc_chunks)
         report.removed = sorted(set(old_docs) - set(new_docs))
@@ -231,22 +241,32 @@ def build(
             "documents": {d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": sum(c.doc_id == d.id for c in chunks)} for d in new_docs.values()},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _write_generation(root, manifest, list(new_docs.values()), chunks, matrix, texts)
+        _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, texts)
         report.n_chunks = len(chunks)
         report.seconds = time.perf_counter() - t0
         return report
 
 
-def _recorded_sources(root: Path) -> list[str] | None:
-    """The folders the last build indexed, read leniently so a damaged index can be rebuilt."""
+def _recorded_manifest(root: Path) -> dict:
+    """The live manifest, read leniently so a damaged or older index can still be rebuilt."""
     try:
         gen = root / (root / "CURRENT").read_text().strip()
-        return json.loads((gen / "manifest.json").read_text()).get("sources")
+        return json.loads((gen / "manifest.json").read_text())
     except (OSError, ValueError):
-        return None
+        return {}
 
 
-def _write_generation(root: Path, manifest: dict, docs: list[Document], chunks: list[Chunk], matrix: np.ndarray, texts: list[str]) -> None:
+def _recorded_sources(root: Path) -> list[str] | None:
+    return _recorded_manifest(root).get("sources")
+
+
+def _recorded_format(root: Path) -> int | None:
+    return _recorded_manifest(root).get("format_version")
+
+
+def _write_generation(
+    root: Path, manifest: dict, docs: list[Document], raws: dict[str, str], chunks: list[Chunk], matrix: np.ndarray, texts: list[str]
+) -> None:
     import bm25s
     import faiss
 
@@ -260,6 +280,9 @@ def _write_generation(root: Path, manifest: dict, docs: list[Document], chunks: 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "documents.json").write_text(json.dumps([asdict(d) for d in sorted(docs, key=lambda d: d.id)], ensure_ascii=False))
+    with open(tmp / "raw.jsonl", "w", encoding="utf-8") as f:
+        for doc_id in sorted(raws):
+            f.write(json.dumps({"id": doc_id, "raw": raws[doc_id]}, ensure_ascii=False) + "\n")
     with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
         for c in chunks:
             f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")

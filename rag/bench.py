@@ -1,0 +1,445 @@
+"""``rag bench latency``: our pipeline against llama-index's CitationQueryEngine, warm, in one run.
+
+Both pipelines answer the same questions with the same model file, embedder, top-k, answer-token
+cap and temperature. Each loads its model once and answers one untimed warm-up question before
+the timed ones, so the figures are steady-state answer times; model load is reported apart.
+
+The peer runs in a separate spawned process: both hold a copy of the model, and a fresh process
+gives each pipeline its own peak-memory figure (the peak of the process that ran it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+from . import answer as ans
+from . import embedding, prompts
+from .eval import _pct, load_questions
+from .llm import resolve_model
+from .settings import Settings
+from .types import Answer, Document, RagError
+
+DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "seed_qa_dev.jsonl"
+PEER_NAME = "llama-index CitationQueryEngine"
+STAT_KEYS = ("ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s", "peak_rss_mb")
+
+
+# ---------------------------------------------------------------- CLI
+def add_parser(subparsers) -> None:
+    """Add ``bench latency`` to the ``rag`` command's subparsers."""
+    p = subparsers.add_parser("bench", help="benchmarks")
+    sub = p.add_subparsers(dest="bench_cmd", required=True)
+    lat = sub.add_parser(
+        "latency",
+        help=f"time to first token, answer time, tokens and memory: ours against {PEER_NAME}",
+        description=f"Answer the questions warm with our pipeline and with {PEER_NAME} (same model, embedder and top-k) and compare.",
+    )
+    lat.add_argument("--questions", type=Path, default=None, help=f"QA set, one JSON object a line (default: {DEFAULT_QUESTIONS})")
+    lat.add_argument("--index", dest="index_dir", default=None, help="index folder (default: $RAG_INDEX_DIR or index/)")
+    lat.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    lat.add_argument("--out", type=Path, default=None, help="also write bench-latency.md, bench-latency.json and bench-latency.png here")
+    lat.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N questions")
+    lat.add_argument("--model", dest="local_model", default=None, help="local model: qwen (default), smollm, or a .gguf path")
+    lat.add_argument("--top-k", type=int, default=None, help="passages to retrieve, for both pipelines (default: 5)")
+    lat.add_argument("--no-peer", action="store_true", help=f"time only our pipeline, not {PEER_NAME}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``rag bench latency`` from parsed arguments; raises RagError on bad input."""
+    from .api import RAG
+
+    if args.bench_cmd != "latency":
+        raise AssertionError(args.bench_cmd)
+    path = args.questions or DEFAULT_QUESTIONS
+    if not Path(path).is_file():
+        raise RagError(f"questions file not found: {path} (pass --questions FILE)")
+    if args.limit is not None and args.limit < 1:
+        raise RagError(f"--limit must be at least 1, not {args.limit}")
+    questions = [q.question for q in load_questions(path)][: args.limit]
+    settings = Settings.from_env(index_dir=args.index_dir, top_k=args.top_k, local_model=args.local_model)
+    rag = RAG.open(settings.index_dir, settings)
+    result = latency_bench(rag, questions, peer=not args.no_peer, progress=sys.stderr.isatty())
+    md = markdown(result)
+    if args.out:
+        files = write_outputs(result, md, args.out)
+        print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
+    print(json.dumps(result, ensure_ascii=False, indent=1) if args.json else md, end="" if not args.json else "\n")
+    return 0
+
+
+# ---------------------------------------------------------------- the benchmark
+def latency_bench(rag, questions: list[str], peer: bool = True, *, progress: bool = False, **overrides: object) -> dict:
+    """Time our pipeline (in this process) and, when ``peer``, CitationQueryEngine (in a fresh process).
+
+    Overrides are Settings fields (``local_model="smollm"``, ``top_k=3``); the backend is always the
+    local llama.cpp model, since that is the one both pipelines can run from the same file.
+    Returns our figures at the top level, the peer's under ``"peer"``, and ``"speedup"``: the
+    peer's median answer time over ours.
+    """
+    if not questions:
+        raise RagError("no questions to benchmark")
+    overrides = {**overrides, "llm": "local"}
+    settings = rag.settings.with_(**overrides)
+    load_s = rag.warm(**overrides)
+    llama = rag.llm(settings).model()
+    warmup = _warm_up_ours(rag, questions, overrides)
+
+    rows = []
+    for q in _progress(questions, "ours", progress):
+        rows.append(_time_ours(rag, llama, settings, q, overrides))
+    ours = summarise(rows, load_s, peak_rss_mb())
+
+    theirs = None
+    if peer:
+        # spawn, not fork: a forked child would start with this process's memory, model included
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            docs = list(rag.index.docs.values())
+            theirs = pool.submit(_peer_run, docs, settings, llama.n_threads, questions, warmup, progress).result()
+    return {
+        "model": resolve_model(settings).name,
+        "top_k": settings.top_k,
+        "max_answer_tokens": settings.max_answer_tokens,
+        "temperature": settings.temperature,
+        "n_questions": len(questions),
+        "warmup_question": warmup,
+        **ours,
+        "peer": theirs,
+        "speedup": theirs["total_p50_s"] / ours["total_p50_s"] if theirs else None,
+    }
+
+
+def _progress(items: list[str], desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="q", disable=not enabled, file=sys.stderr)
+
+
+def _warm_up_ours(rag, questions: list[str], overrides: dict) -> str:
+    """Answer one question untimed and return it, for the peer to warm up on too.
+
+    The last question that reaches the model, so llama.cpp's prompt-prefix cache is warm as in
+    steady use; the first timed question then follows a different prompt, not its own.
+    """
+    for q in reversed(questions):
+        if "generation_s" in rag.ask(q, **overrides).timings:
+            return q
+    return questions[-1]  # every question abstains before the model: nothing of ours to warm
+
+
+def _time_ours(rag, llama, settings: Settings, question: str, overrides: dict) -> dict:
+    t0 = time.perf_counter()
+    first = None
+    pieces: list[str] = []
+    result = None
+    for item in rag.stream(question, **overrides):
+        if isinstance(item, Answer):
+            result = item
+        elif item:
+            if first is None:
+                first = time.perf_counter() - t0
+            pieces.append(item)
+    total = time.perf_counter() - t0
+    assert result is not None
+    called = "generation_s" in result.timings
+    return {
+        "question": question,
+        "ttft_s": first,
+        "total_s": total,
+        "called_model": called,
+        "abstained": result.abstained,
+        "prompt_tokens": _our_prompt_tokens(llama, settings, result) if called else None,
+        "generated_tokens": count_tokens(llama, "".join(pieces)) if called else None,
+        "answer": result.text,
+    }
+
+
+def _our_prompt_tokens(llama, settings: Settings, result: Answer) -> int:
+    """Tokens of the prompt RAG.stream sent for ``result``, rebuilt the way rag/api.py builds it.
+
+    RAG.stream does not expose its messages; this repeats its context-building calls (untimed)
+    on the answer's own passages, which gives the same messages since every step is deterministic.
+    """
+    passages = result.passages
+    srcs = ans.source_sentences(passages)
+    vecs = embedding.embed([result.question] + [s.sentence.text for s in srcs])
+    context = ans.select_context(result.question, passages, vecs[0], vecs[1:], settings.max_context_sentences)
+    sources = ans.render_sources(passages, context, ans.number_articles(passages))
+    prompt = chat_prompt(llama, prompts.answer_messages(sources, result.question))
+    # as llama-cpp-python's chat handler tokenizes a rendered template: specials parsed, no extra BOS
+    return count_tokens(llama, prompt, add_bos=False, special=True)
+
+
+# ---------------------------------------------------------------- the peer (runs in its own process)
+def _peer_run(docs: list[Document], settings: Settings, threads: int, questions: list[str], warmup: str, progress: bool) -> dict:
+    from llama_index.core import Document as LIDocument
+    from llama_index.core import Settings as LISettings
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.events.llm import LLMCompletionStartEvent
+    from llama_index.core.query_engine import CitationQueryEngine
+    from llama_index.llms.llama_cpp import LlamaCPP
+
+    from .embedding import as_llama_embedding
+
+    class PromptRecorder(BaseEventHandler):
+        """Keeps each prompt the LLM is actually sent (a compact/refine synthesis may send several)."""
+
+        prompts: list[str] = []
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "PromptRecorder"
+
+        def handle(self, event, **kwargs) -> None:
+            if isinstance(event, LLMCompletionStartEvent):
+                self.prompts.append(event.prompt)
+
+    fmt = _ChatFormat()
+    t = time.perf_counter()
+    llm = LlamaCPP(
+        model_path=str(resolve_model(settings)),  # a path, always: without one LlamaCPP downloads a model
+        temperature=settings.temperature,
+        # our answer-token cap, not LlamaCPP's 256: the same cap keeps total times comparable
+        max_new_tokens=settings.max_answer_tokens,
+        context_window=settings.llm_ctx,
+        model_kwargs={"n_threads": threads, "n_ctx": settings.llm_ctx},
+        # LlamaCPP's default prompt format is Llama 2's [INST]; format with the model's own template
+        messages_to_prompt=fmt.messages,
+        completion_to_prompt=fmt.completion,
+        verbose=False,
+    )
+    load_s = time.perf_counter() - t
+    fmt.llama = llm._model
+    # set both explicitly: llama-index's defaults reach for OpenAI, which fails offline
+    LISettings.llm = llm
+    LISettings.embed_model = as_llama_embedding()
+
+    t = time.perf_counter()
+    index = VectorStoreIndex.from_documents(
+        [LIDocument(text=d.text, id_=d.id, metadata={k: v for k, v in (("file_name", d.id), ("title", d.title), ("date", d.date)) if v}) for d in docs]
+    )
+    index_s = time.perf_counter() - t
+    engine = CitationQueryEngine.from_args(index, llm=llm, similarity_top_k=settings.top_k, streaming=True)
+    sent = PromptRecorder()
+    get_dispatcher().add_event_handler(sent)
+
+    _time_peer(engine, llm._model, sent, warmup)
+    rows = [_time_peer(engine, llm._model, sent, q) for q in _progress(questions, "llama-index", progress)]
+    out = summarise(rows, load_s, peak_rss_mb())
+    out["index_build_s"] = index_s
+    return out
+
+
+def _time_peer(engine, llama, sent, question: str) -> dict:
+    sent.prompts.clear()
+    t0 = time.perf_counter()
+    first = None
+    pieces: list[str] = []
+    response = engine.query(question)
+    for tok in response.response_gen:
+        if tok:
+            if first is None:
+                first = time.perf_counter() - t0
+            pieces.append(tok)
+    total = time.perf_counter() - t0
+    text = "".join(pieces)
+    return {
+        "question": question,
+        "ttft_s": first,
+        "total_s": total,
+        "called_model": bool(sent.prompts),
+        "abstained": False,  # CitationQueryEngine always answers
+        # completion-style: llama-cpp-python tokenizes the prompt with specials and the model's BOS
+        "prompt_tokens": sum(count_tokens(llama, p, add_bos=True, special=True) for p in sent.prompts),
+        "generated_tokens": count_tokens(llama, text),
+        "answer": text,
+    }
+
+
+class _ChatFormat:
+    """llama-index prompt formatting through the model's chat template, as our chat completions get."""
+
+    def __init__(self) -> None:
+        self.llama = None
+
+    def messages(self, msgs: Sequence) -> str:
+        return chat_prompt(self.llama, [{"role": m.role.value, "content": m.content or ""} for m in msgs])
+
+    def completion(self, text: str) -> str:
+        return chat_prompt(self.llama, [{"role": "user", "content": text}])
+
+
+# ---------------------------------------------------------------- tokens, memory, statistics
+def chat_prompt(llama, messages: list[dict]) -> str:
+    """The text llama-cpp-python's chat completion renders for ``messages`` (GGUF template, else ChatML)."""
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages) + "<|im_start|>assistant\n"
+    eos, bos = llama.token_eos(), llama.token_bos()
+    text = llama._model.token_get_text
+    return _formatter(template, text(eos) if eos != -1 else "", text(bos) if bos != -1 else "")(messages=messages).prompt
+
+
+@lru_cache(maxsize=4)
+def _formatter(template: str, eos: str, bos: str):
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+
+
+def count_tokens(llama, text: str, add_bos: bool = False, special: bool = False) -> int:
+    """Tokens of ``text`` in the model's vocabulary (generated text is re-tokenized, the same way for both)."""
+    return len(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)) if text else 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    VmHWM rather than ru_maxrss: after exec, Linux's ru_maxrss keeps the peak of the image the
+    process replaced, so a spawned child would report its parent's memory.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarise(rows: list[dict], load_s: float, peak_mb: float) -> dict:
+    """Median and p95 of each measure; TTFT and tokens only over questions that reached the model."""
+
+    def stats(key: str) -> tuple[float | None, float | None]:
+        xs = [r[key] for r in rows if r[key] is not None and (r["called_model"] or key == "total_s")]
+        return (statistics.median(xs), _pct(xs, 0.95)) if xs else (None, None)
+
+    out: dict = {}
+    for key, name in (("ttft_s", "ttft"), ("total_s", "total"), ("prompt_tokens", "prompt_tokens"), ("generated_tokens", "generated_tokens")):
+        p50, p95 = stats(key)
+        suffix = "_s" if key.endswith("_s") else ""
+        out[f"{name}_p50{suffix}"], out[f"{name}_p95{suffix}"] = p50, p95
+    out["peak_rss_mb"] = peak_mb
+    out["load_s"] = load_s
+    out["n_first_token"] = sum(r["ttft_s"] is not None for r in rows)
+    out["n_no_model_call"] = sum(not r["called_model"] for r in rows)
+    out["rows"] = rows
+    return out
+
+
+# ---------------------------------------------------------------- report
+_ROWS = [
+    ("time to first token, median (s)", "ttft_p50_s", "{:.2f}"),
+    ("time to first token, p95 (s)", "ttft_p95_s", "{:.2f}"),
+    ("total answer time, median (s)", "total_p50_s", "{:.2f}"),
+    ("total answer time, p95 (s)", "total_p95_s", "{:.2f}"),
+    ("prompt tokens, median", "prompt_tokens_p50", "{:.0f}"),
+    ("prompt tokens, p95", "prompt_tokens_p95", "{:.0f}"),
+    ("generated tokens, median", "generated_tokens_p50", "{:.0f}"),
+    ("generated tokens, p95", "generated_tokens_p95", "{:.0f}"),
+    ("peak memory (MB)", "peak_rss_mb", "{:.0f}"),
+    ("model load (s), not in answer times", "load_s", "{:.2f}"),
+]
+
+
+def markdown(result: dict) -> str:
+    """The comparison as a markdown table (metric × ours, peer, ratio ours/theirs) with notes."""
+    peer = result["peer"]
+    n = result["n_questions"]
+    fmt = lambda f, v: "n/a" if v is None else f.format(v)  # noqa: E731
+    lines = [
+        f"| metric | ours | {PEER_NAME} | ratio ours/theirs |",
+        "|---|---|---|---|",
+    ]
+    for label, key, f in _ROWS:
+        ours_v, peer_v = result[key], peer[key] if peer else None
+        ratio = f"{ours_v / peer_v:.2f}" if ours_v is not None and peer_v else "n/a"
+        lines.append(f"| {label} | {fmt(f, ours_v)} | {fmt(f, peer_v)} | {ratio} |")
+    peer_n = f"{peer['n_first_token']}/{n}" if peer else "n/a"
+    lines.append(f"| questions with a first token | {result['n_first_token']}/{n} | {peer_n} | |")
+    notes = [
+        "",
+        f"Model `{result['model']}`, top-k {result['top_k']}, at most {result['max_answer_tokens']} answer tokens, "
+        f"temperature {result['temperature']}, {n} questions, same embedder (all-MiniLM-L6-v2) for both.",
+        f"Warm: each pipeline loaded its model once and answered one untimed warm-up question (“{result['warmup_question']}”) "
+        "before the timed ones; model load is reported apart and not counted in answer times.",
+        "Time to first token and total answer time run from the question to the first streamed token and to the final answer "
+        "(ours: with verified citations). Prompt tokens: the rendered prompt in the model's tokenizer; generated tokens: the "
+        "streamed text re-tokenized.",
+    ]
+    if result["n_no_model_call"]:
+        notes.append(
+            f"{result['n_no_model_call']} of our questions abstained before calling the model (out of corpus): "
+            "counted in total answer time, left out of first-token and token figures."
+        )
+    notes.append(
+        "Peak memory: peak resident set (VmHWM) of the process that ran each pipeline; ours ran in the benchmark's process, "
+        f"{PEER_NAME} in a fresh spawned process, so neither includes the other's model."
+    )
+    if peer:
+        notes.append(f"Speedup (their median answer time over ours): {result['speedup']:.2f}×.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
+    """Write bench-latency.md, bench-latency.json and a bar chart bench-latency.png under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, js_path, png_path = out / "bench-latency.md", out / "bench-latency.json", out / "bench-latency.png"
+    md_path.write_text(f"# Latency: ours against {PEER_NAME}\n\n" + md, encoding="utf-8")
+    js_path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [("ours", result, "#3b7dd8")] + ([(PEER_NAME, result["peer"], "#e08a2c")] if result["peer"] else [])
+    panels = [
+        ("seconds", ["ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s"]),
+        ("tokens", ["prompt_tokens_p50", "generated_tokens_p50"]),
+        ("peak memory (MB)", ["peak_rss_mb"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), gridspec_kw={"width_ratios": [4, 2, 1]})
+    width = 0.8 / len(runs)
+    for ax, (title, keys) in zip(axes, panels):
+        for i, (name, r, colour) in enumerate(runs):
+            ax.bar([k + i * width for k in range(len(keys))], [r[k] or 0 for k in keys], width, label=name, color=colour)
+        ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(keys))], [k.replace("_s", "").replace("_", " ") for k in keys], fontsize=8)
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{result['model']}, top-k {result['top_k']}, {result['n_questions']} questions, warm")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=80)
+    plt.close(fig)
+    return [md_path, js_path, png_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rag.bench latency ...`` until the subcommand is wired into ``rag``."""
+    ap = argparse.ArgumentParser(prog="rag")
+    add_parser(ap.add_subparsers(dest="cmd", required=True))
+    try:
+        return run(ap.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    # through the imported module, so the spawned peer process finds its functions under rag.bench
+    from rag import bench
+
+    sys.exit(bench.main())
