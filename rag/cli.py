@@ -32,9 +32,15 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rag", description="Ask questions of a news corpus; every claim cites its exact source passage.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("index", help="index articles (.txt, .md, .html); only what changed is embedded")
+    p = sub.add_parser(
+        "index",
+        help="index articles (.txt, .md, .html); only what changed is embedded",
+        description="rag index [PATH...] mirrors the given files and folders (same as `rag index sync`); "
+        "`rag index add PATH...` adds or refreshes articles and keeps the rest; `rag index remove DOC...` drops "
+        "documents by file name.",
+    )
     _common(p)
-    p.add_argument("paths", nargs="*", help="files or folders (default: the sources of the last build)")
+    p.add_argument("paths", nargs="*", metavar="[add|remove|sync] PATH", help="files or folders (default: the sources of the last build)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch")
 
     p = sub.add_parser("ask", help="answer a question with verified citations")
@@ -99,9 +105,15 @@ def _run(args) -> int:
         print(qwen_path(settings.cache_dir, progress=True))
         return 0
     if args.cmd == "index":
-        from .index import build
+        from .index import update
 
-        report = build(settings.index_dir, args.paths or None, settings, rebuild=args.rebuild, progress=sys.stderr.isatty())
+        verb, paths = "sync", args.paths
+        if paths and paths[0] in ("add", "remove", "sync") and not os.path.exists(paths[0]):
+            verb, paths = paths[0], paths[1:]
+        if verb in ("add", "remove") and not paths:
+            raise RagError(f"`rag index {verb}` needs at least one {'path' if verb == 'add' else 'document name'}")
+        kwargs = {"add": {"add": paths}, "remove": {"remove": paths}, "sync": {"sync": paths or None}}[verb]
+        report = update(settings.index_dir, settings, rebuild=args.rebuild, progress=sys.stderr.isatty(), **kwargs)
         for e in report.errors:
             print(f"error: skipped {e}", file=sys.stderr)
         print(f"index {settings.index_dir}/: {report.summary()}")

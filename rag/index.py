@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import embedding
 from .chunking import chunk_document
-from .corpus import load_documents, mark_duplicates, read_text
+from .corpus import iter_article_files, load_documents, mark_duplicates, read_text
 from .settings import Settings
 from .types import Chunk, Document, RagError, Sentence
 
@@ -67,7 +68,7 @@ class UpdateReport:
 class Index:
     """An opened index generation: documents, chunks, their vectors and the BM25 model."""
 
-    def __init__(self, root: Path, gen: Path, manifest: dict, docs: dict[str, Document], chunks: list[Chunk], vectors, bm25):
+    def __init__(self, root: Path, gen: Path, manifest: dict, docs: dict[str, Document], chunks: list[Chunk], vectors, bm25, raw: dict[str, str]):
         self.root = root
         self.gen = gen
         self.manifest = manifest
@@ -75,7 +76,7 @@ class Index:
         self.chunks = chunks
         self.vectors = vectors  # faiss.IndexFlatIP, row i = chunks[i]
         self.bm25 = bm25
-        self._raw: dict[str, str] = {}
+        self._raw = raw  # loaded at open: a reader never depends on files a later writer removes
 
     # ------------------------------------------------------------ open
     @classmethod
@@ -104,6 +105,11 @@ class Index:
                     c["sentences"] = [Sentence(**s) for s in c["sentences"]]
                     chunks.append(Chunk(**c))
             vectors = faiss.read_index(str(gen / "vectors.faiss"))
+            raw: dict[str, str] = {}
+            with open(gen / "raw.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    d = json.loads(line)
+                    raw[d["id"]] = d["raw"]
             bm25 = bm25s.BM25.load(str(gen / "bm25")) if chunks else None
         except RagError:
             raise
@@ -111,7 +117,9 @@ class Index:
             raise RagError(f"index at {root}/ is corrupt ({type(exc).__name__}: {exc}); rebuild it with `rag index --rebuild`") from exc
         if vectors.ntotal != len(chunks) or manifest.get("n_chunks") != len(chunks):
             raise RagError(f"index at {root}/ is corrupt (vectors and chunks disagree); rebuild it with `rag index --rebuild`")
-        return cls(root, gen, manifest, docs, chunks, vectors, bm25)
+        if set(raw) != set(docs):
+            raise RagError(f"index at {root}/ is corrupt (article texts missing); rebuild it with `rag index --rebuild`")
+        return cls(root, gen, manifest, docs, chunks, vectors, bm25, raw)
 
     def raw(self, doc_id: str) -> str:
         """The article's file text as it was indexed; citation offsets point into it.
@@ -119,11 +127,6 @@ class Index:
         Kept inside the index, so quotes stay exact even if the file is edited or deleted
         before the next `rag index`.
         """
-        if not self._raw:
-            with open(self.gen / "raw.jsonl", encoding="utf-8") as f:
-                for line in f:
-                    d = json.loads(line)
-                    self._raw[d["id"]] = d["raw"]
         return self._raw[doc_id]
 
     def vector_matrix(self) -> np.ndarray:
@@ -162,11 +165,35 @@ def build(
     rebuild: bool = False,
     progress: bool = False,
 ) -> UpdateReport:
-    """Make the index at ``root`` mirror the articles under ``paths``, embedding only what changed.
+    """Sync: make the index at ``root`` mirror the articles under ``paths``, embedding only what changed.
 
     With ``paths`` None the sources recorded by the last build are used. Files that cannot be
     read are reported in ``errors`` and, if an earlier version was indexed, that version is kept.
     """
+    return update(root, settings, sync=paths, rebuild=rebuild, progress=progress)
+
+
+def add(root: str | Path, paths: Iterable[str | Path], settings: Settings | None = None, progress: bool = False) -> UpdateReport:
+    """Add (or refresh) the articles under ``paths``; everything already indexed stays."""
+    return update(root, settings, add=list(paths), progress=progress)
+
+
+def remove(root: str | Path, doc_ids: Iterable[str], settings: Settings | None = None) -> UpdateReport:
+    """Drop documents by id (file name) from the index; nothing is re-embedded."""
+    return update(root, settings, remove=list(doc_ids))
+
+
+def update(
+    root: str | Path,
+    settings: Settings | None = None,
+    *,
+    sync: Iterable[str | Path] | None = None,
+    add: Iterable[str | Path] | None = None,
+    remove: Iterable[str] | None = None,
+    rebuild: bool = False,
+    progress: bool = False,
+) -> UpdateReport:
+    """The one write path behind sync, add and remove: publish a new generation atomically."""
     settings = settings or Settings.from_env()
     root = Path(root)
     t0 = time.perf_counter()
@@ -176,26 +203,40 @@ def build(
             old = Index.open(root)  # another format is simply rebuilt; a corrupt index raises
             if {k: old.manifest.get(k) for k in ("embedder", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
-        if paths is None:
-            paths = old.manifest.get("sources") if old else _recorded_sources(root)
+        old_docs = old.docs if old else {}
+        sources: list[str] = list((old.manifest if old else _recorded_manifest(root)).get("sources") or [])
+        report = UpdateReport()
+        if remove is not None:
+            unknown = sorted(set(remove) - set(old_docs))
+            if unknown:
+                raise RagError(f"not in the index: {', '.join(unknown)} (`rag list` shows what is)")
+            new_docs = {k: v for k, v in old_docs.items() if k not in set(remove)}
+        else:
+            paths = add if add is not None else sync if sync is not None else sources
             if not paths:
                 raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
-        paths = [str(Path(p).resolve()) for p in paths]
-        loaded = load_documents(paths, settings.max_file_bytes)
-        report = UpdateReport(errors=loaded.errors)
-        new_docs = {d.id: d for d in loaded.documents}
+            paths = [str(Path(p).resolve()) for p in paths]
+            n_files = len(iter_article_files(paths)[0])
+            if n_files > settings.max_files_per_add:
+                raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
+            loaded = load_documents(paths, settings.max_file_bytes)
+            report.errors = loaded.errors
+            if add is not None:
+                new_docs = {**old_docs, **{d.id: d for d in loaded.documents}}
+                sources += [p for p in paths if p not in sources]
+            else:
+                new_docs = {d.id: d for d in loaded.documents}
+                sources = paths
+                # keep the indexed version of a file that exists but could not be read now
+                failed = {e.split(":", 1)[0] for e in loaded.errors}
+                for doc_id, d in old_docs.items():
+                    if doc_id not in new_docs and doc_id in failed and Path(d.path).exists():
+                        new_docs[doc_id] = d
 
-        # keep the indexed version of a file that exists but could not be read now
-        failed = {e.split(":", 1)[0] for e in loaded.errors}
-        old_docs = old.docs if old else {}
-        for doc_id, d in old_docs.items():
-            if doc_id not in new_docs and doc_id in failed and Path(d.path).exists():
-                new_docs[doc_id] = d
-
-        old_vecs = old.vector_matrix() if old else None
         cache: dict[str, np.ndarray] = {}
         old_by_doc: dict[str, list[int]] = {}
         if old:
+            old_vecs = old.vector_matrix()
             for i, c in enumerate(old.chunks):
                 old_by_doc.setdefault(c.doc_id, []).append(i)
                 cache[_key(embed_text(c, old.docs[c.doc_id]))] = old_vecs[i]
@@ -218,10 +259,10 @@ def build(
             chunks.extend(doc_chunks)
             texts.extend(embed_text(c, d) for c in doc_chunks)
         report.removed = sorted(set(old_docs) - set(new_docs))
+        report.n_chunks = len(chunks)
         if old is not None and not (report.added or report.updated or report.removed) and all(
             asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs
         ):
-            report.n_chunks = len(chunks)
             report.seconds = time.perf_counter() - t0
             return report  # nothing changed: no new generation
 
@@ -232,19 +273,25 @@ def build(
                 cache[_key(texts[i])] = v
         report.embedded_chunks = len(todo)
         matrix = np.stack([cache[_key(t)] for t in texts]) if texts else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+        fault_point("after_embed")
 
         manifest = {
             "format_version": FORMAT_VERSION,
             **_settings_key(settings),
-            "sources": paths,
+            "sources": sources,
             "n_chunks": len(chunks),
             "documents": {d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": sum(c.doc_id == d.id for c in chunks)} for d in new_docs.values()},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, texts)
-        report.n_chunks = len(chunks)
         report.seconds = time.perf_counter() - t0
         return report
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: ``RAG_FAULT=<name>`` kills the process here, as a power cut would."""
+    if os.environ.get("RAG_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _recorded_manifest(root: Path) -> dict:
@@ -254,10 +301,6 @@ def _recorded_manifest(root: Path) -> dict:
         return json.loads((gen / "manifest.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _recorded_sources(root: Path) -> list[str] | None:
-    return _recorded_manifest(root).get("sources")
 
 
 def _recorded_format(root: Path) -> int | None:
@@ -274,7 +317,8 @@ def _write_generation(
 
     cur = root / "CURRENT"
     prev = cur.read_text().strip() if cur.exists() else None
-    n = int(prev.split("-")[1]) + 1 if prev else 1
+    # past every generation on disk: one a killed writer published but never made current is an orphan
+    n = max([int(g.name.split("-")[1]) for g in root.glob("gen-*") if g.name.split("-")[1].isdigit()], default=0) + 1
     name = f"gen-{n:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -295,12 +339,14 @@ def _write_generation(
         bm.index(bm25_tokenize(texts), show_progress=False)
         bm.save(str(tmp / "bm25"))
     # the manifest goes last: a generation without one is incomplete
+    fault_point("during_write")
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     for p in tmp.rglob("*"):
         if p.is_file():
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
     os.replace(tmp, root / name)
+    fault_point("before_swap")
     tmp_cur = root / f".CURRENT.{os.getpid()}"
     tmp_cur.write_text(name)
     with open(tmp_cur, "rb") as fh:

@@ -55,6 +55,7 @@ class Settings:
     # limits on input
     max_question_chars: int = 2000
     max_file_bytes: int = 5_000_000
+    max_files_per_add: int = 20_000
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -1,0 +1,74 @@
+"""Index lifecycle: add, remove and sync by content hash; a writer killed mid-update loses nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rag import RAG
+from rag.index import Index, add, build, remove
+
+from .conftest import SEEDS
+
+NEW = "Zorblat Bridge opens\n\nMay 5, 2019\n\nThe Zorblat Bridge over the Vesna river opened on 4 May 2019. Mayor Ilse Brandt cut the ribbon.\n"
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    d = tmp_path / "corpus"
+    shutil.copytree(SEEDS, d)
+    return d
+
+
+def test_add_remove_and_sync_touch_only_what_changed(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    build(idx, [corpus / "000_7d385fec3d1c01e6.txt", corpus / "002_0cd934058d5d1ad9.txt"])
+    extra = tmp_path / "zorblat.txt"
+    extra.write_text(NEW)
+    rep = add(idx, [extra])
+    assert rep.added == ["zorblat.txt"] and len(rep.unchanged) == 2 and rep.embedded_chunks == 1
+    rep = remove(idx, ["002_0cd934058d5d1ad9.txt"])
+    assert rep.removed == ["002_0cd934058d5d1ad9.txt"] and rep.embedded_chunks == 0
+    assert set(Index.open(idx).docs) == {"000_7d385fec3d1c01e6.txt", "zorblat.txt"}
+    answer = RAG.open(idx).ask("Who cut the ribbon at the Zorblat Bridge?", llm="extractive")
+    assert any(c.source_file == "zorblat.txt" for c in answer.citations)
+    rep = build(idx, [corpus])  # sync to the folder: the extra file was not in it
+    assert rep.removed == ["zorblat.txt"] and set(rep.added) == {"001_fcf509d334208b0a.txt", "002_0cd934058d5d1ad9.txt", "003_40096b35d0a24c1b.txt"}
+
+
+@pytest.mark.parametrize("point", ["after_embed", "during_write", "before_swap"])
+def test_writer_killed_mid_update_leaves_the_old_index_whole(corpus, tmp_path, point):
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    before = Index.open(idx)
+    extra = tmp_path / "zorblat.txt"
+    extra.write_text(NEW)
+    env = {**os.environ, "RAG_FAULT": point}
+    p = subprocess.run([sys.executable, "-m", "rag.cli", "index", "add", str(extra), "--index", str(idx)], env=env, capture_output=True, timeout=300)
+    assert p.returncode == -9  # killed, as by a power cut
+    after = Index.open(idx)
+    assert set(after.docs) == set(before.docs) and len(after.chunks) == len(before.chunks)
+    assert not RAG.open(idx).ask("Why did ties between Iran and Hamas break down in 2012?", llm="extractive").abstained
+    # the lock died with the writer; the next update completes and cleans up the debris
+    rep = add(idx, [extra])
+    assert rep.added == ["zorblat.txt"]
+    assert "zorblat.txt" in Index.open(idx).docs
+    assert not list(idx.glob(".tmp-*")) and len(list(idx.glob("gen-*"))) <= 2
+
+
+def test_second_writer_gets_a_clear_busy_error(corpus, tmp_path):
+    import fcntl
+
+    from rag.types import RagError
+
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    with open(idx / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(RagError, match="another process is updating the index"):
+            build(idx, [corpus])
+    assert len(Index.open(idx).docs) == 4
