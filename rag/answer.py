@@ -60,12 +60,31 @@ class SourceSentence:
     sentence: Sentence
 
 
+# Text that addresses the model rather than the reader: never news, never context or evidence.
+_INJECTION = re.compile(
+    r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions?|prompts?|rules|context)\b|"
+    r"^\W*(system|assistant|user|developer)\s*(prompt|message)?\s*:|<\s*/?\s*(source|system|im_start|im_end)\b|<\|im_(start|end)\|>|"
+    r"\byou are (now )?(an? )?(ai|assistant|language model|chatbot)\b|\b(reply|respond|answer) only with\b",
+    re.I,
+)
+
+
+def is_injection(text: str) -> bool:
+    """True for a sentence written to steer a model (prompt injection) rather than to inform."""
+    return bool(_INJECTION.search(text))
+
+
 def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
-    """Every sentence of the passages once, in article order (overlapping chunks share sentences)."""
+    """Every sentence of the passages once, in article order (overlapping chunks share sentences).
+
+    Sentences that try to instruct the model are left out: the model never reads them and
+    nothing can cite them.
+    """
     seen: dict[tuple[str, int], SourceSentence] = {}
     for p in passages:
         for s in p.chunk.sentences:
-            seen.setdefault((p.doc.id, s.start), SourceSentence(p, s))
+            if not is_injection(s.text):
+                seen.setdefault((p.doc.id, s.start), SourceSentence(p, s))
     return [seen[k] for k in sorted(seen)]
 
 
