@@ -1,0 +1,87 @@
+"""Property-based tests: arbitrary text, bytes and markup never crash the loader, chunker or
+question handling; refused input gets a clear error; offsets always point into the file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rag.chunking import chunk_document
+from rag.corpus import load_document
+from rag.types import RagError
+
+from .conftest import read_file
+
+CHUNK = 300
+PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+text_pieces = st.one_of(
+    st.text(min_size=0, max_size=400),
+    st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x1F), max_size=50),  # control characters
+    st.sampled_from(["Dear Reader,", "Cookie Settings", "Related coverage", "March 25, 2014 1:12 pm", "avatar by Jo Doe", "\r\n", "\u2028", "…", "“quoted”"]),
+    st.builds(lambda n: "word " * n, st.integers(0, 3000)),  # a huge line with no sentence end
+)
+
+
+def _check_document(path: Path) -> None:
+    try:
+        doc = load_document(path)
+    except RagError as exc:
+        assert str(exc).startswith(path.name) and "\n" not in str(exc)
+        return
+    raw = read_file(str(path))
+    for s, e in doc.segments:
+        assert 0 <= s < e <= len(raw)
+    for c in chunk_document(doc, raw, CHUNK, 1):
+        assert 0 <= c.start < c.end <= len(raw)
+        for sent in c.sentences:
+            assert c.start <= sent.start < sent.end <= c.end
+            assert len(sent.text) <= CHUNK
+            if path.suffix == ".txt":
+                assert " ".join(raw[sent.start : sent.end].split()) == sent.text
+
+
+@PROPS
+@given(st.lists(text_pieces, max_size=8))
+def test_any_text_article_loads_or_is_refused_clearly(parts):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "article.txt"
+        p.write_text("\n".join(parts), encoding="utf-8", newline="")
+        _check_document(p)
+
+
+@PROPS
+@given(st.lists(st.one_of(text_pieces, st.sampled_from(["<p>", "</p>", "<script>alert('x')</script>", "<br>", "&amp;", "&#8220;", "<b>", "</b>", "<title>T</title>", "<!-- c -->", "<div", ">"])), max_size=12))
+def test_any_html_article_loads_or_is_refused_clearly(parts):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "page.html"
+        p.write_text("".join(parts), encoding="utf-8", newline="")
+        _check_document(p)
+        try:
+            assert "alert(" not in load_document(p).text
+        except RagError:
+            pass
+
+
+@PROPS
+@given(st.binary(max_size=2000), st.sampled_from(["utf-16", "latin-1", "cp1252", None]))
+def test_any_bytes_or_encoding_load_or_are_refused_clearly(data, encoding):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "odd.md"
+        p.write_bytes(data if encoding is None else "Ünïcödé news — “quoted” text.".encode(encoding, errors="replace") + data)
+        _check_document(p)
+
+
+@PROPS
+@given(st.text(max_size=2500))
+def test_any_question_is_cleaned_or_refused_clearly(rag, q):
+    try:
+        cleaned = rag.check_question(q)
+    except RagError as exc:
+        assert "empty" in str(exc) or "limit is 2,000" in str(exc)
+        return
+    assert cleaned and cleaned == cleaned.strip() and len(cleaned) <= 2000
+    assert not any(ord(ch) < 32 and ch not in "\t\n" for ch in cleaned)
