@@ -27,6 +27,7 @@ class RAG:
         self.retriever = HybridRetriever(idx, settings)
         self._llms: dict[tuple, object] = {}
         self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.max_pending)
 
     @classmethod
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> RAG:
@@ -95,9 +96,21 @@ class RAG:
         return result
 
     def stream(self, question: str, **overrides) -> Iterator[str | Answer]:
-        """Yield answer text as it is generated, then the verified :class:`Answer` last."""
+        """Yield answer text as it is generated, then the verified :class:`Answer` last.
+
+        At most ``max_pending`` questions are in flight at once; one that finds no free slot
+        within ``busy_wait_s`` is refused with a RagError saying the system is busy.
+        """
         settings = self.settings.with_(**overrides)
         question = self.check_question(question)
+        if not self._slots.acquire(timeout=settings.busy_wait_s):
+            raise RagError(f"busy: {self.settings.max_pending} questions are being answered; try again in a moment")
+        try:
+            yield from self._stream(question, settings)
+        finally:
+            self._slots.release()
+
+    def _stream(self, question: str, settings: Settings) -> Iterator[str | Answer]:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         passages = self.retriever.retrieve(question, settings.top_k)

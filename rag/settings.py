@@ -56,6 +56,8 @@ class Settings:
     max_question_chars: int = 2000
     max_file_bytes: int = 5_000_000
     max_files_per_add: int = 20_000
+    max_pending: int = 16  # questions in flight per process; more are refused as busy
+    busy_wait_s: float = 30.0  # how long a question waits for a free slot before it is refused
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -72,3 +72,29 @@ def test_second_writer_gets_a_clear_busy_error(corpus, tmp_path):
         with pytest.raises(RagError, match="another process is updating the index"):
             build(idx, [corpus])
     assert len(Index.open(idx).docs) == 4
+
+
+def test_concurrent_questions_are_all_answered_or_refused_as_busy(seed_index):
+    """A bounded load through the Python API: every request gets its own answer or a clear busy error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag.types import RagError
+
+    rag = RAG.open(seed_index, max_pending=3, busy_wait_s=0.05)
+    questions = ["Why did ties between Iran and Hamas break down in 2012?", "Who declared a joint command with Islamic Jihad?", "What is the capital of Australia?"] * 8
+
+    def one(q):
+        try:
+            return q, rag.ask(q, llm="extractive")
+        except RagError as exc:
+            return q, str(exc)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(one, questions))
+    answered = [(q, a) for q, a in results if not isinstance(a, str)]
+    refused = [a for _, a in results if isinstance(a, str)]
+    assert len(answered) + len(refused) == len(questions) and answered
+    assert all(r.startswith("busy:") for r in refused)
+    for q, a in answered:  # each request got the answer to its own question
+        assert a.question == q
+        assert a.abstained == q.startswith("What is the capital")
