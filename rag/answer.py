@@ -147,6 +147,18 @@ def render_sources(passages: list[Passage], context: dict[str, list[Sentence]], 
     ]
 
 
+def embed_question_and_sources(question: str, passages: list[Passage]) -> tuple[np.ndarray, np.ndarray]:
+    """The question's vector and one per source sentence (in ``source_sentences`` order)."""
+    vecs = embedding.embed([question] + [s.sentence.text for s in source_sentences(passages)])
+    return vecs[0], vecs[1:]
+
+
+def answer_prompt(question: str, passages: list[Passage], qvec: np.ndarray, svecs: np.ndarray, limit: int) -> list[dict]:
+    """The chat messages the answering model gets: selected sentences as numbered sources."""
+    context = select_context(question, passages, qvec, svecs, limit)
+    return prompts.answer_messages(render_sources(passages, context, number_articles(passages)), question)
+
+
 # ---------------------------------------------------------------- attribution
 def split_answer(text: str) -> list[tuple[str, list[int]]]:
     """Answer sentences with the passage numbers the model cited in each."""

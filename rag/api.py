@@ -124,9 +124,7 @@ class RAG:
             return
 
         t = time.perf_counter()
-        srcs = ans.source_sentences(passages)
-        vecs = embedding.embed([question] + [s.sentence.text for s in srcs])
-        qvec, svecs = vecs[0], vecs[1:]
+        qvec, svecs = ans.embed_question_and_sources(question, passages)
         numbers = ans.number_articles(passages)
         timings["context_s"] = time.perf_counter() - t
         if llm is None:
@@ -134,8 +132,7 @@ class RAG:
             timings["first_token_s"] = time.perf_counter() - t0
             yield draft
         else:
-            context = ans.select_context(question, passages, qvec, svecs, settings.max_context_sentences)
-            messages = prompts.answer_messages(ans.render_sources(passages, context, numbers), question)
+            messages = ans.answer_prompt(question, passages, qvec, svecs, settings.max_context_sentences)
             if settings.llm == "local":
                 t = time.perf_counter()
                 llm.model()

@@ -22,8 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import answer as ans
-from . import embedding, prompts
-from .eval import _pct, load_questions
+from .eval import load_questions, percentile
 from .llm import resolve_model
 from .settings import Settings
 from .types import Answer, RagError
@@ -72,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         files = write_outputs(result, md, args.out)
         print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
-    print(json.dumps(result, ensure_ascii=False, indent=1) if args.json else md, end="" if not args.json else "\n")
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=1))
+    else:
+        print(md, end="")
     return 0
 
 
@@ -103,6 +105,11 @@ def latency_bench(rag, questions: list[str], peer: bool = True, *, progress: boo
         # spawn, not fork: a forked child would start with this process's memory, model included
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             theirs = pool.submit(_peer_run, _passages(rag.index), settings, llama.n_threads, questions, warmup, progress).result()
+    # our quick abstentions pull our median down; this one compares the same questions, all answered by a model
+    asked = [r["called_model"] for r in rows]
+    for side in filter(None, (ours, theirs)):
+        xs = [r["total_s"] for r, a in zip(side["rows"], asked) if a]
+        side["total_p50_model_s"] = statistics.median(xs) if xs else None
     return {
         "model": resolve_model(settings).name,
         "top_k": settings.top_k,
@@ -164,15 +171,12 @@ def _time_ours(rag, llama, settings: Settings, question: str, overrides: dict) -
 def _our_prompt_tokens(llama, settings: Settings, result: Answer) -> int:
     """Tokens of the prompt RAG.stream sent for ``result``, rebuilt the way rag/api.py builds it.
 
-    RAG.stream does not expose its messages; this repeats its context-building calls (untimed)
-    on the answer's own passages, which gives the same messages since every step is deterministic.
+    Rebuilt (untimed) with the same ``answer_prompt`` call on the answer's own passages, which
+    gives the same messages since every step is deterministic.
     """
-    passages = result.passages
-    srcs = ans.source_sentences(passages)
-    vecs = embedding.embed([result.question] + [s.sentence.text for s in srcs])
-    context = ans.select_context(result.question, passages, vecs[0], vecs[1:], settings.max_context_sentences)
-    sources = ans.render_sources(passages, context, ans.number_articles(passages))
-    prompt = chat_prompt(llama, prompts.answer_messages(sources, result.question))
+    qvec, svecs = ans.embed_question_and_sources(result.question, result.passages)
+    messages = ans.answer_prompt(result.question, result.passages, qvec, svecs, settings.max_context_sentences)
+    prompt = chat_prompt(llama, messages)
     # as llama-cpp-python's chat handler tokenizes a rendered template: specials parsed, no extra BOS
     return count_tokens(llama, prompt, add_bos=False, special=True)
 
@@ -335,10 +339,15 @@ def summarise(rows: list[dict], load_s: float, peak_mb: float) -> dict:
 
     def stats(key: str) -> tuple[float | None, float | None]:
         xs = [r[key] for r in rows if r[key] is not None and (r["called_model"] or key == "total_s")]
-        return (statistics.median(xs), _pct(xs, 0.95)) if xs else (None, None)
+        return (statistics.median(xs), percentile(xs, 0.95)) if xs else (None, None)
 
     out: dict = {}
-    for key, name in (("ttft_s", "ttft"), ("total_s", "total"), ("prompt_tokens", "prompt_tokens"), ("generated_tokens", "generated_tokens")):
+    for key, name in (
+        ("ttft_s", "ttft"),
+        ("total_s", "total"),
+        ("prompt_tokens", "prompt_tokens"),
+        ("generated_tokens", "generated_tokens"),
+    ):
         p50, p95 = stats(key)
         suffix = "_s" if key.endswith("_s") else ""
         out[f"{name}_p50{suffix}"], out[f"{name}_p95{suffix}"] = p50, p95
@@ -356,6 +365,7 @@ _ROWS = [
     ("time to first token, p95 (s)", "ttft_p95_s", "{:.2f}"),
     ("total answer time, median (s)", "total_p50_s", "{:.2f}"),
     ("total answer time, p95 (s)", "total_p95_s", "{:.2f}"),
+    ("total answer time, median over the questions ours sent to the model (s)", "total_p50_model_s", "{:.2f}"),
     ("prompt tokens, median", "prompt_tokens_p50", "{:.0f}"),
     ("prompt tokens, p95", "prompt_tokens_p95", "{:.0f}"),
     ("generated tokens, median", "generated_tokens_p50", "{:.0f}"),
@@ -369,15 +379,18 @@ def markdown(result: dict) -> str:
     """The comparison as a markdown table (metric × ours, peer, ratio ours/theirs) with notes."""
     peer = result["peer"]
     n = result["n_questions"]
-    fmt = lambda f, v: "n/a" if v is None else f.format(v)  # noqa: E731
+
+    def cell(f: str, v: float | None) -> str:
+        return "n/a" if v is None else f.format(v)
+
     lines = [
         f"| metric | ours | {PEER_NAME} | ratio ours/theirs |",
         "|---|---|---|---|",
     ]
     for label, key, f in _ROWS:
-        ours_v, peer_v = result[key], peer[key] if peer else None
+        ours_v, peer_v = result[key], (peer[key] if peer else None)
         ratio = f"{ours_v / peer_v:.2f}" if ours_v is not None and peer_v else "n/a"
-        lines.append(f"| {label} | {fmt(f, ours_v)} | {fmt(f, peer_v)} | {ratio} |")
+        lines.append(f"| {label} | {cell(f, ours_v)} | {cell(f, peer_v)} | {ratio} |")
     peer_n = f"{peer['n_first_token']}/{n}" if peer else "n/a"
     lines.append(f"| questions with a first token | {result['n_first_token']}/{n} | {peer_n} | |")
     notes = [
@@ -430,7 +443,9 @@ def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
     for ax, (title, keys) in zip(axes, panels):
         for i, (name, r, colour) in enumerate(runs):
             ax.bar([k + i * width for k in range(len(keys))], [r[k] or 0 for k in keys], width, label=name, color=colour)
-        ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(keys))], [k.replace("_s", "").replace("_", " ") for k in keys], fontsize=8)
+        ax.set_xticks(
+            [k + width * (len(runs) - 1) / 2 for k in range(len(keys))], [k.replace("_s", "").replace("_", " ") for k in keys], fontsize=8
+        )
         ax.set_title(title)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{result['model']}, top-k {result['top_k']}, {result['n_questions']} questions, warm")

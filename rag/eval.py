@@ -240,7 +240,7 @@ def _mean(xs: list[float | None]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _pct(xs: list[float], q: float) -> float:
+def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
@@ -282,7 +282,7 @@ def score_answers(questions: list[Question], answers: list[Answer], judge: Judge
     rows = [score_row(q, a, judge) for q, a in zip(questions, answers, strict=True)]
     stages = sorted({k for r in rows for k in r.timings})
     latency = {
-        s: {"p50": statistics.median(v), "p95": _pct(v, 0.95)} for s in stages if (v := [r.timings[s] for r in rows if s in r.timings])
+        s: {"p50": statistics.median(v), "p95": percentile(v, 0.95)} for s in stages if (v := [r.timings[s] for r in rows if s in r.timings])
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return Report(backend, top_k, judge.name if judge else "none", len(rows), summarise(rows), latency, peak, rows)
