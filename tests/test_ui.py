@@ -1,0 +1,157 @@
+"""The chat UI in a real headless Chromium (Debian's package, driven by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, SEEDS
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "test-output"
+Q2012 = "Why did ties between Iran and Hamas break down in 2012?"
+ARTICLE = (
+    "Zorblat Bridge opens to traffic\n\nMay 5, 2019\n\n"
+    "The Zorblat Bridge over the Vesna river opened to traffic on 4 May 2019. Mayor Ilse Brandt cut the ribbon at the ceremony.\n"
+)
+TIMEOUT = 120_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from rag import RAG
+    from rag.index import build
+    from ui.app import build_app, launch
+
+    d = tmp_path_factory.mktemp("ui")
+    shutil.copytree(SEEDS, d / "corpus")
+    build(d / "index", [d / "corpus"])
+    rag = RAG.open(d / "index", llm="extractive")
+    demo = build_app(rag, corpus_dir=d / "corpus", warm=False)
+    url = launch(demo, rag.settings, "127.0.0.1", _free_port(), block=False)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        yield b
+        b.close()
+
+
+def _page(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 950})
+    page.set_default_timeout(TIMEOUT)
+    page.goto(url)
+    page.wait_for_selector("#rag-question textarea")
+    return page
+
+
+def _ask(page, question: str, turn: int):
+    page.fill("#rag-question textarea", question)
+    page.click("#rag-ask")
+    answer = page.locator(f"#rag-chat .rag-turn{turn}")
+    answer.locator(".rag-text, .rag-abstain, .rag-error").first.wait_for()
+    return answer
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def test_ask_click_citation_and_see_the_highlighted_quote(server, browser):
+    page = _page(browser, server)
+    answer = _ask(page, Q2012, 0)
+    assert "Damascus" in answer.inner_text()
+    markers = answer.locator(".rag-cite")
+    assert markers.count() >= 1
+    # the marker whose quote is from the 2013 article
+    panel = page.locator("#rag-sources-panel")
+    for i in range(markers.count()):
+        markers.nth(i).click()
+        panel.locator(".rag-view-passage").wait_for()
+        if panel.locator('.rag-view-passage[data-doc="000_7d385fec3d1c01e6.txt"]').count():
+            break
+    view = panel.locator('.rag-view-passage[data-doc="000_7d385fec3d1c01e6.txt"]')
+    assert view.count() == 1
+    assert "Damascus" in view.locator("mark.rag-quote").inner_text()
+    assert "2013" in view.locator(".rag-date").inner_text()
+    _shot(page, "ui-2012-sources")
+    view.locator(".rag-action").click()  # one more click: the whole cleaned article, the quote marked
+    article = panel.locator(".rag-view-article .rag-article")
+    article.wait_for()
+    assert "Damascus" in article.locator("mark.rag-focus").inner_text()
+    assert "Izzat Al-Rishq" in article.inner_text()  # the whole article, not just the passage
+    # a follow-up is rewritten into a standalone question, shown before the answer
+    follow = _ask(page, "And what happened in 2014?", 1)
+    standalone = follow.locator(".rag-rewritten .rag-standalone")
+    assert standalone.count() == 1 and standalone.inner_text() != "And what happened in 2014?"
+    _shot(page, "ui-follow-up")
+    page.click("#rag-new")
+    page.wait_for_function("document.querySelectorAll('#rag-chat .rag-answer').length === 0")
+    page.close()
+
+
+def test_out_of_corpus_question_is_shown_as_abstained(server, browser):
+    page = _page(browser, server)
+    answer = _ask(page, "What is the capital of Australia?", 0)
+    assert answer.locator(".rag-abstain").count() == 1 and answer.locator(".rag-error").count() == 0
+    page.close()
+
+
+def test_upload_an_article_then_get_it_cited_and_binary_is_refused(server, browser, tmp_path):
+    page = _page(browser, server)
+    page.get_by_role("tab", name="Corpus").click()
+    good = tmp_path / "zorblat.txt"
+    good.write_text(ARTICLE)
+    page.set_input_files("#rag-upload input[type=file]", str(good))
+    status = page.locator("#rag-upload-status")
+    status.get_by_text("zorblat.txt: added").wait_for()
+    assert "Zorblat Bridge opens to traffic" in page.locator("#rag-corpus-table").inner_text()
+    bad = tmp_path / "photo.txt"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    page.set_input_files("#rag-upload input[type=file]", str(bad))
+    status.get_by_text("binary file").wait_for()
+    _shot(page, "ui-upload")
+    page.get_by_role("tab", name="Chat").click()
+    answer = _ask(page, "Who cut the ribbon at the Zorblat Bridge?", 0)
+    assert "Brandt" in answer.inner_text()
+    answer.locator(".rag-cite").first.click()
+    page.locator('#rag-sources-panel .rag-view-passage[data-doc="zorblat.txt"]').wait_for()
+    page.close()
+
+
+def test_two_sessions_asking_at_once_each_get_their_own_answer(server, browser):
+    pages = [_page(browser, server), _page(browser, server)]
+    questions = ["Which country helped broker the reconciliation between Hamas and Iran in 2014?", "Who declared that Hamas had formed a joint command with Islamic Jihad?"]
+    for page, q in zip(pages, questions, strict=True):
+        page.fill("#rag-question textarea", q)
+    for p in pages:  # both submitted before either is answered: the server queue holds them
+        p.click("#rag-ask")
+    for p in pages:
+        p.locator("#rag-chat .rag-turn0 .rag-text").wait_for()
+    assert "Qatar" in pages[0].locator("#rag-chat .rag-turn0").inner_text()
+    assert "Zahar" in pages[1].locator("#rag-chat .rag-turn0").inner_text()
+    assert pages[0].locator("#rag-chat .rag-answer").count() == 1 and pages[1].locator("#rag-chat .rag-answer").count() == 1
+    for p in pages:
+        p.close()

@@ -1,0 +1,357 @@
+"""The chat UI: streamed answers with clickable, verified citations, a sources panel, follow-up
+questions, backend settings and a corpus tab for adding articles.
+
+All question answering happens in :mod:`rag`; this module only wires it to Gradio and renders
+(through :mod:`ui.render`). Per-user state lives in ``gr.State``; the one shared object is the
+opened :class:`rag.RAG`, which is safe to use from several sessions at once.
+"""
+
+
+import logging
+import os  # ui/__init__.py has set GRADIO_ANALYTICS_ENABLED=False before gradio is imported
+import re
+import shutil
+import tempfile
+import threading
+import time
+import unicodedata
+from pathlib import Path
+
+import gradio as gr
+
+from rag import RAG, RagError, Settings
+from rag.corpus import SUFFIXES, load_document
+from rag.index import add
+
+from . import render
+from .render import Turn
+
+log = logging.getLogger("ui")
+
+CSS_PATH = Path(__file__).with_name("style.css")
+
+BACKENDS = [("Local model (llama.cpp)", "local"), ("OpenAI-compatible API", "openai"), ("Extractive (no model)", "extractive")]
+
+# One document-level listener forwards clicks on any citation marker (in the chat or in the
+# sources panel) to the sources panel's "click" event, with the marker's data attached.
+CITE_JS = r"""
+window.__ragTrigger = trigger;
+if (!window.__ragCiteBound) {
+  window.__ragCiteBound = true;
+  document.addEventListener('click', (ev) => {
+    const b = ev.target instanceof Element ? ev.target.closest('.rag-cite') : null;
+    const t = b && b.className.match(/\brag-t(\d+)\b/);
+    const n = b && b.className.match(/\brag-n(\d+)\b/);
+    if (!t || !n) return;
+    const v = b.className.match(/\brag-v-(\w+)\b/);
+    ev.preventDefault();
+    ev.stopPropagation();
+    document.querySelectorAll('.rag-cite.rag-active').forEach((x) => x.classList.remove('rag-active'));
+    if (!b.classList.contains('rag-action') && !b.classList.contains('rag-link')) b.classList.add('rag-active');
+    window.__ragTrigger('click', {turn: Number(t[1]), n: Number(n[1]), view: v ? v[1] : 'passage'});
+  }, true);
+}
+watch('value', () => {
+  const box = element.querySelector('.rag-article');
+  const m = element.querySelector('mark.rag-focus');
+  if (box && m) box.scrollTop = Math.max(0, m.offsetTop - box.clientHeight / 3);
+  const panel = element.querySelector('.rag-sources');
+  if (panel && (panel.classList.contains('rag-view-passage') || panel.classList.contains('rag-view-article'))) {
+    const r = element.getBoundingClientRect();
+    if (r.top < 0 || r.top > window.innerHeight) element.scrollIntoView({block: 'start'});
+  }
+});
+"""
+
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file name that cannot leave its folder: base name only, ASCII letters, digits, ``._-``."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
+    base = _SAFE_CHARS.sub("_", base).lstrip("._-")
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    stem = stem.strip("._-")[:100] or "article"
+    return f"{stem}.{ext.lower()}" if ext else stem
+
+
+class Corpus:
+    """Adds uploaded articles to the corpus folder and updates the index, one upload at a time."""
+
+    def __init__(self, rag: RAG, folder: str | Path | None = None):
+        self.rag = rag
+        self.lock = threading.Lock()
+        self.folder = Path(folder or os.environ.get("RAG_CORPUS_DIR") or self._default_folder()).resolve()
+
+    def _default_folder(self) -> Path:
+        sources = [Path(s) for s in self.rag.index.manifest.get("sources") or []]
+        for s in sources:
+            if s.is_dir():
+                return s
+        if sources:
+            return sources[0].parent
+        return Path(self.rag.index.root) / "articles"
+
+    def chunk_counts(self) -> dict[str, int]:
+        counts = {d: 0 for d in self.rag.index.docs}
+        for c in self.rag.index.chunks:
+            counts[c.doc_id] = counts.get(c.doc_id, 0) + 1
+        return counts
+
+    def table(self) -> str:
+        self.rag.refresh()
+        return render.corpus_html(self.rag.index.docs, self.chunk_counts(), str(self.folder))
+
+    def _check(self, upload: Path, name: str) -> None:
+        settings = self.rag.settings
+        suffix = Path(name).suffix.lower()
+        if suffix not in SUFFIXES:
+            raise RagError(f"{name}: unsupported file type {suffix or '(none)'}; upload .txt, .md or .html articles")
+        size = upload.stat().st_size
+        if size > settings.max_file_bytes:
+            raise RagError(f"{name}: file is {size:,} bytes, over the {settings.max_file_bytes:,}-byte limit")
+        try:
+            load_document(upload, settings.max_file_bytes)  # binary, not UTF-8, empty, no article text
+        except RagError as exc:
+            msg = str(exc)
+            raise RagError(name + msg[len(upload.name):] if msg.startswith(upload.name + ":") else f"{name}: {msg}") from exc
+        other = self.rag.index.docs.get(name)
+        if other is not None and Path(other.path).resolve() != (self.folder / name):
+            raise RagError(f"{name}: an indexed article elsewhere ({other.path}) has this file name; rename the upload")
+
+    def add(self, uploads: list[str]) -> list[tuple[str, str]]:
+        """Validate, save and index the uploaded files; returns (kind, message) lines for the user."""
+        lines: list[tuple[str, str]] = []
+        with self.lock:
+            self.rag.refresh()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            saved: list[tuple[Path, bytes | None]] = []  # (target, previous content to restore on failure)
+            for up in uploads:
+                src = Path(up)
+                name = safe_name(src.name)
+                try:
+                    self._check(src, name)
+                    target = (self.folder / name).resolve()
+                    if target.parent != self.folder:  # cannot happen after safe_name; checked anyway
+                        raise RagError(f"{name}: refused, the name leaves the corpus folder")
+                    old = target.read_bytes() if target.exists() else None
+                    if old is not None and old == src.read_bytes():
+                        lines.append(("info", f"{name}: already in the corpus, unchanged"))
+                        continue
+                    fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".upload-")
+                    os.close(fd)
+                    shutil.copyfile(src, tmp)
+                    os.replace(tmp, target)
+                    saved.append((target, old))
+                except RagError as exc:
+                    lines.append(("error", str(exc)))
+            if not saved:
+                return lines
+            try:
+                report = add(self.rag.index.root, [t for t, _ in saved], self.rag.settings)
+            except Exception as exc:
+                for target, old in saved:  # keep the folder as the index describes it
+                    if old is None:
+                        target.unlink(missing_ok=True)
+                    else:
+                        target.write_bytes(old)
+                log.exception("indexing the upload failed")
+                lines.append(("error", f"indexing failed: {exc}"))
+                return lines
+            self.rag.refresh()
+            names = {t.name for t, _ in saved}
+            for e in report.errors:
+                lines.append(("error", e))
+            for doc_id in report.added:
+                if doc_id in names:
+                    lines.append(("ok", f"{doc_id}: added ({self.chunk_counts().get(doc_id, 0)} chunks)"))
+            for doc_id in report.updated:
+                if doc_id in names:
+                    lines.append(("ok", f"{doc_id}: updated ({self.chunk_counts().get(doc_id, 0)} chunks)"))
+            lines.append(("info", f"index: {report.summary()}"))
+        return lines
+
+
+def _overrides(backend: str, top_k: float, base_url: str, api_model: str) -> dict:
+    o: dict = {"llm": backend, "top_k": int(top_k)}
+    if backend == "openai":
+        o["openai_base_url"] = (base_url or "").strip() or None
+        o["openai_model"] = (api_model or "").strip() or None
+    return o
+
+
+def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None = None, warm: bool = True, concurrency: int = 4) -> gr.Blocks:
+    """The Gradio app over an opened RAG (or the index named by ``settings.index_dir``)."""
+    rag = rag_or_settings if isinstance(rag_or_settings, RAG) else RAG.open(rag_or_settings.index_dir, rag_or_settings)
+    settings = rag.settings
+    corpus = Corpus(rag, corpus_dir)
+    if warm:
+        threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
+
+    def respond(question, conv, backend, top_k, base_url, api_model):
+        conv = list(conv or [])
+        if not (question or "").strip():
+            gr.Warning("Type a question about the articles first.")
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return
+        overrides = _overrides(backend, top_k, base_url, api_model)
+        turn = Turn(question=question.strip(), status="Searching the articles…")
+        conv.append(turn)
+        i = len(conv) - 1
+        try:
+            turn.question = rag.check_question(question)
+            history = [(t.standalone or t.question, t.answer.text) for t in conv[:-1] if t.answer is not None]
+            if history:
+                turn.status = "Rewriting the follow-up as a standalone question…"
+                yield render.messages(conv), conv, "", gr.skip()
+                t0 = time.perf_counter()
+                turn.standalone = rag.rewrite(history, turn.question, **overrides)
+                turn.timings["rewrite_s"] = time.perf_counter() - t0
+                turn.status = "Searching the articles…"
+            else:
+                turn.standalone = turn.question
+            yield render.messages(conv), conv, "", gr.skip()  # the rewritten question shows before retrieval
+            rag.refresh()
+            last = 0.0
+            for item in rag.stream(turn.standalone, **overrides):
+                if isinstance(item, str):
+                    turn.draft += item
+                    if time.perf_counter() - last > 0.05:
+                        last = time.perf_counter()
+                        yield render.messages(conv), conv, gr.skip(), gr.skip()
+                else:
+                    turn.answer = item
+        except RagError as exc:
+            turn.error = str(exc)
+        except Exception as exc:  # a bug: show one line, log the traceback
+            log.exception("answering %r failed", question)
+            turn.error = f"unexpected {type(exc).__name__}: {exc}"
+        panel = render.sources_html(turn.answer, i, rag.index.docs) if turn.answer is not None else gr.skip()
+        yield render.messages(conv), conv, gr.skip(), panel
+
+    def show_source(conv, evt: gr.EventData):
+        data = getattr(evt, "_data", None) or {}
+        try:
+            i, n = int(data.get("turn", -1)), int(data.get("n", 0))
+        except (TypeError, ValueError):
+            return gr.skip()
+        if not conv or not 0 <= i < len(conv) or conv[i].answer is None:
+            return gr.skip()
+        answer = conv[i].answer
+        view = data.get("view") or "passage"
+        if view == "list" or n <= 0:
+            return render.sources_html(answer, i, rag.index.docs)
+        return render.citation_html(answer, i, n, rag.index.docs, whole=view == "article")
+
+    def new_conversation():
+        return [], [], render.EMPTY_SOURCES, ""
+
+    def upload(files):
+        paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
+        if not paths:
+            return gr.skip(), gr.skip(), None
+        lines = corpus.add(paths)
+        return render.upload_status_html(lines), corpus.table(), None
+
+    with gr.Blocks(title="News QA · verified citations", analytics_enabled=False) as demo:
+        conv = gr.State([])
+        with gr.Sidebar(label="Settings", open=True, position="left", elem_id="rag-settings"):
+            gr.Markdown("### Settings")
+            backend = gr.Radio(BACKENDS, value=settings.llm, label="Answer backend", elem_id="rag-backend")
+            top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve (top-k)", elem_id="rag-topk")
+            with gr.Group(visible=settings.llm == "openai", elem_id="rag-api") as api_group:
+                base_url = gr.Textbox(settings.openai_base_url, label="API base URL", elem_id="rag-base-url")
+                api_model = gr.Textbox(settings.openai_model, label="API model", elem_id="rag-api-model")
+            gr.Markdown(
+                "Answers cite exact sentences of the articles. Sentences no source supports are marked "
+                "*unsupported*. The API key is read from `OPENAI_API_KEY`.",
+                elem_classes=["rag-side-note"],
+            )
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3, min_width=420):
+                        chatbot = gr.Chatbot(
+                            elem_id="rag-chat",
+                            height=600,
+                            show_label=False,
+                            placeholder="Ask a question about the indexed news articles.",
+                            group_consecutive_messages=False,
+                        )
+                        with gr.Row(equal_height=True):
+                            question = gr.Textbox(
+                                placeholder="Ask about the articles, e.g. Why did ties between Iran and Hamas break down in 2012?",
+                                show_label=False,
+                                scale=6,
+                                elem_id="rag-question",
+                                max_lines=4,
+                                autofocus=True,
+                            )
+                            ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
+                        new = gr.Button("New conversation", size="sm", elem_id="rag-new")
+                    with gr.Column(scale=2, min_width=320):
+                        sources = gr.HTML(render.EMPTY_SOURCES, js_on_load=CITE_JS, elem_id="rag-sources-panel", padding=True)
+            with gr.Tab("Corpus", id="corpus") as corpus_tab:
+                table = gr.HTML(corpus.table(), elem_id="rag-corpus-table")
+                files = gr.File(
+                    file_count="multiple",
+                    label=f"Add articles: .txt, .md or .html, UTF-8, up to {settings.max_file_bytes // 1_000_000} MB each",
+                    elem_id="rag-upload",
+                    height=140,
+                )
+                status = gr.HTML("", elem_id="rag-upload-status")
+
+        backend.change(lambda b: gr.update(visible=b == "openai"), backend, api_group, queue=False)
+        answer_io = dict(fn=respond, inputs=[question, conv, backend, top_k, base_url, api_model], outputs=[chatbot, conv, question, sources])
+        question.submit(**answer_io)
+        ask.click(**answer_io)
+        sources.click(show_source, [conv], [sources])
+        new.click(new_conversation, None, [chatbot, conv, sources, question], queue=False)
+        files.upload(upload, files, [status, table, files], concurrency_limit=1, concurrency_id="index")
+        corpus_tab.select(corpus.table, None, table)
+    demo.queue(default_concurrency_limit=concurrency)
+    demo.rag = rag  # for callers and tests
+    demo.corpus = corpus
+    return demo
+
+
+def _warm(rag: RAG) -> None:
+    try:
+        rag.warm()
+    except Exception as exc:  # the first question reports it properly
+        log.warning("could not load the model in advance: %s", exc)
+
+
+def launch_options(settings: Settings) -> dict:
+    """Keyword arguments for ``demo.launch`` that the UI needs (style, upload limit, no share link)."""
+    return {
+        "css": CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None,
+        "theme": gr.themes.Soft(),
+        "max_file_size": settings.max_file_bytes,
+        "share": False,
+        "footer_links": ["settings"],
+    }
+
+
+def launch(demo: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, quiet: bool = True) -> str:
+    """Start the server; returns its URL (after it stops, when ``block``)."""
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, **launch_options(settings))
+    url = f"http://{host}:{demo.server_port}/"
+    if block:
+        print(f"newsrag UI running at {url} (Ctrl+C to stop)", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {host}: anyone who can reach this machine can use the UI and add articles", flush=True)
+        try:
+            demo.block_thread()
+        finally:
+            demo.close()
+    return url
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Open the index named by ``settings`` and serve the chat UI until interrupted (``rag ui``)."""
+    demo = build_app(settings)
+    launch(demo, settings, host, port, block=True)

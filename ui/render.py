@@ -1,0 +1,278 @@
+"""HTML for answers, sources and the article list: pure functions of rag's objects, no Gradio here.
+
+Every citation marker is a ``<button class="rag-cite rag-tT rag-nN [rag-v-VIEW]">`` (turn T of
+the conversation, citation N; classes, because the chat's HTML sanitizer drops ``data-*``
+attributes). One document-level click listener (``CITE_JS`` in :mod:`ui.app`) sends them to
+the server, which answers with :func:`citation_html` or :func:`sources_html` for the sources panel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from html import escape
+
+from rag import Answer, Citation, Document, Passage
+from rag.answer import ABSTAIN_TEXT
+
+
+@dataclass
+class Turn:
+    """One question of a conversation, as the UI shows it (kept per browser session in gr.State)."""
+
+    question: str
+    standalone: str | None = None  # the follow-up rewritten as a standalone question
+    status: str = ""  # what is happening now, while there is no answer yet
+    draft: str = ""  # streamed, unverified draft text
+    answer: Answer | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # UI-side timings (the rewrite)
+
+
+def esc(text: object) -> str:
+    return escape("" if text is None else str(text), quote=True)
+
+
+def _ws(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def doc_title(doc: Document | None, fallback: str = "") -> str:
+    if doc is not None and doc.title:
+        return doc.title
+    return f"Untitled article ({doc.id if doc is not None else fallback})"
+
+
+def meta_line(doc: Document | None, *, author: bool = True) -> str:
+    if doc is None:
+        return ""
+    parts = [doc.outlet or "outlet unknown", doc.date or "date unknown"]
+    if author and doc.author:
+        parts.append(f"by {doc.author}")
+    return " · ".join(esc(p) for p in parts)
+
+
+# ------------------------------------------------------------------ offsets
+def clean_offset(doc: Document, raw_offset: int) -> int | None:
+    """Where a character offset of the raw file lands in ``doc.text`` (segments joined by blank lines)."""
+    pos = 0
+    for s, e in doc.segments:
+        if raw_offset < s:
+            return pos  # in dropped boilerplate before this segment: snap to its start
+        if raw_offset <= e:
+            return pos + raw_offset - s
+        pos += (e - s) + 2
+    return None
+
+
+def locate(text: str, base: int | None, doc: Document, cit: Citation) -> tuple[int, int] | None:
+    """The span of ``text`` (which starts at cleaned offset ``base``) holding the citation's quote."""
+    a, b = clean_offset(doc, cit.start), clean_offset(doc, cit.end)
+    if None not in (a, b, base):
+        a, b = a - base, b - base
+        if 0 <= a < b <= len(text) and _ws(text[a:b]) == _ws(cit.quote):
+            return a, b
+    i = text.find(cit.quote)
+    if i >= 0:
+        return i, i + len(cit.quote)
+    head = cit.quote[:60]
+    i = text.find(head) if head else -1
+    return (i, i + len(head)) if i >= 0 else None
+
+
+def highlight(text: str, span: tuple[int, int] | None, mark_class: str = "rag-quote") -> str:
+    if span is None:
+        return esc(text)
+    a, b = span
+    return f'{esc(text[:a])}<mark class="{mark_class}">{esc(text[a:b])}</mark>{esc(text[b:])}'
+
+
+# ------------------------------------------------------------------ chat messages
+def cite_class(turn: int, n: int, view: str = "passage") -> str:
+    return f"rag-cite rag-t{turn} rag-n{n} rag-v-{view}"
+
+
+def cite_button(turn: int, c: Citation | None, n: int) -> str:
+    tip = f"{c.title or c.source_file} — {c.outlet or 'outlet unknown'}, {c.date or 'date unknown'}" if c else f"source {n}"
+    return f'<button type="button" class="{cite_class(turn, n)}" title="{esc(tip)}">[{n}]</button>'
+
+
+_TIMINGS = [
+    ("rewrite_s", "Follow-up rewrite"),
+    ("retrieval_s", "Retrieval"),
+    ("context_s", "Context selection"),
+    ("llm_load_s", "Model load"),
+    ("first_token_s", "First token (from question)"),
+    ("generation_s", "Generation"),
+    ("verify_s", "Verification"),
+    ("total_s", "Total"),
+]
+
+
+def timings_html(answer: Answer, extra: Mapping[str, float]) -> str:
+    t = {**answer.timings, **extra}
+    rows = "".join(f"<tr><td>{label}</td><td>{t[key]:.2f} s</td></tr>" for key, label in _TIMINGS if key in t)
+    total = t.get("total_s", 0.0) + t.get("rewrite_s", 0.0)
+    n_src = len({c.source_file for c in answer.citations})
+    summary = f"Details · {esc(answer.backend)} · {total:.1f} s · {len(answer.passages)} passages searched, {n_src} articles cited"
+    return f'<details class="rag-timings"><summary>{summary}</summary><table>{rows}</table></details>'
+
+
+def answer_body(answer: Answer, turn: int) -> str:
+    if answer.abstained:
+        return f'<div class="rag-abstain" role="note"><span class="rag-abstain-icon">∅</span> {esc(answer.text or ABSTAIN_TEXT)}</div>'
+    by_n = {c.n: c for c in answer.citations}
+    out = []
+    for s in answer.sentences:
+        marks = "".join(cite_button(turn, by_n.get(n), n) for n in s.citations)
+        if s.supported:
+            out.append(f'<span class="rag-sent">{esc(s.text)}{" " + marks if marks else ""}</span>')
+        else:
+            flag = '<span class="rag-flag" title="No source passage supports this sentence">unsupported</span>'
+            out.append(f'<span class="rag-sent rag-unsupported" title="Not supported by the sources">{esc(s.text)}{" " + marks if marks else ""} {flag}</span>')
+    if not out:
+        out.append(f'<span class="rag-sent">{esc(answer.text)}</span>')
+    return '<p class="rag-text">' + " ".join(out) + "</p>"
+
+
+def turn_html(t: Turn, turn: int) -> str:
+    parts = [f'<div class="rag-answer rag-turn{turn}">']
+    if t.standalone and t.standalone != t.question:
+        parts.append(f'<div class="rag-rewritten">Follow-up searched as: <q class="rag-standalone">{esc(t.standalone)}</q></div>')
+    if t.answer is not None:
+        parts.append(answer_body(t.answer, turn))
+        parts.append(timings_html(t.answer, t.timings))
+    elif t.error:
+        parts.append(f'<div class="rag-error" role="alert">⚠ {esc(t.error)}</div>')
+    else:
+        if t.draft:
+            parts.append(f'<div class="rag-draft"><span class="rag-status">Draft, not yet verified…</span><p>{esc(t.draft)}<span class="rag-caret">▍</span></p></div>')
+        else:
+            parts.append(f'<div class="rag-status rag-pending">{esc(t.status or "Working…")}</div>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def messages(conv: list[Turn]) -> list[dict]:
+    out: list[dict] = []
+    for i, t in enumerate(conv):
+        out.append({"role": "user", "content": f'<span class="rag-q">{esc(t.question)}</span>'})
+        out.append({"role": "assistant", "content": turn_html(t, i)})
+    return out
+
+
+# ------------------------------------------------------------------ sources panel
+EMPTY_SOURCES = (
+    '<div class="rag-sources rag-view-empty" data-view="empty"><h3 class="rag-panel-title">Sources</h3>'
+    '<p class="rag-hint">Ask a question, then click a citation marker such as <span class="rag-cite-demo">[1]</span> '
+    "to see the exact passage it quotes.</p></div>"
+)
+
+
+def _passage(answer: Answer, c: Citation) -> Passage | None:
+    return next((p for p in answer.passages if p.n == c.passage), None) or next(
+        (p for p in answer.passages if p.doc.id == c.source_file and p.chunk.start <= c.start and c.end <= p.chunk.end), None
+    )
+
+
+def _also_reported(answer: Answer, doc_id: str, docs: Mapping[str, Document]) -> str:
+    ids: list[str] = []
+    for p in answer.passages:
+        if p.doc.id == doc_id:
+            ids.extend(i for i in p.also_reported_by if i not in ids and i != doc_id)
+    if not ids:
+        return ""
+    items = []
+    for i in ids:
+        d = docs.get(i)
+        items.append(f"{esc(d.outlet or 'outlet unknown')}, {esc(d.date or 'date unknown')} <span class='rag-file'>({esc(i)})</span>" if d else esc(i))
+    return f'<div class="rag-also">Also reported by: {"; ".join(items)}</div>'
+
+
+def sources_html(answer: Answer, turn: int, docs: Mapping[str, Document]) -> str:
+    """The articles an answer cites, each once, with its citation markers."""
+    head = f'<h3 class="rag-panel-title">Sources</h3><div class="rag-for">for “{esc(answer.question)}”</div>'
+    if answer.abstained or not answer.citations:
+        why = "The sources do not answer this question, so nothing is cited." if answer.abstained else "This answer cites no passage."
+        return f'<div class="rag-sources rag-view-list" data-view="list" data-turn="{turn}">{head}<p class="rag-hint">{why}</p></div>'
+    groups: dict[str, list[Citation]] = {}
+    for c in answer.citations:
+        groups.setdefault(c.source_file, []).append(c)
+    items = []
+    for doc_id, cits in groups.items():
+        p = _passage(answer, cits[0])
+        doc = p.doc if p else docs.get(doc_id)
+        rows = "".join(
+            f'<li>{cite_button(turn, c, c.n)} <span class="rag-snippet">“{esc(c.quote[:160])}{"…" if len(c.quote) > 160 else ""}”</span></li>' for c in cits
+        )
+        items.append(
+            f'<div class="rag-src-item"><div class="rag-src-title">{esc(doc_title(doc, doc_id))}</div>'
+            f'<div class="rag-meta">{meta_line(doc)}</div>{_also_reported(answer, doc_id, docs)}<ul class="rag-cits">{rows}</ul></div>'
+        )
+    return f'<div class="rag-sources rag-view-list" data-view="list" data-turn="{turn}">{head}{"".join(items)}</div>'
+
+
+def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document], whole: bool = False) -> str:
+    """One citation: the article's metadata and the passage (or whole article) with the quote marked."""
+    c = next((c for c in answer.citations if c.n == n), None)
+    if c is None:
+        return sources_html(answer, turn, docs)
+    p = _passage(answer, c)
+    doc = p.doc if p is not None else docs.get(c.source_file)
+    back = f'<button type="button" class="{cite_class(turn, 0, "list")} rag-link">← all sources of this answer</button>'
+    meta = [f'<span class="rag-outlet">{esc(doc.outlet if doc else c.outlet) or "outlet unknown"}</span>',
+            f'<span class="rag-date">{esc(doc.date if doc else c.date) or "date unknown"}</span>']
+    if doc is not None and doc.author:
+        meta.append(f'<span class="rag-author">by {esc(doc.author)}</span>')
+    meta.append(f'<span class="rag-file">{esc(c.source_file)}</span>')
+    head = (
+        f'{back}<div class="rag-src-head"><span class="rag-n">[{c.n}]</span> '
+        f'<span class="rag-src-title">{esc(doc_title(doc, c.source_file))}</span></div>'
+        f'<div class="rag-meta">{" · ".join(meta)}</div>{_also_reported(answer, c.source_file, docs)}'
+    )
+    if whole and doc is not None and doc.text:
+        body = highlight(doc.text, locate(doc.text, 0, doc, c), "rag-quote rag-focus")
+        box = f'<div class="rag-article" data-doc="{esc(doc.id)}">{body}</div>'
+        toggle = f'<button type="button" class="{cite_class(turn, c.n, "passage")} rag-action">Show only the passage</button>'
+        label = "Whole article (cleaned text); the quoted sentence is highlighted"
+    else:
+        if p is not None and doc is not None:
+            text = p.chunk.text
+            body = highlight(text, locate(text, clean_offset(doc, p.chunk.start), doc, c))
+        else:
+            body = f'<mark class="rag-quote">{esc(c.quote)}</mark>'
+        box = f'<div class="rag-passage">{body}</div>'
+        toggle = f'<button type="button" class="{cite_class(turn, c.n, "article")} rag-action">Show whole article</button>'
+        label = f"Passage {c.passage}; the quoted span is highlighted" if c.passage else "Quoted span"
+    view = "article" if whole else "passage"
+    return (
+        f'<div class="rag-sources rag-view-{view}" data-view="{view}" data-turn="{turn}" data-n="{c.n}" data-doc="{esc(c.source_file)}">'
+        f'{head}<div class="rag-box-label">{label}</div>{box}<div class="rag-actions">{toggle}</div></div>'
+    )
+
+
+# ------------------------------------------------------------------ corpus tab
+def corpus_html(docs: Mapping[str, Document], chunk_counts: Mapping[str, int], folder: str) -> str:
+    rows = []
+    for d in sorted(docs.values(), key=lambda d: (d.date or "", d.id)):
+        dup = f'<div class="rag-dup">same report as {esc(d.duplicate_of)}</div>' if d.duplicate_of else ""
+        rows.append(
+            f'<tr data-doc="{esc(d.id)}"><td>{esc(doc_title(d))}{dup}</td><td>{esc(d.outlet or "–")}</td>'
+            f'<td>{esc(d.date or "–")}</td><td class="rag-num">{chunk_counts.get(d.id, 0)}</td><td class="rag-file">{esc(d.id)}</td></tr>'
+        )
+    n_chunks = sum(chunk_counts.values())
+    return (
+        f'<div class="rag-corpus"><div class="rag-corpus-head">{len(docs)} articles, {n_chunks} chunks indexed. '
+        f'New articles are saved to <code>{esc(folder)}</code>.</div>'
+        '<table class="rag-table"><thead><tr><th>Title</th><th>Outlet</th><th>Date</th><th>Chunks</th><th>File</th></tr></thead>'
+        f'<tbody>{"".join(rows) or "<tr><td colspan=5>No articles indexed yet.</td></tr>"}</tbody></table></div>'
+    )
+
+
+def upload_status_html(lines: list[tuple[str, str]]) -> str:
+    """``lines`` are (kind, text) with kind ok | error | info."""
+    if not lines:
+        return ""
+    items = "".join(f'<li class="rag-{kind}">{"⚠ " if kind == "error" else ""}{esc(text)}</li>' for kind, text in lines)
+    return f'<ul class="rag-upload-report">{items}</ul>'
