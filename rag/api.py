@@ -165,9 +165,15 @@ class RAG:
 
 
 def _rewrite_without_llm(history: list[tuple[str, str]], follow_up: str) -> str:
-    """Without a model: carry the previous question's subject into an elliptical follow-up."""
-    prev = history[-1][0]
+    """Without a model: carry the previous question's subject into a short follow-up.
+
+    "And what happened in 2014?" after "Why did ties between Iran and Hamas break down in 2012?"
+    becomes "And what happened in 2014, regarding ties between Iran and Hamas?".
+    """
     if len(follow_up.split()) > 8:
         return follow_up
-    subject = re.sub(r"\b(1[89]|20)\d\d\b", "", prev).strip(" ?")
-    return f"{follow_up.rstrip('?')} (context: {subject})?"
+    prev = history[-1][0]
+    subject = re.sub(r"^\s*(why|what|which|who|whom|how|when|where)\b(\s+(did|does|do|is|are|was|were|has|have|had|many|much))?\s*", "", prev, flags=re.I)
+    subject = re.sub(r"\s*\b(in|during|since|by)?\s*\b(1[89]|20)\d\d\b", "", subject)
+    subject = re.sub(r"\s+(break|broke|happen|happened|start|end|change)\w*(\s+down|\s+up)?\s*$", "", subject.strip(" ?"), flags=re.I)
+    return f"{follow_up.rstrip(' ?')}, regarding {subject}?" if subject else follow_up

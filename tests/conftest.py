@@ -27,6 +27,14 @@ def seed_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture()
+def corpus(tmp_path) -> Path:
+    """A copy of the seed articles for one test to change."""
+    d = tmp_path / "corpus"
+    shutil.copytree(SEEDS, d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def seed_index(seed_dir, tmp_path_factory) -> Path:
     from rag.index import build

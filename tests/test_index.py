@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from rag.index import Index, build
@@ -12,13 +10,6 @@ from rag.types import RagError
 from .conftest import SEEDS
 
 ARTICLE = "Officials opened the Zorblat Bridge over the Vesna river on 4 May 2019, the city said.\n"
-
-
-@pytest.fixture()
-def corpus(tmp_path):
-    d = tmp_path / "corpus"
-    shutil.copytree(SEEDS, d)
-    return d
 
 
 def test_reopening_and_rebuilding_unchanged_corpus_embeds_nothing(corpus, tmp_path):

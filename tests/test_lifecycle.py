@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,16 +11,7 @@ import pytest
 from rag import RAG
 from rag.index import Index, add, build, remove
 
-from .conftest import SEEDS
-
 NEW = "Zorblat Bridge opens\n\nMay 5, 2019\n\nThe Zorblat Bridge over the Vesna river opened on 4 May 2019. Mayor Ilse Brandt cut the ribbon.\n"
-
-
-@pytest.fixture()
-def corpus(tmp_path):
-    d = tmp_path / "corpus"
-    shutil.copytree(SEEDS, d)
-    return d
 
 
 def test_add_remove_and_sync_touch_only_what_changed(corpus, tmp_path):
