@@ -34,7 +34,7 @@ STAT_KEYS = ("ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s", "peak_rss
 
 # ---------------------------------------------------------------- CLI
 def add_parser(subparsers) -> None:
-    """Add ``bench latency`` to the ``rag`` command's subparsers."""
+    """Add ``bench latency`` and ``bench load`` to the ``rag`` command's subparsers."""
     p = subparsers.add_parser("bench", help="benchmarks")
     sub = p.add_subparsers(dest="bench_cmd", required=True)
     lat = sub.add_parser(
@@ -50,14 +50,19 @@ def add_parser(subparsers) -> None:
     lat.add_argument("--model", dest="local_model", default=None, help="local model: qwen (default), smollm, or a .gguf path")
     lat.add_argument("--top-k", type=int, default=None, help="passages to retrieve, for both pipelines (default: 5)")
     lat.add_argument("--no-peer", action="store_true", help=f"time only our pipeline, not {PEER_NAME}")
+    from .loadtest import add_parser as add_load
+
+    add_load(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``rag bench latency`` from parsed arguments; raises RagError on bad input."""
     from .api import RAG
 
-    if args.bench_cmd != "latency":
-        raise AssertionError(args.bench_cmd)
+    if args.bench_cmd == "load":
+        from .loadtest import run as run_load
+
+        return run_load(args)
     path = args.questions or DEFAULT_QUESTIONS
     if not Path(path).is_file():
         raise RagError(f"questions file not found: {path} (pass --questions FILE)")

@@ -280,6 +280,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                             show_label=False,
                             placeholder="Ask a question about the indexed news articles.",
                             group_consecutive_messages=False,
+                            buttons=["copy", "copy_all"],  # no "share" to Hugging Face
                         )
                         with gr.Row(equal_height=True):
                             question = gr.Textbox(
@@ -310,9 +311,11 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         ask.click(**answer_io)
         sources.click(show_source, [conv], [sources])
         new.click(new_conversation, None, [chatbot, conv, sources, question], queue=False)
+        chatbot.clear(new_conversation, None, [chatbot, conv, sources, question], queue=False)  # its trash icon: same as "New conversation"
         files.upload(upload, files, [status, table, files], concurrency_limit=1, concurrency_id="index")
         corpus_tab.select(corpus.table, None, table)
-    demo.queue(default_concurrency_limit=concurrency)
+    # a bounded queue: past it, a request is refused ("queue is full") instead of waiting without end
+    demo.queue(default_concurrency_limit=concurrency, max_size=4 * settings.max_pending)
     demo.rag = rag  # for callers and tests
     demo.corpus = corpus
     return demo

@@ -110,12 +110,16 @@ _TIMINGS = [
 ]
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def timings_html(answer: Answer, extra: Mapping[str, float]) -> str:
     t = {**answer.timings, **extra}
     rows = "".join(f"<tr><td>{label}</td><td>{t[key]:.2f} s</td></tr>" for key, label in _TIMINGS if key in t)
     total = t.get("total_s", 0.0) + t.get("rewrite_s", 0.0)
     n_src = len({c.source_file for c in answer.citations})
-    summary = f"Details · {esc(answer.backend)} · {total:.1f} s · {len(answer.passages)} passages searched, {n_src} articles cited"
+    summary = f"Details · {esc(answer.backend)} · {total:.1f} s · {_plural(len(answer.passages), 'passage')} searched, {_plural(n_src, 'article')} cited"
     return f'<details class="rag-timings"><summary>{summary}</summary><table>{rows}</table></details>'
 
 
