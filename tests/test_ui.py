@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -28,12 +29,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def ui_root(tmp_path_factory) -> Path:
+    """The server's folder: corpus/ (a copy of the seeds, where uploads go) and index/."""
+    return tmp_path_factory.mktemp("ui")
+
+
+@pytest.fixture(scope="module")
+def server(ui_root):
     from rag import RAG
     from rag.index import build
     from ui.app import build_app, launch
 
-    d = tmp_path_factory.mktemp("ui")
+    d = ui_root
     shutil.copytree(SEEDS, d / "corpus")
     build(d / "index", [d / "corpus"])
     rag = RAG.open(d / "index", llm="extractive")
@@ -102,6 +109,14 @@ def test_ask_click_citation_and_see_the_highlighted_quote(server, browser):
     article.wait_for()
     assert "Damascus" in article.locator("mark.rag-focus").inner_text()
     assert "Izzat Al-Rishq" in article.inner_text()  # the whole article, not just the passage
+    page.wait_for_function(  # scrolled so that the quote is in view inside the article box
+        """() => { const box = document.querySelector('#rag-sources-panel .rag-article');
+                   const m = box && box.querySelector('mark.rag-focus'); if (!m) return false;
+                   const b = box.getBoundingClientRect(), r = m.getBoundingClientRect();
+                   return r.top >= b.top && r.bottom <= b.bottom; }"""
+    )
+    answer.locator("details.rag-timings summary").click()  # per-answer timings, collapsed until opened
+    assert answer.locator("details.rag-timings").get_by_text("Retrieval").is_visible()
     # a follow-up is rewritten into a standalone question, shown before the answer
     follow = _ask(page, "And what happened in 2014?", 1)
     standalone = follow.locator(".rag-rewritten .rag-standalone")
@@ -112,6 +127,19 @@ def test_ask_click_citation_and_see_the_highlighted_quote(server, browser):
     page.close()
 
 
+def test_settings_panel_shows_api_fields_only_for_the_api_backend(server, browser):
+    page = _page(browser, server)
+    base_url = page.locator("#rag-base-url")
+    assert not base_url.is_visible()
+    page.locator("#rag-backend").get_by_text("OpenAI-compatible API").click()
+    base_url.wait_for(state="visible")
+    assert page.locator("#rag-api-model").is_visible()
+    page.locator("#rag-backend").get_by_text("Extractive (no model)").click()
+    base_url.wait_for(state="hidden")
+    assert page.locator("#rag-topk input[type=number]").input_value() == "5"
+    page.close()
+
+
 def test_out_of_corpus_question_is_shown_as_abstained(server, browser):
     page = _page(browser, server)
     answer = _ask(page, "What is the capital of Australia?", 0)
@@ -119,7 +147,7 @@ def test_out_of_corpus_question_is_shown_as_abstained(server, browser):
     page.close()
 
 
-def test_upload_an_article_then_get_it_cited_and_binary_is_refused(server, browser, tmp_path):
+def test_upload_an_article_then_get_it_cited_and_binary_is_refused(server, browser, ui_root, tmp_path):
     page = _page(browser, server)
     page.get_by_role("tab", name="Corpus").click()
     good = tmp_path / "zorblat.txt"
@@ -130,9 +158,22 @@ def test_upload_an_article_then_get_it_cited_and_binary_is_refused(server, brows
     assert "Zorblat Bridge opens to traffic" in page.locator("#rag-corpus-table").inner_text()
     bad = tmp_path / "photo.txt"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    page.set_input_files("#rag-upload input[type=file]", str(bad))
-    status.get_by_text("binary file").wait_for()
+    pdf = tmp_path / "notes.pdf"
+    pdf.write_bytes(b"%PDF-1.4 not an article")
+    page.set_input_files("#rag-upload input[type=file]", [str(bad), str(pdf)])
+    status.get_by_text("photo.txt: binary file, not a text article").wait_for()
+    assert status.get_by_text("notes.pdf: unsupported file type .pdf").is_visible()
+    assert not (ui_root / "corpus" / "photo.txt").exists() and not (ui_root / "corpus" / "notes.pdf").exists()
     _shot(page, "ui-upload")
+    # a hostile file name is reduced to a safe base name inside the corpus folder
+    page.set_input_files(
+        "#rag-upload input[type=file]",
+        {"name": "..%2F..%2Fevil name (1).txt", "mimeType": "text/plain", "buffer": b"Harbour notes\n\nThe Quarnix ferry timetable changes every spring.\n"},
+    )
+    status.get_by_text(": added").wait_for()
+    added = sorted(p.name for p in (ui_root / "corpus").iterdir() if "evil" in p.name)
+    assert len(added) == 1 and re.fullmatch(r"[A-Za-z0-9._-]+\.txt", added[0]), added
+    assert not list(ui_root.parent.rglob("evil*")) or all(p.parent == ui_root / "corpus" for p in ui_root.parent.rglob("evil*"))
     page.get_by_role("tab", name="Chat").click()
     answer = _ask(page, "Who cut the ribbon at the Zorblat Bridge?", 0)
     assert "Brandt" in answer.inner_text()

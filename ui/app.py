@@ -70,7 +70,7 @@ def safe_name(name: str) -> str:
     """A file name that cannot leave its folder: base name only, ASCII letters, digits, ``._-``."""
     base = re.split(r"[\\/]", name or "")[-1]
     base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    base = _SAFE_CHARS.sub("_", base).lstrip("._-")
+    base = re.sub(r"\.{2,}", ".", _SAFE_CHARS.sub("_", base)).lstrip("._-")
     stem, dot, ext = base.rpartition(".")
     if not dot:
         stem, ext = base, ""
@@ -167,10 +167,10 @@ class Corpus:
                 lines.append(("error", e))
             for doc_id in report.added:
                 if doc_id in names:
-                    lines.append(("ok", f"{doc_id}: added ({self.chunk_counts().get(doc_id, 0)} chunks)"))
+                    lines.append(("ok", f"{doc_id}: added ({render.plural(self.chunk_counts().get(doc_id, 0), 'chunk')})"))
             for doc_id in report.updated:
                 if doc_id in names:
-                    lines.append(("ok", f"{doc_id}: updated ({self.chunk_counts().get(doc_id, 0)} chunks)"))
+                    lines.append(("ok", f"{doc_id}: updated ({render.plural(self.chunk_counts().get(doc_id, 0), 'chunk')})"))
             lines.append(("info", f"index: {report.summary()}"))
         return lines
 

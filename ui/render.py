@@ -110,7 +110,7 @@ _TIMINGS = [
 ]
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -119,7 +119,7 @@ def timings_html(answer: Answer, extra: Mapping[str, float]) -> str:
     rows = "".join(f"<tr><td>{label}</td><td>{t[key]:.2f} s</td></tr>" for key, label in _TIMINGS if key in t)
     total = t.get("total_s", 0.0) + t.get("rewrite_s", 0.0)
     n_src = len({c.source_file for c in answer.citations})
-    summary = f"Details · {esc(answer.backend)} · {total:.1f} s · {_plural(len(answer.passages), 'passage')} searched, {_plural(n_src, 'article')} cited"
+    summary = f"Details · {esc(answer.backend)} · {total:.1f} s · {plural(len(answer.passages), 'passage')} searched, {plural(n_src, 'article')} cited"
     return f'<details class="rag-timings"><summary>{summary}</summary><table>{rows}</table></details>'
 
 
