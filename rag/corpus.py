@@ -174,7 +174,10 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
 
 
 def _display(span: str, path: Path) -> str:
-    return html.unescape(span) if path.suffix.lower() in (".html", ".htm") else span
+    """A kept span as a reader sees it: for HTML, inline tags dropped and entities decoded."""
+    if path.suffix.lower() in (".html", ".htm"):
+        return html.unescape(re.sub(r"<[^>]*>", "", span))
+    return span
 
 
 def _sidecar(path: Path) -> dict[str, str]:
@@ -270,6 +273,7 @@ class _HTMLBlocks(HTMLParser):
         if tag == "link" and (a.get("rel") or "") == "canonical" and a.get("href"):
             self.meta.setdefault("url", a["href"])
         if tag in _SKIP_TAGS:
+            self._flush()  # a text run never spans hidden content such as a script
             self.skip += 1
         if tag == "title":
             self.in_title = True
@@ -278,6 +282,7 @@ class _HTMLBlocks(HTMLParser):
 
     def handle_endtag(self, tag):
         if tag in _SKIP_TAGS and self.skip:
+            self._flush()
             self.skip -= 1
         if tag == "title":
             self.in_title = False
@@ -310,6 +315,10 @@ def _html_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
     p = _HTMLBlocks(raw)
     try:
         p.feed(raw)
+        if p.rawdata.lstrip().startswith("<"):
+            # unterminated markup at the end ("<?...", "<!--..."): close() would hand it over as
+            # text, while a browser hides it
+            p.rawdata = ""
         p.close()
     except Exception as exc:  # HTMLParser raises bare AssertionError on some malformed markup
         raise RagError(f"cannot parse HTML ({exc})") from exc

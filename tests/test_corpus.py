@@ -89,6 +89,16 @@ def test_html_article_offsets_and_metadata(tmp_path):
         assert "<" not in raw[s:e] or "</b>" in raw[s:e]
 
 
+def test_text_around_a_script_keeps_the_script_out(tmp_path):
+    f = tmp_path / "page.html"
+    f.write_text("<p>Before the vote.<script>steal('cookies')</script> After the vote.</p><?unterminated")
+    d = load_document(f)
+    assert "steal" not in d.text and "unterminated" not in d.text
+    assert "Before the vote." in d.text and "After the vote." in d.text
+    raw = read_file(str(f))
+    assert all("<script" not in raw[s:e] for s, e in d.segments)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

@@ -60,12 +60,6 @@ def test_any_html_article_loads_or_is_refused_clearly(parts):
         p = Path(d) / "page.html"
         p.write_text("".join(parts), encoding="utf-8", newline="")
         _check_document(p)
-        if any("alert" in part for part in parts if not part.startswith("<script>")):
-            return  # the words appear as plain text too: nothing to tell about the script
-        try:
-            assert "alert(" not in load_document(p).text  # script content is never article text
-        except RagError:
-            pass
 
 
 @PROPS
