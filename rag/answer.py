@@ -231,6 +231,7 @@ def verify(
     raw_of,
     threshold: float,
     numbers: dict[str, int],
+    svecs: np.ndarray | None = None,
 ) -> tuple[list[AnswerSentence], list[Citation], str]:
     """Attribute each sentence of ``draft``; returns sentences, citations and the rendered answer text."""
     parts = split_answer(draft)
@@ -238,8 +239,11 @@ def verify(
     if not parts:
         return [], [], ""
     claims = [p[0] for p in parts]
-    vecs = embedding.embed(claims + [s.sentence.text for s in srcs])
-    cvecs, svecs = vecs[: len(claims)], vecs[len(claims) :]
+    if svecs is None or len(svecs) != len(srcs):
+        vecs = embedding.embed(claims + [s.sentence.text for s in srcs])
+        cvecs, svecs = vecs[: len(claims)], vecs[len(claims) :]
+    else:  # the source sentences were embedded for context selection already
+        cvecs = embedding.embed(claims)
     matrix = support_scores(claims, srcs, cvecs, svecs)
     citations: list[Citation] = []
     by_span: dict[tuple[str, int, int], int] = {}
@@ -370,13 +374,21 @@ def with_evidence(draft: str, evidence: list[SourceSentence], numbers: dict[str,
 
 
 def build_answer(
-    question: str, draft: str, passages: list[Passage], raw_of, threshold: float, numbers: dict[str, int], timings: dict, backend: str
+    question: str,
+    draft: str,
+    passages: list[Passage],
+    raw_of,
+    threshold: float,
+    numbers: dict[str, int],
+    timings: dict,
+    backend: str,
+    svecs: np.ndarray | None = None,
 ) -> Answer:
     """Verify a draft into an Answer, abstaining when the model refused or nothing is supported."""
     t = time.perf_counter()
     if is_refusal(draft):
         return abstained(question, passages, timings, backend)
-    sentences, citations, text = verify(question, draft, passages, raw_of, threshold, numbers)
+    sentences, citations, text = verify(question, draft, passages, raw_of, threshold, numbers, svecs)
     timings["verify_s"] = time.perf_counter() - t
     if not any(s.supported for s in sentences):
         return abstained(question, passages, timings, backend)

@@ -146,7 +146,7 @@ class RAG:
             draft = "".join(pieces)
             if not ans.is_refusal(draft):
                 draft = ans.with_evidence(draft, ans.select_evidence(question, passages, qvec, svecs), numbers)
-        result = ans.build_answer(question, draft, passages, self.index.raw, settings.support_threshold, numbers, timings, backend)
+        result = ans.build_answer(question, draft, passages, self.index.raw, settings.support_threshold, numbers, timings, backend, svecs)
         timings["total_s"] = time.perf_counter() - t0
         yield result
 

@@ -26,6 +26,13 @@ text_pieces = st.one_of(
 )
 
 
+def _write_and_check(name: str, data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_bytes(data)
+        _check_document(p)
+
+
 def _check_document(path: Path) -> None:
     try:
         doc = load_document(path)
@@ -47,28 +54,19 @@ def _check_document(path: Path) -> None:
 @PROPS
 @given(st.lists(text_pieces, max_size=8))
 def test_any_text_article_loads_or_is_refused_clearly(parts):
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "article.txt"
-        p.write_text("\n".join(parts), encoding="utf-8", newline="")
-        _check_document(p)
+    _write_and_check("article.txt", "\n".join(parts).encode("utf-8", "surrogatepass"))
 
 
 @PROPS
 @given(st.lists(st.one_of(text_pieces, st.sampled_from(["<p>", "</p>", "<script>alert('x')</script>", "<br>", "&amp;", "&#8220;", "<b>", "</b>", "<title>T</title>", "<!-- c -->", "<div", ">"])), max_size=12))
 def test_any_html_article_loads_or_is_refused_clearly(parts):
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "page.html"
-        p.write_text("".join(parts), encoding="utf-8", newline="")
-        _check_document(p)
+    _write_and_check("page.html", "".join(parts).encode("utf-8", "surrogatepass"))
 
 
 @PROPS
 @given(st.binary(max_size=2000), st.sampled_from(["utf-16", "latin-1", "cp1252", None]))
 def test_any_bytes_or_encoding_load_or_are_refused_clearly(data, encoding):
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "odd.md"
-        p.write_bytes(data if encoding is None else "Ünïcödé news — “quoted” text.".encode(encoding, errors="replace") + data)
-        _check_document(p)
+    _write_and_check("odd.md", data if encoding is None else "Ünïcödé news — “quoted” text.".encode(encoding, errors="replace") + data)
 
 
 @PROPS
