@@ -41,13 +41,17 @@ def _stop() -> frozenset[str]:
     return frozenset(STOPWORDS_EN) | extra
 
 
-def content_words(text: str) -> set[str]:
-    """Lower-cased, stemmed content words (numbers kept), for overlap scoring."""
+@lru_cache(maxsize=8192)
+def content_words(text: str) -> frozenset[str]:
+    """Lower-cased, stemmed content words (numbers kept), for overlap scoring.
+
+    Cached: each source sentence is scored several times per question (context, evidence, support).
+    """
     from .retrieval import _stemmer
 
     words = [w.lower().strip("'’-") for w in _WORD.findall(text)]
     words = [w for w in words if w and w not in _stop() and (len(w) > 2 or w.isdigit())]
-    return set(_stemmer().stemWords(words))
+    return frozenset(_stemmer().stemWords(words))
 
 
 def _numbers(text: str) -> set[str]:
@@ -185,22 +189,25 @@ class Support:
     score: float
 
 
+def support_score(claim: str, source: str, cosine: float, source_date: str | None = None) -> float:
+    """How well ``source`` supports ``claim``, 0..1: word coverage blended with cosine similarity.
+
+    A number the claim states and the source does not (nor its article's date) halves the score.
+    """
+    words = content_words(claim)
+    cover = len(words & content_words(source)) / max(len(words), 1)
+    score = 0.6 * cover + 0.4 * max(cosine, 0.0)
+    if _numbers(claim) - _numbers(source) - _numbers(source_date or ""):
+        score *= 0.5
+    return score
+
+
 def support_scores(claims: list[str], srcs: list[SourceSentence], cvecs: np.ndarray, svecs: np.ndarray) -> np.ndarray:
-    """claims × sources matrix of support in 0..1: word coverage blended with cosine similarity."""
-    s_words = [content_words(s.sentence.text) for s in srcs]
-    # a source sentence also "states" its article's date: "in 2014" is supported by a 2014 report
-    s_nums = [_numbers(s.sentence.text) | _numbers(s.passage.doc.date or "") for s in srcs]
+    """claims × sources matrix of :func:`support_score`."""
     cos = cvecs @ svecs.T if len(srcs) else np.zeros((len(claims), 0))
-    out = np.zeros((len(claims), len(srcs)))
-    for i, claim in enumerate(claims):
-        words = content_words(claim)
-        nums = _numbers(claim)
-        for j in range(len(srcs)):
-            cover = len(words & s_words[j]) / max(len(words), 1)
-            out[i, j] = 0.6 * cover + 0.4 * max(float(cos[i, j]), 0.0)
-            if nums - s_nums[j]:  # a number the source does not state is not supported by it
-                out[i, j] *= 0.5
-    return out
+    return np.array(
+        [[support_score(c, s.sentence.text, float(cos[i, j]), s.passage.doc.date) for j, s in enumerate(srcs)] for i, c in enumerate(claims)]
+    ).reshape(len(claims), len(srcs))
 
 
 def attribute(claim_words: set[str], row: np.ndarray, srcs: list[SourceSentence], hinted: set[str], threshold: float) -> Support:
@@ -230,7 +237,6 @@ def verify(
     passages: list[Passage],
     raw_of,
     threshold: float,
-    numbers: dict[str, int],
     svecs: np.ndarray | None = None,
 ) -> tuple[list[AnswerSentence], list[Citation], str]:
     """Attribute each sentence of ``draft``; returns sentences, citations and the rendered answer text."""
@@ -249,7 +255,7 @@ def verify(
     by_span: dict[tuple[str, int, int], int] = {}
     sentences: list[AnswerSentence] = []
     rendered: list[str] = []
-    by_number = {n: d for d, n in numbers.items()}
+    by_number = {n: d for d, n in number_articles(passages).items()}
     asked = set(_YEAR.findall(question))
     for i, (claim, hinted) in enumerate(parts):
         if _ASIDE.match(claim):
@@ -342,8 +348,9 @@ def select_evidence(question: str, passages: list[Passage], qvec: np.ndarray, sv
     return [srcs[i] for i in picked]
 
 
-def extractive_draft(question: str, passages: list[Passage], qvec: np.ndarray, svecs: np.ndarray, numbers: dict[str, int]) -> str:
+def extractive_draft(question: str, passages: list[Passage], qvec: np.ndarray, svecs: np.ndarray) -> str:
     """An answer with no LLM: the evidence sentences themselves, each marked with its source."""
+    numbers = number_articles(passages)
     return " ".join(f"{s.sentence.text} [{numbers[s.passage.doc.id]}]" for s in select_evidence(question, passages, qvec, svecs))
 
 
@@ -356,13 +363,14 @@ def stream_tokens(llm, messages: list[dict], max_tokens: int, temperature: float
         yield tok
 
 
-def with_evidence(draft: str, evidence: list[SourceSentence], numbers: dict[str, int]) -> str:
+def with_evidence(draft: str, evidence: list[SourceSentence], passages: list[Passage]) -> str:
     """The draft, then each evidence sentence whose facts the draft left out, quoted verbatim.
 
     A 1.5B model paraphrases well but drops or misplaces names; quoting what it left out keeps
     every key fact of the best evidence in the answer, and the quote verifies against itself.
     """
-    have = content_words(draft)
+    numbers = number_articles(passages)
+    have = set(content_words(draft))
     extra = []
     for src in evidence:
         words = content_words(src.sentence.text)
@@ -379,7 +387,6 @@ def build_answer(
     passages: list[Passage],
     raw_of,
     threshold: float,
-    numbers: dict[str, int],
     timings: dict,
     backend: str,
     svecs: np.ndarray | None = None,
@@ -388,7 +395,7 @@ def build_answer(
     t = time.perf_counter()
     if is_refusal(draft):
         return abstained(question, passages, timings, backend)
-    sentences, citations, text = verify(question, draft, passages, raw_of, threshold, numbers, svecs)
+    sentences, citations, text = verify(question, draft, passages, raw_of, threshold, svecs)
     timings["verify_s"] = time.perf_counter() - t
     if not any(s.supported for s in sentences):
         return abstained(question, passages, timings, backend)

@@ -125,10 +125,9 @@ class RAG:
 
         t = time.perf_counter()
         qvec, svecs = ans.embed_question_and_sources(question, passages)
-        numbers = ans.number_articles(passages)
         timings["context_s"] = time.perf_counter() - t
         if llm is None:
-            draft = ans.extractive_draft(question, passages, qvec, svecs, numbers)
+            draft = ans.extractive_draft(question, passages, qvec, svecs)
             timings["first_token_s"] = time.perf_counter() - t0
             yield draft
         else:
@@ -145,8 +144,8 @@ class RAG:
             timings["generation_s"] = time.perf_counter() - t
             draft = "".join(pieces)
             if not ans.is_refusal(draft):
-                draft = ans.with_evidence(draft, ans.select_evidence(question, passages, qvec, svecs), numbers)
-        result = ans.build_answer(question, draft, passages, self.index.raw, settings.support_threshold, numbers, timings, backend, svecs)
+                draft = ans.with_evidence(draft, ans.select_evidence(question, passages, qvec, svecs), passages)
+        result = ans.build_answer(question, draft, passages, self.index.raw, settings.support_threshold, timings, backend, svecs)
         timings["total_s"] = time.perf_counter() - t0
         yield result
 

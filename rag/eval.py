@@ -172,12 +172,10 @@ class OverlapJudge:
 
     def entails(self, premise: str, hypothesis: str) -> bool:
         from . import embedding
-        from .answer import content_words
+        from .answer import support_score
 
-        words = content_words(hypothesis)
-        cover = len(words & content_words(premise)) / max(len(words), 1)
         a, b = embedding.embed([hypothesis, premise])
-        return 0.6 * cover + 0.4 * max(float(a @ b), 0.0) >= self.threshold
+        return support_score(hypothesis, premise, float(a @ b)) >= self.threshold
 
 
 def alce_scores(answer: Answer, judge: Judge) -> tuple[float | None, float | None]:

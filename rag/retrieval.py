@@ -127,33 +127,25 @@ class HybridRetriever:
 
     def as_llama_retriever(self):
         """This retriever as a llama-index ``BaseRetriever`` returning TextNodes with char offsets."""
-        return _LlamaRetriever(self)
+        from llama_index.core.retrievers import BaseRetriever
+        from llama_index.core.schema import NodeWithScore, TextNode
 
+        hybrid = self
 
-def _make_llama_retriever_class():
-    from llama_index.core.retrievers import BaseRetriever
-    from llama_index.core.schema import NodeWithScore, TextNode
+        class LlamaHybridRetriever(BaseRetriever):
+            def _retrieve(self, query_bundle):
+                return [
+                    NodeWithScore(
+                        node=TextNode(
+                            id_=p.chunk.id,
+                            text=p.chunk.text,
+                            start_char_idx=p.chunk.start,
+                            end_char_idx=p.chunk.end,
+                            metadata={"source_file": p.doc.id, "title": p.doc.title, "outlet": p.doc.outlet, "date": p.doc.date},
+                        ),
+                        score=p.score,
+                    )
+                    for p in hybrid.retrieve(query_bundle.query_str)
+                ]
 
-    class LlamaHybridRetriever(BaseRetriever):
-        def __init__(self, hybrid: HybridRetriever):
-            super().__init__()
-            self._hybrid = hybrid
-
-        def _retrieve(self, query_bundle):
-            out = []
-            for p in self._hybrid.retrieve(query_bundle.query_str):
-                node = TextNode(
-                    id_=p.chunk.id,
-                    text=p.chunk.text,
-                    start_char_idx=p.chunk.start,
-                    end_char_idx=p.chunk.end,
-                    metadata={"source_file": p.doc.id, "title": p.doc.title, "outlet": p.doc.outlet, "date": p.doc.date},
-                )
-                out.append(NodeWithScore(node=node, score=p.score))
-            return out
-
-    return LlamaHybridRetriever
-
-
-def _LlamaRetriever(hybrid: HybridRetriever):
-    return _make_llama_retriever_class()(hybrid)
+        return LlamaHybridRetriever()

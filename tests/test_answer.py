@@ -50,7 +50,7 @@ def test_invented_and_wrong_citation_markers_are_corrected_or_dropped(rag):
         "Iran considered the move an act of treason [17]. "
         f"The moon is made of green cheese, astronomers confirmed in 1969 [{n_000}]."
     )
-    a = ans.build_answer(Q2012, draft, passages, rag.index.raw, rag.settings.support_threshold, numbers, {}, "test")
+    a = ans.build_answer(Q2012, draft, passages, rag.index.raw, rag.settings.support_threshold, {}, "test")
     first, second, third = a.sentences
     assert first.supported and second.supported and not third.supported and third.citations == []
     cited = {c.n: c for c in a.citations}
@@ -62,7 +62,7 @@ def test_invented_and_wrong_citation_markers_are_corrected_or_dropped(rag):
 
 def test_model_saying_the_sources_do_not_answer_abstains(rag):
     passages = rag.retrieve(Q2012)
-    a = ans.build_answer(Q2012, "NOT IN SOURCES", passages, rag.index.raw, 0.5, ans.number_articles(passages), {}, "test")
+    a = ans.build_answer(Q2012, "NOT IN SOURCES", passages, rag.index.raw, 0.5, {}, "test")
     assert a.abstained and not a.citations
 
 
