@@ -66,9 +66,13 @@ class RAG:
             raise RagError(f"the question is {len(q):,} characters long; the limit is {self.settings.max_question_chars:,}")
         return q
 
-    def retrieve(self, question: str, top_k: int | None = None) -> list[Passage]:
-        """The top passages for a question, duplicates folded, numbered from 1."""
-        return self.retriever.retrieve(self.check_question(question), top_k)
+    def retrieve(self, question: str, top_k: int | None = None, as_of: str | None = None) -> list[Passage]:
+        """The top passages for a question, duplicates folded, numbered from 1.
+
+        ``as_of`` (YYYY-MM-DD): the date the question is asked as of; articles published in the
+        days before it rank higher, later ones lower.
+        """
+        return self.retriever.retrieve(self.check_question(question), top_k, as_of=as_of)
 
     def llm(self, settings: Settings):
         key = (settings.llm, settings.local_model, settings.openai_base_url, settings.openai_model, settings.llm_threads)
@@ -87,15 +91,18 @@ class RAG:
             return llm.load_s
         return 0.0
 
-    def ask(self, question: str, **overrides) -> Answer:
-        """Answer a question; overrides are Settings fields such as ``llm="extractive"`` or ``top_k=8``."""
+    def ask(self, question: str, as_of: str | None = None, **overrides) -> Answer:
+        """Answer a question; overrides are Settings fields such as ``llm="extractive"`` or ``top_k=8``.
+
+        ``as_of`` (YYYY-MM-DD) dates the question, for "this week"-style news questions.
+        """
         result = None
-        for item in self.stream(question, **overrides):
+        for item in self.stream(question, as_of=as_of, **overrides):
             result = item
         assert isinstance(result, Answer)
         return result
 
-    def stream(self, question: str, **overrides) -> Iterator[str | Answer]:
+    def stream(self, question: str, as_of: str | None = None, **overrides) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the verified :class:`Answer` last.
 
         At most ``max_pending`` questions are in flight at once; one that finds no free slot
@@ -106,14 +113,14 @@ class RAG:
         if not self._slots.acquire(timeout=settings.busy_wait_s):
             raise RagError(f"busy: {self.settings.max_pending} questions are being answered; try again in a moment")
         try:
-            yield from self._stream(question, settings)
+            yield from self._stream(question, settings, as_of)
         finally:
             self._slots.release()
 
-    def _stream(self, question: str, settings: Settings) -> Iterator[str | Answer]:
+    def _stream(self, question: str, settings: Settings, as_of: str | None = None) -> Iterator[str | Answer]:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        passages = self.retriever.retrieve(question, settings.top_k)
+        passages = self.retriever.retrieve(question, settings.top_k, as_of=as_of)
         timings["retrieval_s"] = time.perf_counter() - t0
         backend = settings.llm
         llm = self.llm(settings)  # raises on an unknown backend before any work
@@ -172,7 +179,9 @@ def _rewrite_without_llm(history: list[tuple[str, str]], follow_up: str) -> str:
     if len(follow_up.split()) > 8:
         return follow_up
     prev = history[-1][0]
-    subject = re.sub(r"^\s*(why|what|which|who|whom|how|when|where)\b(\s+(did|does|do|is|are|was|were|has|have|had|many|much))?\s*", "", prev, flags=re.I)
+    subject = re.sub(
+        r"^\s*(why|what|which|who|whom|how|when|where)\b(\s+(did|does|do|is|are|was|were|has|have|had|many|much))?\s*", "", prev, flags=re.I
+    )
     subject = re.sub(r"\s*\b(in|during|since|by)?\s*\b(1[89]|20)\d\d\b", "", subject)
     subject = re.sub(r"\s+(break|broke|happen|happened|start|end|change)\w*(\s+down|\s+up)?\s*$", "", subject.strip(" ?"), flags=re.I)
     return f"{follow_up.rstrip(' ?')}, regarding {subject}?" if subject else follow_up

@@ -51,8 +51,10 @@ def add_parser(subparsers) -> None:
     lat.add_argument("--top-k", type=int, default=None, help="passages to retrieve, for both pipelines (default: 5)")
     lat.add_argument("--no-peer", action="store_true", help=f"time only our pipeline, not {PEER_NAME}")
     from .loadtest import add_parser as add_load
+    from .realtimeqa import add_parser as add_realtimeqa
 
     add_load(sub)
+    add_realtimeqa(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
         from .loadtest import run as run_load
 
         return run_load(args)
+    if args.bench_cmd == "realtimeqa":
+        from .realtimeqa import run as run_realtimeqa
+
+        return run_realtimeqa(args)
     path = args.questions or DEFAULT_QUESTIONS
     if not Path(path).is_file():
         raise RagError(f"questions file not found: {path} (pass --questions FILE)")

@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     _answering(p)
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--as-of", metavar="YYYY-MM-DD", default=None, help="date the question is asked as of: favours articles from the days before it"
+    )
 
     p = sub.add_parser("eval", help="evaluate on a QA set (JSONL) and write a report")
     _common(p)
@@ -160,7 +163,7 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
     load_s = time.perf_counter() - t
     show = not args.json and sys.stderr.isatty()
     answer = None
-    for item in rag.stream(question):
+    for item in rag.stream(question, as_of=args.as_of):
         if isinstance(item, str):
             if show:
                 print(f"\x1b[2m{item}\x1b[0m", end="", file=sys.stderr, flush=True)

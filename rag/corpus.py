@@ -455,13 +455,26 @@ def mark_duplicates(docs: list[Document], threshold: float = 0.8) -> None:
     """Set ``duplicate_of`` on each document that repeats another.
 
     The copy kept as canonical is the one whose page states the most (date, outlet, title),
-    so citations show a date wherever any copy of the report has one.
+    so citations show a date wherever any copy of the report has one. Candidates come from an
+    inverted index over a sample of each article's shingles (an eighth, all of a short one), so
+    thousands of articles are not compared pair by pair; each candidate is then checked exactly.
     """
     ordered = sorted(docs, key=lambda d: (-(bool(d.date) + bool(d.outlet) + bool(d.title)), d.id))
-    sh = {d.id: shingles(d.text) for d in ordered}
+    postings: dict[int, list[int]] = {}
+    sh: list[set[int]] = []
     for i, d in enumerate(ordered):
+        sh.append(shingles(d.text))
+        sample = _sample(sh[i])
         d.duplicate_of = None
-        for e in ordered[:i]:
-            if e.duplicate_of is None and containment(sh[d.id], sh[e.id]) >= threshold:
-                d.duplicate_of = e.id
+        candidates = sorted({j for h in sample for j in postings.get(h, ())})
+        for j in candidates:  # earlier (richer) documents first
+            if containment(sh[i], sh[j]) >= threshold:
+                d.duplicate_of = ordered[j].id
                 break
+        if d.duplicate_of is None:  # only canonical reports are matched against
+            for h in sample:
+                postings.setdefault(h, []).append(i)
+
+
+def _sample(sh: set[int]) -> set[int]:
+    return sh if len(sh) < 64 else {h for h in sh if h % 8 == 0}

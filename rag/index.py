@@ -4,7 +4,7 @@ Layout of an index folder::
 
     index/
       CURRENT          name of the live generation, replaced atomically
-      gen-000007/      manifest.json, documents.json, chunks.jsonl, vectors.faiss, bm25/
+      gen-000007/      manifest.json, documents.json, chunks.jsonl, raw.jsonl, vectors.faiss, dense_ids.npy, bm25/
       .lock            held by the one writer
 
 A write builds a complete new generation beside the live one and then swaps ``CURRENT``
@@ -33,7 +33,7 @@ from .corpus import iter_article_files, load_documents, mark_duplicates, read_te
 from .settings import Settings
 from .types import Chunk, Document, RagError, Sentence
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def embed_text(chunk: Chunk, doc: Document) -> str:
@@ -68,13 +68,26 @@ class UpdateReport:
 class Index:
     """An opened index generation: documents, chunks, their vectors and the BM25 model."""
 
-    def __init__(self, root: Path, gen: Path, manifest: dict, docs: dict[str, Document], chunks: list[Chunk], vectors, bm25, raw: dict[str, str]):
+    def __init__(
+        self,
+        root: Path,
+        gen: Path,
+        manifest: dict,
+        docs: dict[str, Document],
+        chunks: list[Chunk],
+        vectors,
+        dense_ids: np.ndarray,
+        bm25,
+        raw: dict[str, str],
+    ):
         self.root = root
         self.gen = gen
         self.manifest = manifest
         self.docs = docs
         self.chunks = chunks
-        self.vectors = vectors  # faiss.IndexFlatIP, row i = chunks[i]
+        self.vectors = vectors  # faiss.IndexFlatIP, row r = chunks[dense_ids[r]]
+        self.dense_ids = dense_ids
+        self.row_of = {int(c): r for r, c in enumerate(dense_ids)}  # chunk index -> vector row
         self.bm25 = bm25
         self._raw = raw  # loaded at open: a reader never depends on files a later writer removes
 
@@ -97,7 +110,10 @@ class Index:
                     f"index at {root}/ has format {manifest.get('format_version')}, this version reads {FORMAT_VERSION}: "
                     "run `rag index --rebuild`"
                 )
-            docs = {d["id"]: Document(**{**d, "segments": [tuple(s) for s in d["segments"]]}) for d in json.loads((gen / "documents.json").read_text())}
+            docs = {
+                d["id"]: Document(**{**d, "segments": [tuple(s) for s in d["segments"]]})
+                for d in json.loads((gen / "documents.json").read_text())
+            }
             chunks = []
             with open(gen / "chunks.jsonl", encoding="utf-8") as f:
                 for line in f:
@@ -105,6 +121,7 @@ class Index:
                     c["sentences"] = [Sentence(**s) for s in c["sentences"]]
                     chunks.append(Chunk(**c))
             vectors = faiss.read_index(str(gen / "vectors.faiss"))
+            dense_ids = np.load(gen / "dense_ids.npy")
             raw: dict[str, str] = {}
             with open(gen / "raw.jsonl", encoding="utf-8") as f:
                 for line in f:
@@ -115,11 +132,15 @@ class Index:
             raise
         except Exception as exc:  # any unreadable or truncated file
             raise RagError(f"index at {root}/ is corrupt ({type(exc).__name__}: {exc}); rebuild it with `rag index --rebuild`") from exc
-        if vectors.ntotal != len(chunks) or manifest.get("n_chunks") != len(chunks):
+        if (
+            vectors.ntotal != len(dense_ids)
+            or manifest.get("n_chunks") != len(chunks)
+            or (len(dense_ids) and int(dense_ids.max()) >= len(chunks))
+        ):
             raise RagError(f"index at {root}/ is corrupt (vectors and chunks disagree); rebuild it with `rag index --rebuild`")
         if set(raw) != set(docs):
             raise RagError(f"index at {root}/ is corrupt (article texts missing); rebuild it with `rag index --rebuild`")
-        return cls(root, gen, manifest, docs, chunks, vectors, bm25, raw)
+        return cls(root, gen, manifest, docs, chunks, vectors, dense_ids, bm25, raw)
 
     def raw(self, doc_id: str) -> str:
         """The article's file text as it was indexed; citation offsets point into it.
@@ -130,6 +151,7 @@ class Index:
         return self._raw[doc_id]
 
     def vector_matrix(self) -> np.ndarray:
+        """Row r is the vector of chunk ``dense_ids[r]``."""
         n = self.vectors.ntotal
         return self.vectors.reconstruct_n(0, n) if n else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
 
@@ -153,6 +175,8 @@ def writer_lock(root: Path):
 def _settings_key(settings: Settings) -> dict:
     return {
         "embedder": embedding.EMBEDDER_ID,
+        "precision": embedding.precision(),
+        "max_tokens": embedding.MAX_TOKENS,
         "dim": embedding.EMBEDDER_DIM,
         "chunker": {"kind": "sentences", "chunk_chars": settings.chunk_chars, "overlap_sentences": settings.chunk_overlap_sentences},
     }
@@ -201,7 +225,7 @@ def update(
         old: Index | None = None
         if (root / "CURRENT").exists() and not rebuild and _recorded_format(root) == FORMAT_VERSION:
             old = Index.open(root)  # another format is simply rebuilt; a corrupt index raises
-            if {k: old.manifest.get(k) for k in ("embedder", "dim", "chunker")} != _settings_key(settings):
+            if {k: old.manifest.get(k) for k in ("embedder", "precision", "max_tokens", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
         old_docs = old.docs if old else {}
         sources: list[str] = list((old.manifest if old else _recorded_manifest(root)).get("sources") or [])
@@ -239,7 +263,9 @@ def update(
             old_vecs = old.vector_matrix()
             for i, c in enumerate(old.chunks):
                 old_by_doc.setdefault(c.doc_id, []).append(i)
-                cache[_key(embed_text(c, old.docs[c.doc_id]))] = old_vecs[i]
+            for r, i in enumerate(old.dense_ids):
+                c = old.chunks[int(i)]
+                cache[_key(embed_text(c, old.docs[c.doc_id]))] = old_vecs[r]
 
         mark_duplicates(list(new_docs.values()))
         raws: dict[str, str] = {}
@@ -260,19 +286,32 @@ def update(
             texts.extend(embed_text(c, d) for c in doc_chunks)
         report.removed = sorted(set(old_docs) - set(new_docs))
         report.n_chunks = len(chunks)
-        if old is not None and not (report.added or report.updated or report.removed) and all(
-            asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs
+        limit = settings.dense_chunks_per_article
+        if (
+            old is not None
+            and not (report.added or report.updated or report.removed)
+            and old.manifest.get("dense_chunks_per_article") == limit
+            and all(asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs)
         ):
             report.seconds = time.perf_counter() - t0
             return report  # nothing changed: no new generation
 
-        todo = [i for i, t in enumerate(texts) if _key(t) not in cache]
+        # Dense vectors for the first ``limit`` passages of each article, BM25 for all of them: news
+        # states its facts first, and a long page's tail (live blogs, archives, link lists) costs
+        # embedding time out of proportion to what it adds; keywords still find it (README, RealTime QA).
+        position: dict[str, int] = {}
+        dense_ids: list[int] = []
+        for i, c in enumerate(chunks):
+            k = position[c.doc_id] = position.get(c.doc_id, -1) + 1
+            if limit <= 0 or k < limit:
+                dense_ids.append(i)
+        todo = [i for i in dense_ids if _key(texts[i]) not in cache]
         if todo:
             vecs = embedding.embed([texts[i] for i in todo], progress=progress)
             for i, v in zip(todo, vecs):
                 cache[_key(texts[i])] = v
         report.embedded_chunks = len(todo)
-        matrix = np.stack([cache[_key(t)] for t in texts]) if texts else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+        matrix = np.stack([cache[_key(texts[i])] for i in dense_ids]) if dense_ids else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
         fault_point("after_embed")
 
         manifest = {
@@ -280,10 +319,15 @@ def update(
             **_settings_key(settings),
             "sources": sources,
             "n_chunks": len(chunks),
-            "documents": {d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": sum(c.doc_id == d.id for c in chunks)} for d in new_docs.values()},
+            "dense_chunks_per_article": limit,
+            "n_dense": len(dense_ids),
+            "documents": {
+                d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": sum(c.doc_id == d.id for c in chunks)}
+                for d in new_docs.values()
+            },
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, texts)
+        _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
         report.seconds = time.perf_counter() - t0
         return report
 
@@ -308,7 +352,14 @@ def _recorded_format(root: Path) -> int | None:
 
 
 def _write_generation(
-    root: Path, manifest: dict, docs: list[Document], raws: dict[str, str], chunks: list[Chunk], matrix: np.ndarray, texts: list[str]
+    root: Path,
+    manifest: dict,
+    docs: list[Document],
+    raws: dict[str, str],
+    chunks: list[Chunk],
+    matrix: np.ndarray,
+    dense_ids: np.ndarray,
+    texts: list[str],
 ) -> None:
     import bm25s
     import faiss
@@ -334,6 +385,7 @@ def _write_generation(
     if len(matrix):
         vi.add(np.ascontiguousarray(matrix, dtype=np.float32))
     faiss.write_index(vi, str(tmp / "vectors.faiss"))
+    np.save(tmp / "dense_ids.npy", dense_ids)
     if texts:
         bm = bm25s.BM25()
         bm.index(bm25_tokenize(texts), show_progress=False)

@@ -8,9 +8,25 @@ import numpy as np
 
 from . import embedding
 from .corpus import containment, shingles
-from .index import Index
+from .index import Index, embed_text
 from .settings import Settings
-from .types import Passage
+from .types import Passage, RagError
+
+
+def _as_date(text: str | None):
+    """A document's ISO date as a ``date``; a bare year-month counts as mid-month, a bare year as mid-year."""
+    from datetime import date
+
+    if not text:
+        return None
+    parts = text.split("-")
+    try:
+        y = int(parts[0])
+        m = int(parts[1]) if len(parts) > 1 else 7
+        d = int(parts[2]) if len(parts) > 2 else (15 if len(parts) > 1 else 1)
+        return date(y, m, d)
+    except (ValueError, IndexError):
+        return None
 
 
 @lru_cache(maxsize=1)
@@ -34,6 +50,7 @@ class HybridRetriever:
         self.settings = settings
         self._shingles: dict[str, set[int]] = {}
         self._canonical = self._canonical_chunks()
+        self._chunk_index = {c.id: i for i, c in enumerate(index.chunks)}
 
     def _canonical_chunks(self) -> dict[int, int]:
         """Chunk of a duplicate report -> the matching chunk of the report it repeats."""
@@ -46,7 +63,11 @@ class HybridRetriever:
                 continue
             for i in by_doc.get(doc.id, []):
                 sh = self._chunk_shingles(self.index.chunks[i])
-                best = max(by_doc.get(doc.duplicate_of, []), key=lambda j: containment(sh, self._chunk_shingles(self.index.chunks[j])), default=None)
+                best = max(
+                    by_doc.get(doc.duplicate_of, []),
+                    key=lambda j: containment(sh, self._chunk_shingles(self.index.chunks[j])),
+                    default=None,
+                )
                 if best is not None and containment(sh, self._chunk_shingles(self.index.chunks[best])) >= self.settings.dup_threshold:
                     out[i] = best
         return out
@@ -66,8 +87,8 @@ class HybridRetriever:
     def dense(self, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
         if self.index.vectors.ntotal == 0:
             return []
-        scores, ids = self.index.vectors.search(qvec.reshape(1, -1), min(k, self.index.vectors.ntotal))
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        scores, rows = self.index.vectors.search(qvec.reshape(1, -1), min(k, self.index.vectors.ntotal))
+        return [(int(self.index.dense_ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
     def sparse(self, query: str, k: int) -> list[tuple[int, float]]:
         bm = self.index.bm25
@@ -80,29 +101,49 @@ class HybridRetriever:
         ids, scores = bm.retrieve([words], k=min(k, len(self.index.chunks)), show_progress=False)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
 
-    def retrieve(self, query: str, top_k: int | None = None) -> list[Passage]:
-        """The top passages for ``query``, numbered 1..k; repeats of a passage are folded into it."""
+    def retrieve(self, query: str, top_k: int | None = None, as_of: str | None = None, group_by_article: bool = False) -> list[Passage]:
+        """The top passages for ``query``, numbered 1..k; repeats of a passage are folded into it.
+
+        ``as_of`` (ISO date) is when the question is asked: articles published in the days before
+        it are preferred (news questions are mostly about the latest reports). With
+        ``group_by_article`` each article gives at most its best passage, so the k passages rank k articles.
+        """
         top_k = top_k or self.settings.top_k
         if not self.index.chunks:
             return []
+        s = self.settings
         qvec = embedding.embed([query])[0]
         folded: dict[int, set[str]] = {}
-        dense = self._fold(self.dense(qvec, self.settings.candidates), folded)
-        sparse = self._fold(self.sparse(query, self.settings.candidates), folded)
-        cos = {i: s for i, s in dense}
+        n_cand = max(s.candidates, 10 * top_k) if group_by_article else s.candidates
+        dense = self._fold(self.dense(qvec, n_cand), folded)
+        sparse = self._fold(self.sparse(query, n_cand), folded)
+        cos = {i: sc for i, sc in dense}
         fused: dict[int, float] = {}
-        for ranking in (dense, sparse):
+        for ranking, weight in ((dense, s.dense_weight), (sparse, 1.0)):
             for rank, (i, _) in enumerate(ranking):
-                fused[i] = fused.get(i, 0.0) + 1.0 / (self.settings.rrf_k + rank + 1)
+                fused[i] = fused.get(i, 0.0) + weight / (s.rrf_k + rank + 1)
+        if as_of and s.recency_weight:
+            prior = self._recency(as_of)
+            for i in fused:
+                fused[i] += s.recency_weight / (s.rrf_k + 1) * prior.get(self.index.chunks[i].doc_id, 0.0)
         order = sorted(fused, key=lambda i: -fused[i])
-        missing = [i for i in order if i not in cos]
-        if missing:  # cosine of BM25-only hits, for the relevance gate downstream
-            vecs = np.stack([self.index.vectors.reconstruct(i) for i in missing])
-            cos.update(zip(missing, (vecs @ qvec).tolist()))
+        if group_by_article and s.article_support:
+            # an article is ranked by its best passage plus a share of its next ones: a page that
+            # keeps returning to the question's subject beats one that mentions it once
+            article: dict[str, float] = {}
+            seen: dict[str, int] = {}
+            for i in order:
+                d = self.index.chunks[i].doc_id
+                k = seen.get(d, 0)
+                seen[d] = k + 1
+                article[d] = article.get(d, 0.0) + fused[i] * (s.article_support**k if k < 3 else 0.0)
+            order = sorted(order, key=lambda i: -article[self.index.chunks[i].doc_id])
         passages: list[Passage] = []
         for i in order:
             chunk = self.index.chunks[i]
             doc = self.index.docs[chunk.doc_id]
+            if group_by_article and any(p.doc.id == doc.id for p in passages):
+                continue
             dup = self._duplicate_of(chunk, passages)
             if dup is not None:
                 if doc.id != dup.doc.id and doc.id not in dup.also_reported_by:
@@ -110,8 +151,44 @@ class HybridRetriever:
                 continue
             if len(passages) >= top_k:
                 break
-            passages.append(Passage(n=len(passages) + 1, chunk=chunk, score=cos[i], doc=doc, also_reported_by=sorted(folded.get(i, ()))))
+            passages.append(
+                Passage(n=len(passages) + 1, chunk=chunk, score=cos.get(i, 0.0), doc=doc, also_reported_by=sorted(folded.get(i, ())))
+            )
+        self._fill_cosines(passages, qvec, cos)
         return passages
+
+    def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float]) -> None:
+        """Cosine of the passages only BM25 found, for the relevance gate downstream."""
+        missing = [(p, self._chunk_index[p.chunk.id]) for p in passages]
+        missing = [(p, i) for p, i in missing if i not in cos]
+        stored = [(p, self.index.row_of[i]) for p, i in missing if i in self.index.row_of]
+        unstored = [p for p, i in missing if i not in self.index.row_of]
+        if stored:
+            vecs = np.stack([self.index.vectors.reconstruct(r) for _, r in stored])
+            for (p, _), v in zip(stored, vecs @ qvec):
+                p.score = float(v)
+        if unstored:  # past an article's embedded lead: embed the few returned now
+            vecs = embedding.embed([embed_text(p.chunk, p.doc) for p in unstored])
+            for p, v in zip(unstored, vecs @ qvec):
+                p.score = float(v)
+
+    def _recency(self, as_of: str) -> dict[str, float]:
+        """Per article, 1.0 for one published on the day asked, decaying with age; less for a later one."""
+        from datetime import date
+
+        try:
+            asked = date.fromisoformat(as_of[:10])
+        except ValueError as exc:
+            raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}") from exc
+        out: dict[str, float] = {}
+        for d in self.index.docs.values():
+            published = _as_date(d.date)
+            if published is None:
+                continue
+            age = (asked - published).days
+            # an article from after the question cannot be what it asks about (a day's grace for time zones)
+            out[d.id] = -1.0 if age < -1 else 0.5 ** (max(age, 0) / self.settings.recency_half_life_days)
+        return out
 
     def _duplicate_of(self, chunk, passages: list[Passage]) -> Passage | None:
         sh = self._chunk_shingles(chunk)

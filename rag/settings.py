@@ -8,9 +8,7 @@ from pathlib import Path
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("RAG_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "newsrag"
-    )
+    base = os.environ.get("RAG_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "newsrag")
     return Path(base)
 
 
@@ -28,11 +26,17 @@ class Settings:
     # chunking: sentences are packed up to this many characters (about 130 tokens)
     chunk_chars: int = 600
     chunk_overlap_sentences: int = 1
+    dense_chunks_per_article: int = 12  # passages per article given a dense vector (0 = all); BM25 indexes every one
 
     # retrieval
     top_k: int = 5
     candidates: int = 30  # per retriever, before fusion
     rrf_k: int = 60
+    dense_weight: float = 1.0  # weight of the dense ranking in the fusion; BM25's is 1
+    # with a question date (as_of): bonus for an article published that day, in units of a rank-1 fusion score
+    recency_weight: float = 2.0
+    recency_half_life_days: float = 14.0  # the bonus halves with every this many days of age
+    article_support: float = 0.4  # ranking articles: each further passage of an article adds this share (then its square)
     dup_threshold: float = 0.6  # word 5-gram containment that counts as the same passage
 
     # answering

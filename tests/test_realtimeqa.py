@@ -1,0 +1,108 @@
+"""News-scale retrieval: `rag bench realtimeqa` on one real week, dates against the question's date, dense lead vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from rag import RAG
+from rag.index import Index, build
+from rag.realtimeqa import METRIC_KEYS, STAT_KEYS
+from rag.settings import Settings
+
+from .conftest import Q2012, ROOT, SEEDS
+from .test_cli import rag_cmd
+
+DATA = ROOT.parent / "shared" / "bench" / "realtimeqa"
+WEEK = "20220617"  # 10 questions with a gold page, one of them the video-ad form; 191 pages
+
+
+@pytest.fixture(scope="module")
+def week_run(tmp_path_factory) -> tuple[dict, object]:
+    if not (DATA / "weeks").is_dir():
+        pytest.skip(f"RealTime QA data not found at {DATA}")
+    out = tmp_path_factory.mktemp("rtqa")
+    p = rag_cmd("bench", "realtimeqa", "--data", str(DATA), "--weeks", WEEK, "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout), out
+
+
+def test_bench_reports_every_figure_for_both_sides(week_run):
+    result, out = week_run
+    keys = set(METRIC_KEYS) | set(STAT_KEYS) | {"n_questions", "n_excluded"}
+    assert keys <= set(result) and keys - {"n_excluded"} <= set(result["peer"])
+    assert result["n_questions"] == 9 and result["n_excluded"] == 1
+    for side in (result, result["peer"]):
+        assert 0 <= side["hits@1"] <= side["hits@5"] <= side["hits@10"] <= 1
+        assert side["n_chunks"] > 1000 and side["build_s"] > 0 and 0 < side["query_p50_ms"] <= side["query_p95_ms"]
+        assert side["peak_rss_mb"] > 100
+    # the week's gold articles are found: 9 of 9 in the top 10 articles, most at the top
+    assert result["hits@10"] == 1.0 and result["mrr@10"] >= 0.6
+    assert result["mrr@10"] >= result["peer"]["mrr@10"]
+    assert result["ratios"]["build_speedup"] > 1
+
+
+def test_bench_writes_a_report_naming_what_it_left_out(week_run):
+    _, out = week_run
+    md = (out / "realtimeqa.md").read_text()
+    assert "| Hits@5 |" in md and "llama-index" in md
+    assert "20220617_9" in md and "ad-feedback form" in md
+    assert (out / "realtimeqa.png").read_bytes()[:4] == b"\x89PNG"
+    full = json.loads((out / "realtimeqa.json").read_text())
+    assert len(full["rows"]) == 9 and all("rank" in r for r in full["rows"])
+
+
+def test_bench_names_a_wrong_data_folder(tmp_path):
+    p = rag_cmd("bench", "realtimeqa", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"))
+    assert p.returncode != 0 and "--data" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "empty").mkdir()
+    p = rag_cmd("bench", "realtimeqa", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert p.returncode != 0 and "no RealTime QA weeks" in p.stderr and "Traceback" not in p.stderr
+    if (DATA / "weeks").is_dir():
+        p = rag_cmd("bench", "realtimeqa", "--data", str(DATA), "--weeks", "19990101", "--out", str(tmp_path / "o"))
+        assert p.returncode != 0 and "19990101" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- dates
+STORY = "The Harbour City Herons won the national basketball championship on {day}, beating the Valley Foxes {score} in the final game."
+
+
+@pytest.fixture()
+def two_seasons(tmp_path):
+    """The same kind of story in two seasons, each dated by its sidecar."""
+    d = tmp_path / "news"
+    d.mkdir()
+    for name, date, day, score in (("a.txt", "2021-06-10", "Thursday", "98-91"), ("b.txt", "2022-06-16", "Friday", "104-99")):
+        body = f"Herons take the title\n\n{STORY.format(day=day, score=score)} Fans filled the streets of the city.\n"
+        (d / name).write_text(body)
+        (d / f"{name}.meta.json").write_text(json.dumps({"date": date}))
+    build(tmp_path / "idx", [d])
+    return RAG.open(tmp_path / "idx")
+
+
+def test_the_question_date_picks_that_weeks_report(two_seasons):
+    q = "Which team won the national basketball championship this week?"
+    assert two_seasons.retrieve(q, top_k=1, as_of="2022-06-18")[0].doc.id == "b.txt"
+    assert two_seasons.retrieve(q, top_k=1, as_of="2021-06-12")[0].doc.id == "a.txt"
+
+
+def test_a_bad_question_date_is_a_clear_error(seed_index):
+    p = rag_cmd("ask", Q2012, "--llm", "extractive", "--as-of", "June 2014", "--index", str(seed_index))
+    assert p.returncode != 0 and "as_of must be an ISO date" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------- dense vectors for each article's lead
+def test_passages_past_an_articles_lead_are_still_found_and_scored(tmp_path):
+    shutil.copytree(SEEDS, tmp_path / "seeds")
+    lead = Settings.from_env(dense_chunks_per_article=2)
+    build(tmp_path / "lead", [tmp_path / "seeds"], lead)
+    idx = Index.open(tmp_path / "lead")
+    assert len(idx.dense_ids) == 8 and idx.manifest["n_dense"] == 8 < len(idx.chunks)
+    # a fact in 002's last passage, beyond its two embedded ones: BM25 finds it and its cosine is computed
+    last = max((c for c in idx.chunks if c.doc_id.startswith("002")), key=lambda c: c.start)
+    words = " ".join(last.text.split()[:25])
+    passages = RAG(idx, lead).retrieve(words, top_k=3)
+    hit = next(p for p in passages if p.chunk.id == last.id)
+    assert hit.score > 0.5
