@@ -176,7 +176,6 @@ def _settings_key(settings: Settings) -> dict:
     return {
         "embedder": embedding.EMBEDDER_ID,
         "precision": embedding.precision(),
-        "max_tokens": embedding.MAX_TOKENS,
         "dim": embedding.EMBEDDER_DIM,
         "chunker": {"kind": "sentences", "chunk_chars": settings.chunk_chars, "overlap_sentences": settings.chunk_overlap_sentences},
     }
@@ -225,7 +224,7 @@ def update(
         old: Index | None = None
         if (root / "CURRENT").exists() and not rebuild and _recorded_format(root) == FORMAT_VERSION:
             old = Index.open(root)  # another format is simply rebuilt; a corrupt index raises
-            if {k: old.manifest.get(k) for k in ("embedder", "precision", "max_tokens", "dim", "chunker")} != _settings_key(settings):
+            if {k: old.manifest.get(k) for k in ("embedder", "precision", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
         old_docs = old.docs if old else {}
         sources: list[str] = list((old.manifest if old else _recorded_manifest(root)).get("sources") or [])

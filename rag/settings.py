@@ -26,7 +26,7 @@ class Settings:
     # chunking: sentences are packed up to this many characters (about 130 tokens)
     chunk_chars: int = 600
     chunk_overlap_sentences: int = 1
-    dense_chunks_per_article: int = 12  # passages per article given a dense vector (0 = all); BM25 indexes every one
+    dense_chunks_per_article: int = 10  # passages per article given a dense vector (0 = all); BM25 indexes every one
 
     # retrieval
     top_k: int = 5
