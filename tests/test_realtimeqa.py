@@ -102,7 +102,10 @@ def test_passages_past_an_articles_lead_are_still_found_and_scored(tmp_path):
     assert len(idx.dense_ids) == 8 and idx.manifest["n_dense"] == 8 < len(idx.chunks)
     # a fact in 002's last passage, beyond its two embedded ones: BM25 finds it and its cosine is computed
     last = max((c for c in idx.chunks if c.doc_id.startswith("002")), key=lambda c: c.start)
-    words = " ".join(last.text.split()[:25])
-    passages = RAG(idx, lead).retrieve(words, top_k=3)
+    words = last.sentences[-1].text  # its own last sentence: the first one repeats the passage before
+    rag = RAG(idx, lead)
+    assert rag.retriever.sparse(words, 5)[0][0] == idx.chunks.index(last)  # BM25 ranks it first
+    # with no dense rank of its own it fuses below passages both retrievers found, but it is returned
+    passages = rag.retrieve(words, top_k=8)
     hit = next(p for p in passages if p.chunk.id == last.id)
     assert hit.score > 0.5
