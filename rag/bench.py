@@ -386,22 +386,24 @@ _ROWS = [
 ]
 
 
-def markdown(result: dict) -> str:
-    """The comparison as a markdown table (metric × ours, peer, ratio ours/theirs) with notes."""
-    peer = result["peer"]
-    n = result["n_questions"]
+def comparison_table(rows: list[tuple[str, str, str]], ours: dict, peer: dict | None, peer_name: str) -> list[str]:
+    """Markdown lines: one row per (label, key, format) with ours, the peer's value and ours/theirs."""
 
     def cell(f: str, v: float | None) -> str:
         return "n/a" if v is None else f.format(v)
 
-    lines = [
-        f"| metric | ours | {PEER_NAME} | ratio ours/theirs |",
-        "|---|---|---|---|",
-    ]
-    for label, key, f in _ROWS:
-        ours_v, peer_v = result[key], (peer[key] if peer else None)
-        ratio = f"{ours_v / peer_v:.2f}" if ours_v is not None and peer_v else "n/a"
-        lines.append(f"| {label} | {cell(f, ours_v)} | {cell(f, peer_v)} | {ratio} |")
+    lines = [f"| metric | ours | {peer_name} | ratio ours/theirs |", "|---|---|---|---|"]
+    for label, key, f in rows:
+        o, t = ours[key], (peer[key] if peer else None)
+        lines.append(f"| {label} | {cell(f, o)} | {cell(f, t)} | {f'{o / t:.2f}' if o is not None and t else 'n/a'} |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    """The comparison as a markdown table (metric × ours, peer, ratio ours/theirs) with notes."""
+    peer = result["peer"]
+    n = result["n_questions"]
+    lines = comparison_table(_ROWS, result, peer, PEER_NAME)
     peer_n = f"{peer['n_first_token']}/{n}" if peer else "n/a"
     lines.append(f"| questions with a first token | {result['n_first_token']}/{n} | {peer_n} | |")
     notes = [

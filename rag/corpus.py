@@ -123,8 +123,11 @@ def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[st
     return files, errors
 
 
-def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000) -> LoadResult:
-    """Load and clean every article under ``paths``; bad files are reported, not fatal."""
+def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark: bool = True) -> LoadResult:
+    """Load and clean every article under ``paths``; bad files are reported, not fatal.
+
+    ``mark=False`` leaves duplicate marking to a caller that merges these with other documents.
+    """
     files, errors = iter_article_files(paths)
     docs: list[Document] = []
     seen: dict[str, Path] = {}
@@ -137,7 +140,8 @@ def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000) -> L
             seen[f.name] = f
         except RagError as exc:
             errors.append(str(exc))
-    mark_duplicates(docs)
+    if mark:
+        mark_duplicates(docs)
     return LoadResult(docs, errors)
 
 

@@ -242,7 +242,7 @@ def update(
             n_files = len(iter_article_files(paths)[0])
             if n_files > settings.max_files_per_add:
                 raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
-            loaded = load_documents(paths, settings.max_file_bytes)
+            loaded = load_documents(paths, settings.max_file_bytes, mark=False)  # marked below, with the kept ones
             report.errors = loaded.errors
             if add is not None:
                 new_docs = {**old_docs, **{d.id: d for d in loaded.documents}}
@@ -298,12 +298,12 @@ def update(
         # Dense vectors for the first ``limit`` passages of each article, BM25 for all of them: news
         # states its facts first, and a long page's tail (live blogs, archives, link lists) costs
         # embedding time out of proportion to what it adds; keywords still find it (README, RealTime QA).
-        position: dict[str, int] = {}
+        per_doc: dict[str, int] = {}  # chunks seen so far per article; at the end, its chunk count
         dense_ids: list[int] = []
         for i, c in enumerate(chunks):
-            k = position[c.doc_id] = position.get(c.doc_id, -1) + 1
-            if limit <= 0 or k < limit:
+            if limit <= 0 or per_doc.get(c.doc_id, 0) < limit:
                 dense_ids.append(i)
+            per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
         todo = [i for i in dense_ids if _key(texts[i]) not in cache]
         if todo:
             vecs = embedding.embed([texts[i] for i in todo], progress=progress)
@@ -321,7 +321,7 @@ def update(
             "dense_chunks_per_article": limit,
             "n_dense": len(dense_ids),
             "documents": {
-                d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": sum(c.doc_id == d.id for c in chunks)}
+                d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": per_doc.get(d.id, 0)}
                 for d in new_docs.values()
             },
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

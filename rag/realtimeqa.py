@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .bench import peak_rss_mb
+from .bench import comparison_table, peak_rss_mb
 from .eval import percentile
 from .settings import Settings
 from .types import RagError
@@ -489,11 +489,7 @@ _ROWS = [
 def markdown(result: dict) -> str:
     """Metric × ours, peer, ratio; then the questions left out and, with --answer, accuracy against the baselines."""
     peer = result["peer"]
-    cell = lambda f, v: "n/a" if v is None else f.format(v)  # noqa: E731
-    lines = [f"| metric | ours | {PEER_NAME} | ratio ours/theirs |", "|---|---|---|---|"]
-    for label, key, f in _ROWS:
-        o, t = result[key], (peer[key] if peer else None)
-        lines.append(f"| {label} | {cell(f, o)} | {cell(f, t)} | {f'{o / t:.2f}' if o is not None and t else 'n/a'} |")
+    lines = comparison_table(_ROWS, result, peer, PEER_NAME)
     a, pa = result["all_gold_questions"], (peer["all_gold_questions"] if peer else None)
     lines.append(
         f"| Hits@5 / Hits@10 / MRR@10 over all {a['n_questions']} gold questions | {a['hits@5']:.3f} / {a['hits@10']:.3f} / {a['mrr@10']:.3f} | "

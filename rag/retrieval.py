@@ -51,6 +51,7 @@ class HybridRetriever:
         self._shingles: dict[str, set[int]] = {}
         self._canonical = self._canonical_chunks()
         self._chunk_index = {c.id: i for i, c in enumerate(index.chunks)}
+        self._priors: dict[str, dict[str, float]] = {}
 
     def _canonical_chunks(self) -> dict[int, int]:
         """Chunk of a duplicate report -> the matching chunk of the report it repeats."""
@@ -159,10 +160,16 @@ class HybridRetriever:
 
     def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float]) -> None:
         """Cosine of the passages only BM25 found, for the relevance gate downstream."""
-        missing = [(p, self._chunk_index[p.chunk.id]) for p in passages]
-        missing = [(p, i) for p, i in missing if i not in cos]
-        stored = [(p, self.index.row_of[i]) for p, i in missing if i in self.index.row_of]
-        unstored = [p for p, i in missing if i not in self.index.row_of]
+        stored: list[tuple[Passage, int]] = []
+        unstored: list[Passage] = []
+        for p in passages:
+            i = self._chunk_index[p.chunk.id]
+            if i in cos:
+                continue
+            if i in self.index.row_of:
+                stored.append((p, self.index.row_of[i]))
+            else:
+                unstored.append(p)
         if stored:
             vecs = np.stack([self.index.vectors.reconstruct(r) for _, r in stored])
             for (p, _), v in zip(stored, vecs @ qvec):
@@ -173,7 +180,17 @@ class HybridRetriever:
                 p.score = float(v)
 
     def _recency(self, as_of: str) -> dict[str, float]:
-        """Per article, 1.0 for one published on the day asked, decaying with age; less for a later one."""
+        """Per article, 1.0 for one published on the day asked, decaying with age; less for a later one.
+
+        Kept per date: a quiz or a session asks many questions as of the same day.
+        """
+        prior = self._priors.get(as_of)
+        if prior is None:
+            prior = self._recency_for(as_of)
+            self._priors = {as_of: prior}  # the last date only; replaced whole, so threads never see it half-built
+        return prior
+
+    def _recency_for(self, as_of: str) -> dict[str, float]:
         from datetime import date
 
         try:
