@@ -49,6 +49,7 @@ class QuizQuestion:
     answer: int | None  # index into choices
     gold_urls: list[str] = field(default_factory=list)
     excluded: str | None = None  # why the question's gold article cannot count, if it cannot
+    search_urls: list[str] = field(default_factory=list)  # the question's own web-search result pages (with text)
 
 
 @dataclass
@@ -127,6 +128,7 @@ def load_dataset(data: str | Path, weeks: list[str] | None = None) -> Dataset:
                 choices=list(r.get("choices") or []),
                 answer=int(r["answer"][0]) if r.get("answer") else None,
                 gold_urls=[g["url"] for g in with_text],
+                search_urls=[s["url"] for s in gcs.get(qid, []) if (s.get("text") or "").strip()],
             )
             if with_text and all(len(g["text"].strip()) < MIN_GOLD_CHARS for g in with_text):
                 ad = any(_AD_FORM.search(g["text"]) for g in with_text)
@@ -383,6 +385,129 @@ def baseline_accuracy(data: str | Path, question_ids: set[str], answers: dict[st
     return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in found.items()}
 
 
+# ---------------------------------------------------------------- open answers
+# Scoring as the data set's README states it: an open answer is right when it names the right
+# choice better than any other (token recall of the right choice >= 0.5 and above every other
+# choice's), wrong otherwise, unless the system abstained.
+_CHOICE_STOP = frozenset("a an the of and or in on at to for by with from as is are was were be his her its their this that".split())
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
+
+
+def choice_tokens(text: str) -> frozenset[str]:
+    """Stemmed words and numbers of a choice or an answer, for scoring (commas in numbers dropped, number words as digits)."""
+    from .retrieval import _stemmer
+
+    words = [w.replace(",", "") for w in re.findall(r"\d+(?:[.,]\d+)*|[a-z]+", text.lower())]
+    words = [_NUMBER_WORDS.get(w, w) for w in words if (len(w) > 1 or w.isdigit()) and w not in _CHOICE_STOP]
+    return frozenset(_stemmer().stemWords(words))
+
+
+def choice_recall(choice: str, text: str) -> float:
+    want = choice_tokens(choice)
+    return len(want & choice_tokens(text)) / len(want) if want else 0.0
+
+
+def judge_open(text: str, choices: list[str], right: int) -> bool:
+    """True when ``text`` names ``choices[right]`` better than any other choice."""
+    recalls = [choice_recall(c, text) for c in choices]
+    return recalls[right] >= 0.5 and all(recalls[right] > r for i, r in enumerate(recalls) if i != right)
+
+
+_MONTH_ABBR = {m[:3]: m for m in "january february march april may june july august september october november december".split()}
+_MONTH_ABBR["sept"] = "september"
+
+
+def _phrase(text: str) -> str:
+    """Lower-case words joined by single spaces, month abbreviations spelt out ("Jan. 19" = "January 19")."""
+    return " " + " ".join(_MONTH_ABBR.get(w, w) for w in re.findall(r"[a-z0-9]+", text.lower())) + " "
+
+
+def occurs_in(choice: str, texts: list[str]) -> bool:
+    """Whether the choice's words occur as a phrase in one of the texts (case and punctuation ignored)."""
+    want = _phrase(choice)
+    return want.strip() != "" and any(want in (t if t.startswith(" ") else _phrase(t)) for t in texts)
+
+
+def answer_open(index_dir: str, questions: list[dict], settings: Settings, progress: bool) -> dict:
+    """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers."""
+    from .api import RAG
+
+    rag = RAG.open(index_dir, settings)
+    rag.warm()
+    rag.ask("warm-up question about the news", as_of=questions[0]["date"] if questions else None)  # evaluates the fixed prompt prefix
+    rows = []
+    for q in _bar(questions, "open answers", progress):
+        a = rag.ask(q["question"], as_of=q["date"])
+        right_choice = q["choices"][q["answer"]]
+        right = not a.abstained and judge_open(a.text, q["choices"], q["answer"])
+        rows.append(
+            {
+                "id": q["id"],
+                "question": q["question"],
+                "date": q["date"],
+                "choices": q["choices"],
+                "answer": q["answer"],
+                "answerable": q["answerable"],
+                "in_corpus": q["in_corpus"],
+                "verdict": "abstained" if a.abstained else ("right" if right else "wrong"),
+                "text": a.text,
+                "confidence": getattr(a, "confidence", None),
+                "citations": [{"source_file": c.source_file, "date": c.date, "quote": c.quote} for c in a.citations],
+                "quotes_answer": right and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
+                "in_front": occurs_in(right_choice, [p.chunk.text for p in a.passages]),
+                "first_token_s": a.timings.get("first_token_s"),
+                "total_s": a.timings.get("total_s"),
+            }
+        )
+    return {"n_questions": len(rows), **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
+
+
+def _shares(rows: list[dict]) -> dict:
+    n = len(rows)
+    out: dict = {"n": n}
+    for v in ("right", "abstained", "wrong"):
+        out[v] = sum(r["verdict"] == v for r in rows) / n if n else None
+    out["right_minus_wrong"] = (out["right"] - out["wrong"]) if n else None
+    return out
+
+
+def open_summary(rows: list[dict]) -> dict:
+    """Right / abstained / wrong overall and split by whether the question's own pages hold the right choice."""
+    right = [r for r in rows if r["verdict"] == "right"]
+    answerable = [r for r in rows if r["answerable"]]
+    totals = [r["total_s"] for r in rows if r["total_s"] is not None]
+    firsts = [r["first_token_s"] for r in rows if r["first_token_s"] is not None]
+    return {
+        "all": _shares(rows),
+        "answerable": _shares(answerable),
+        "not_answerable": _shares([r for r in rows if not r["answerable"]]),
+        "in_corpus": _shares([r for r in rows if r["in_corpus"]]),
+        "not_in_corpus": _shares([r for r in rows if not r["in_corpus"]]),
+        "right_quoting_answer": sum(r["quotes_answer"] for r in right) / len(right) if right else None,
+        "answer_in_front": sum(r["in_front"] for r in answerable) / len(answerable) if answerable else None,
+        "first_token_p50_s": statistics.median(firsts) if firsts else None,
+        "total_p50_s": statistics.median(totals) if totals else None,
+        "total_p95_s": percentile(totals, 0.95) if totals else None,
+        "tradeoff": tradeoff(rows),
+    }
+
+
+def tradeoff(rows: list[dict]) -> list[dict]:
+    """Right, abstained and wrong shares if answers below each confidence threshold were abstentions too."""
+    scored = [r for r in rows if r["verdict"] != "abstained" and r.get("confidence") is not None]
+    if not scored:
+        return []
+    n = len(rows)
+    base_abstained = sum(r["verdict"] == "abstained" for r in rows)
+    out = []
+    for t in sorted({0.0, *(round(r["confidence"], 3) for r in scored)}):
+        kept = [r for r in scored if r["confidence"] >= t]
+        right = sum(r["verdict"] == "right" for r in kept) / n
+        wrong = sum(r["verdict"] == "wrong" for r in kept) / n
+        out.append({"threshold": t, "right": right, "wrong": wrong, "abstained": (base_abstained + len(scored) - len(kept)) / n})
+    return out
+
+
 # ---------------------------------------------------------------- the benchmark
 def realtimeqa_bench(
     data: str | Path,
@@ -392,24 +517,29 @@ def realtimeqa_bench(
     weeks: list[str] | None = None,
     peer: bool = True,
     answer: bool = False,
+    open_answers: bool = False,
     answer_limit: int | None = None,
     reuse: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Build both indexes over the data set's pages, rank articles for each gold question, compare."""
+    """Build the index over the data set's pages, rank articles for each gold question (against the peer), and answer.
+
+    ``answer``: multiple choice with the local model; ``open_answers``: the questions asked without
+    their choices through ``RAG.ask``, scored right / abstained / wrong.
+    """
     settings = settings or Settings.from_env()
     ds = load_dataset(data, weeks)
     out = Path(out)
     corpus = out / "corpus"
     url_ids = write_corpus(ds.pages, corpus)
     scored = [_question_dict(q) for q in ds.scored_questions]
-    if not scored:
-        raise RagError(f"no question with a gold article in the weeks read from {data}")
+    if not scored and not (answer or open_answers):
+        raise RagError(f"no question with a gold article in the weeks read from {data}: nothing to rank (try --open)")
     ctx = multiprocessing.get_context("spawn")  # each side gets a fresh process: its own time and peak memory
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         ours = pool.submit(run_ours, str(corpus), str(out / "index"), scored, url_ids, settings, reuse, progress).result()
     theirs = None
-    if peer:
+    if peer and scored:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             theirs = pool.submit(run_peer, str(corpus), scored, url_ids, 10, progress).result()
     result: dict = {
@@ -443,18 +573,29 @@ def realtimeqa_bench(
         }
         result["peer"]["all_gold_questions"] = _all_questions(ds, theirs["rows"])
         result["ratios"] = _ratios(result, result["peer"])
+    phrases = {u: _phrase(p.text) for u, p in ds.pages.items()} if open_answers else None
+    asked = [_question_dict(q, phrases) for q in ds.questions if q.answer is not None and len(q.choices) == 4]
+    if answer_limit and answer_limit < len(asked):  # an even spread over the weeks, not the first ones
+        asked = asked[:: -(-len(asked) // answer_limit)][:answer_limit]
     if answer:
-        asked = [_question_dict(q) for q in ds.questions if q.answer is not None and len(q.choices) == 4]
-        if answer_limit and answer_limit < len(asked):  # an even spread over the weeks, not the first ones
-            asked = asked[:: -(-len(asked) // answer_limit)][:answer_limit]
         mc = answer_choices(str(out / "index"), asked, settings, progress)
         mc["baselines"] = baseline_accuracy(Path(data), {q["id"] for q in asked}, {q["id"]: q["answer"] for q in asked})
         result["answer"] = mc
+    if open_answers:
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            result["open"] = pool.submit(answer_open, str(out / "index"), asked, settings, progress).result()
     return result
 
 
-def _question_dict(q: QuizQuestion) -> dict:
-    return {"id": q.id, "question": q.question, "date": q.date, "gold_urls": q.gold_urls, "choices": q.choices, "answer": q.answer}
+def _question_dict(q: QuizQuestion, phrases: dict[str, str] | None = None) -> dict:
+    """The question as the spawned workers get it; with the pages' phrases, whether the pages hold its right choice."""
+    d = {"id": q.id, "question": q.question, "date": q.date, "gold_urls": q.gold_urls, "choices": q.choices, "answer": q.answer}
+    if phrases is not None and q.answer is not None:
+        right = q.choices[q.answer]
+        # answerable from the pages: the right choice occurs in one of the question's own pages
+        d["answerable"] = occurs_in(right, [phrases[u] for u in (*q.gold_urls, *q.search_urls) if u in phrases])
+        d["in_corpus"] = occurs_in(right, list(phrases.values()))  # anywhere in the corpus: a looser bound
+    return d
 
 
 def _all_questions(ds: Dataset, rows: list[dict]) -> dict:
@@ -487,29 +628,36 @@ _ROWS = [
 
 
 def markdown(result: dict) -> str:
-    """Metric × ours, peer, ratio; then the questions left out and, with --answer, accuracy against the baselines."""
+    """Metric × ours, peer, ratio; the questions left out; with --answer, accuracy against the baselines; with --open, open answers."""
     peer = result["peer"]
-    lines = comparison_table(_ROWS, result, peer, PEER_NAME)
-    a, pa = result["all_gold_questions"], (peer["all_gold_questions"] if peer else None)
-    lines.append(
-        f"| Hits@5 / Hits@10 / MRR@10 over all {a['n_questions']} gold questions | {a['hits@5']:.3f} / {a['hits@10']:.3f} / {a['mrr@10']:.3f} | "
-        + (f"{pa['hits@5']:.3f} / {pa['hits@10']:.3f} / {pa['mrr@10']:.3f}" if pa else "n/a")
-        + " | |"
-    )
     s = result["settings"]
-    notes = [
-        "",
+    lines: list[str] = []
+    if result["n_questions"]:
+        lines = comparison_table(_ROWS, result, peer, PEER_NAME)
+        a, pa = result["all_gold_questions"], (peer["all_gold_questions"] if peer else None)
+        lines.append(
+            f"| Hits@5 / Hits@10 / MRR@10 over all {a['n_questions']} gold questions | {a['hits@5']:.3f} / {a['hits@10']:.3f} / {a['mrr@10']:.3f} | "
+            + (f"{pa['hits@5']:.3f} / {pa['hits@10']:.3f} / {pa['mrr@10']:.3f}" if pa else "n/a")
+            + " | |"
+        )
+        lines.append("")
+    lines += [
         f"RealTime QA weeks {result['weeks'][0]}–{result['weeks'][-1]}: {result['n_pages']:,} pages (gold articles and search results, "
-        f"one per url), {result['n_questions']} questions with a real gold article; a hit is a retrieved passage of a gold page, ranked by article.",
+        f"one per url), {result['n_questions']} questions with a real gold article"
+        + ("; a hit is a retrieved passage of a gold page, ranked by article." if result["n_questions"] else " (retrieval is not scored)."),
         f"Ours: cleaned pages, {s['chunk_chars']}-character sentence chunks with title and date, all-MiniLM-L6-v2 ({result['precision']}) "
         f"vectors for the first {s['dense_chunks_per_article'] or 'all'} passages of each article ({result['n_dense']:,} of {result['n_chunks']:,}), "
         f"BM25 over every passage, rank fusion, duplicate pages folded, articles ranked by their best passages (each further one adds "
         f"{s['article_support']}×), and the quiz date as `as_of` (an article from that day gains {s['recency_weight']} rank-1 fusion "
         f"scores, halving every {s['recency_half_life_days']:g} days).",
-        f"Peer: {PEER_NAME} over the raw pages (title and date as metadata), SentenceSplitter 256 tokens, the same embedder in fp32, "
-        "similarity_top_k=10. Each side built its index from scratch in its own process (build time includes cleaning, chunking, "
-        "embedding and writing; peak memory is that process's).",
     ]
+    if peer:
+        lines.append(
+            f"Peer: {PEER_NAME} over the raw pages (title and date as metadata), SentenceSplitter 256 tokens, the same embedder in fp32, "
+            "similarity_top_k=10. Each side built its index from scratch in its own process (build time includes cleaning, chunking, "
+            "embedding and writing; peak memory is that process's)."
+        )
+    notes = []
     if result.get("reused_index"):
         notes.append("Our index was kept from the last run (--reuse-index): its build time and throughput are not a cold build.")
     if result["excluded"]:
@@ -524,43 +672,117 @@ def markdown(result: dict) -> str:
         ]
         for name, b in sorted(mc["baselines"].items(), key=lambda x: -x[1]["accuracy"]):
             notes.append(f"| published: {name} (n={b['n']}) | {b['accuracy']:.3f} |")
+    if result.get("open"):
+        notes += ["", *open_markdown(result["open"])]
     return "\n".join(lines + notes) + "\n"
 
 
+def open_markdown(o: dict) -> list[str]:
+    """The open-answer table: right / abstained / wrong per group, then latency and the confidence trade-off."""
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    lines = [
+        f"Open answers ({o['n_questions']} questions asked through `RAG.ask` without their choices, the quiz date as `as_of`):",
+        "",
+        "| questions | n | right | abstained | wrong | right − wrong |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, key in (
+        ("all", "all"),
+        ("answerable from the pages", "answerable"),
+        ("not answerable from the pages", "not_answerable"),
+        ("right choice anywhere in the corpus", "in_corpus"),
+        ("right choice nowhere in the corpus", "not_in_corpus"),
+    ):
+        g = o[key]
+        lines.append(f"| {label} | {g['n']} | {pct(g['right'])} | {pct(g['abstained'])} | {pct(g['wrong'])} | {pct(g['right_minus_wrong'])} |")
+    first, total, p95 = o["first_token_p50_s"], o["total_p50_s"], o["total_p95_s"]
+    lines += [
+        "",
+        "Right: the answer names the right choice better than any other (token recall ≥ 0.5 and above every other choice's). "
+        "Answerable from the pages: the right choice occurs in one of the question's own pages (its gold article or search results); "
+        "the last two rows use the looser test of the right choice occurring in any indexed page.",
+        f"Right answers whose citations quote the right choice: {pct(o['right_quoting_answer'])}. "
+        f"Answerable questions whose retrieved passages hold the right choice: {pct(o['answer_in_front'])}.",
+        f"Latency: first token p50 {'n/a' if first is None else f'{first:.2f} s'}, answer p50 "
+        f"{'n/a' if total is None else f'{total:.2f} s'}, p95 {'n/a' if p95 is None else f'{p95:.2f} s'}; peak memory {o['peak_rss_mb']:.0f} MB.",
+    ]
+    return lines
+
+
 def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
-    """realtimeqa.md, realtimeqa.json and realtimeqa.png (hit rates and build/query cost) under ``out``."""
+    """realtimeqa.md and .json; realtimeqa.png (hit rates, build/query cost) and, with --open, realtimeqa-open.png."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md_path, js_path, png_path = out / "realtimeqa.md", out / "realtimeqa.json", out / "realtimeqa.png"
-    md_path.write_text("# RealTime QA retrieval: ours against llama-index's default path\n\n" + md, encoding="utf-8")
+    md_path, js_path = out / "realtimeqa.md", out / "realtimeqa.json"
+    md_path.write_text("# RealTime QA: ours against llama-index's default path\n\n" + md, encoding="utf-8")
     js_path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    files = [md_path, js_path]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [("ours", result, "#3b7dd8")] + ([(PEER_NAME, result["peer"], "#e08a2c")] if result["peer"] else [])
-    panels = [
-        ("retrieval (higher is better)", list(METRIC_KEYS)),
-        ("index build (s)", ["build_s"]),
-        ("query p50 (ms)", ["query_p50_ms"]),
-        ("peak memory (MB)", ["peak_rss_mb"]),
-    ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), gridspec_kw={"width_ratios": [4, 1, 1, 1]})
-    width = 0.8 / len(runs)
-    for ax, (title, keys) in zip(axes, panels):
-        for i, (name, r, colour) in enumerate(runs):
-            ax.bar([k + i * width for k in range(len(keys))], [r[k] or 0 for k in keys], width, label=name, color=colour)
-        ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(keys))], keys if len(keys) > 1 else [""], fontsize=8)
-        ax.set_title(title, fontsize=9)
-    axes[0].set_ylim(0, 1.25)  # headroom for the legend above the bars
-    axes[0].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    axes[0].legend(fontsize=7, loc="upper center", ncol=2)
-    fig.suptitle(f"RealTime QA, {result['n_questions']} questions, {result['n_pages']:,} pages")
+    if result["n_questions"]:
+        png_path = out / "realtimeqa.png"
+        runs = [("ours", result, "#3b7dd8")] + ([(PEER_NAME, result["peer"], "#e08a2c")] if result["peer"] else [])
+        panels = [
+            ("retrieval (higher is better)", list(METRIC_KEYS)),
+            ("index build (s)", ["build_s"]),
+            ("query p50 (ms)", ["query_p50_ms"]),
+            ("peak memory (MB)", ["peak_rss_mb"]),
+        ]
+        fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), gridspec_kw={"width_ratios": [4, 1, 1, 1]})
+        width = 0.8 / len(runs)
+        for ax, (title, keys) in zip(axes, panels):
+            for i, (name, r, colour) in enumerate(runs):
+                ax.bar([k + i * width for k in range(len(keys))], [r[k] or 0 for k in keys], width, label=name, color=colour)
+            ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(keys))], keys if len(keys) > 1 else [""], fontsize=8)
+            ax.set_title(title, fontsize=9)
+        axes[0].set_ylim(0, 1.25)  # headroom for the legend above the bars
+        axes[0].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        axes[0].legend(fontsize=7, loc="upper center", ncol=2)
+        fig.suptitle(f"RealTime QA, {result['n_questions']} questions, {result['n_pages']:,} pages")
+        fig.tight_layout()
+        fig.savefig(png_path, dpi=80)
+        plt.close(fig)
+        files.append(png_path)
+    if result.get("open"):
+        files.append(open_chart(result["open"], out / "realtimeqa-open.png", f"{result['weeks'][0]}–{result['weeks'][-1]}"))
+    return files
+
+
+def open_chart(o: dict, path: Path, label: str) -> Path:
+    """Stacked right / abstained / wrong bars per question group, and the confidence trade-off when answers carry one."""
+    import matplotlib.pyplot as plt
+
+    groups = [("all", "all"), ("answerable", "answerable"), ("not answerable", "not_answerable")]
+    curve = o.get("tradeoff") or []
+    fig, axes = plt.subplots(1, 2 if curve else 1, figsize=(11 if curve else 7, 3.4), squeeze=False)
+    ax = axes[0][0]
+    left = [0.0] * len(groups)
+    for verdict, colour in (("right", "#2e9d4f"), ("abstained", "#b8b8b8"), ("wrong", "#d1453b")):
+        vals = [o[k][verdict] or 0.0 for _, k in groups]
+        ax.barh([g for g, _ in groups], vals, left=left, color=colour, label=verdict)
+        left = [a + b for a, b in zip(left, vals)]
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.set_title("share of questions", fontsize=9)
+    if curve:
+        ax2 = axes[0][1]
+        ax2.plot([c["abstained"] for c in curve], [c["right"] for c in curve], color="#2e9d4f", label="right")
+        ax2.plot([c["abstained"] for c in curve], [c["wrong"] for c in curve], color="#d1453b", label="wrong")
+        ax2.set_xlabel("abstained", fontsize=8)
+        ax2.set_title("raising the confidence threshold", fontsize=9)
+        ax2.legend(fontsize=7)
+    fig.suptitle(f"RealTime QA {label}: open answers, {o['n_questions']} questions")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
-    return [md_path, js_path, png_path]
+    return path
 
 
 # ---------------------------------------------------------------- CLI
@@ -579,7 +801,15 @@ def add_parser(bench_subparsers) -> None:
     p.add_argument("--weeks", nargs="+", metavar="YYYYMMDD", default=None, help="only these weeks (default: all)")
     p.add_argument("--no-peer", action="store_true", help=f"measure only ours, not {PEER_NAME}")
     p.add_argument("--answer", action="store_true", help="also answer the multiple-choice questions with the local model")
-    p.add_argument("--answer-limit", type=int, default=None, metavar="N", help="with --answer, N questions spread evenly over the weeks (default: all)")
+    p.add_argument(
+        "--open",
+        dest="open_answers",
+        action="store_true",
+        help="ask the questions without their choices through RAG.ask (quiz date as as_of): right / abstained / wrong",
+    )
+    p.add_argument(
+        "--answer-limit", type=int, default=None, metavar="N", help="with --answer or --open, N questions spread evenly over the weeks (default: all)"
+    )
     p.add_argument(
         "--reuse-index",
         action="store_true",
@@ -599,6 +829,7 @@ def run(args) -> int:
         weeks=args.weeks,
         peer=not args.no_peer,
         answer=args.answer,
+        open_answers=args.open_answers,
         answer_limit=args.answer_limit,
         reuse=args.reuse_index,
         progress=True,
@@ -613,6 +844,8 @@ def run(args) -> int:
         brief["ratios"] = result["ratios"]
         if result.get("answer"):
             brief["answer"] = {k: v for k, v in result["answer"].items() if k != "rows"}
+        if result.get("open"):
+            brief["open"] = {k: v for k, v in result["open"].items() if k not in ("rows", "tradeoff")}
         print(json.dumps(brief, ensure_ascii=False, indent=1))
     else:
         print(md, end="")
