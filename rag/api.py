@@ -118,43 +118,18 @@ class RAG:
             self._slots.release()
 
     def _stream(self, question: str, settings: Settings, as_of: str | None = None) -> Iterator[str | Answer]:
+        llm = self.llm(settings)  # raises on an unknown backend before any work
+        # one generation for the whole question: a writer publishing meanwhile (an upload) cannot
+        # pull the article text from under the quotes cut from it
+        retriever = self.retriever
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        passages = self.retriever.retrieve(question, settings.top_k, as_of=as_of)
-        timings["retrieval_s"] = time.perf_counter() - t0
-        backend = settings.llm
-        llm = self.llm(settings)  # raises on an unknown backend before any work
-        why = ans.off_topic(question, passages, settings.min_relevance)
-        if why:
-            timings["total_s"] = time.perf_counter() - t0
-            yield ans.abstained(question, passages, timings, backend)
-            return
-
-        t = time.perf_counter()
-        qvec, svecs = ans.embed_question_and_sources(question, passages)
-        timings["context_s"] = time.perf_counter() - t
-        if llm is None:
-            draft = ans.extractive_draft(question, passages, qvec, svecs)
-            timings["first_token_s"] = time.perf_counter() - t0
-            yield draft
+        if ans.is_timeline(question):  # a question over years needs every article it reaches, not the five best passages
+            passages = retriever.retrieve_across_articles(question, settings.top_k, as_of=as_of)
         else:
-            messages = ans.answer_prompt(question, passages, qvec, svecs, settings.max_context_sentences)
-            if settings.llm == "local":
-                t = time.perf_counter()
-                llm.model()
-                timings["llm_load_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            pieces = []
-            for tok in ans.stream_tokens(llm, messages, settings.max_answer_tokens, settings.temperature, timings, t0):
-                pieces.append(tok)
-                yield tok
-            timings["generation_s"] = time.perf_counter() - t
-            draft = "".join(pieces)
-            if not ans.is_refusal(draft):
-                draft = ans.with_evidence(draft, ans.select_evidence(question, passages, qvec, svecs), passages)
-        result = ans.build_answer(question, draft, passages, self.index.raw, settings.support_threshold, timings, backend, svecs)
-        timings["total_s"] = time.perf_counter() - t0
-        yield result
+            passages = retriever.retrieve(question, settings.top_k, as_of=as_of)
+        timings["retrieval_s"] = time.perf_counter() - t0
+        yield from ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0)
 
     def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides) -> str:
         """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""

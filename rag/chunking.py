@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import html
 import re
-from functools import lru_cache
 
+from .text import sentence_spans
 from .types import Chunk, Document, Sentence
-
-
-@lru_cache(maxsize=1)
-def _punkt():
-    # NLTK's Punkt ships inside llama-index-core's wheel; llama-index's helper points NLTK at it
-    # (leave NLTK_DATA unset). Punkt gives sentence *spans*, which offsets need.
-    from llama_index.core.utils import globals_helper
-    from nltk.tokenize.punkt import PunktTokenizer
-
-    globals_helper.wait_for_nltk_check()  # adds the bundled nltk_cache to nltk.data.path
-    return PunktTokenizer("english")
 
 
 def _clean_display(text: str, is_html: bool) -> str:
@@ -29,7 +18,7 @@ def _clean_display(text: str, is_html: bool) -> str:
 def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: bool = False) -> list[Sentence]:
     """Sentences of ``raw[start:end]`` with absolute offsets; over-long ones are cut at spaces."""
     out: list[Sentence] = []
-    for s, e in _punkt().span_tokenize(raw[start:end]):
+    for s, e in sentence_spans(raw[start:end]):
         s, e = s + start, e + start
         while e - s > max_chars:  # a huge line with no sentence end: cut at the last space
             cut = raw.rfind(" ", s + 1, s + max_chars)

@@ -177,15 +177,23 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
         return 0
     print(answer.text)
+    if answer.abstained:
+        if answer.abstain_reason:
+            print(f"Why: {answer.abstain_reason}.")
+        if answer.passages:
+            print("\nRelated, but not an answer:")
+            for p in answer.passages[:3]:
+                print(f" - {p.doc.id} ({', '.join(x for x in (p.doc.outlet, p.doc.date) if x) or 'undated'}): {' '.join(p.chunk.text.split())[:150]}…")
     if answer.citations:
         print("\nSources:")
         for c in answer.citations:
             meta = ", ".join(x for x in (c.outlet, c.date) if x) or "undated"
             print(f" [{c.n}] {c.source_file} ({meta}) chars {c.start}-{c.end}")
             print(f"     “{c.quote}”")
-    unsupported = [s.text for s in answer.sentences if not s.supported]
-    if unsupported:
-        print(f"\nNot supported by the sources: {len(unsupported)} sentence(s) shown without citation.")
+    if answer.dropped and not answer.abstained:
+        print("\nLeft out of the draft:")
+        for d in answer.dropped:
+            print(f" - “{d.text}” ({d.reason})")
     t = answer.timings
     print(
         f"\n[{answer.backend}] retrieval {t.get('retrieval_s', 0):.2f}s, first token {t.get('first_token_s', 0):.2f}s, "

@@ -14,27 +14,19 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date as _date
 from html.parser import HTMLParser
 from pathlib import Path
 
+from .text import DATE_DMY, DATE_ISO, DATE_MDY, parse_date
 from .types import Document, RagError
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 
-_MONTHS = (
-    "January|February|March|April|May|June|July|August|September|October|November|December|"
-    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
-)
-_MONTH_NUM = {m.lower(): ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].index(m[:3].lower()) + 1 for m in _MONTHS.split("|")}
-_DATE_MDY = re.compile(rf"\b({_MONTHS})\.? (\d{{1,2}}),? (\d{{4}})\b")
-_DATE_DMY = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS}),? (\d{{4}})\b")
-_DATE_ISO = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})(?!\d)")
 _TIME = r"(\d{1,2}:\d{2}(\s?[ap]\.?m\.?)?|\d{1,2}\s?[ap]\.?m\.?)"
 
 # A line that is nothing but a date (and time): the article's dateline.
 _DATELINE = re.compile(
-    rf"^\s*((Updated|Published|Posted)[:\s]+)?({_DATE_MDY.pattern}|{_DATE_DMY.pattern}|{_DATE_ISO.pattern})"
+    rf"^\s*((Updated|Published|Posted)[:\s]+)?({DATE_MDY.pattern}|{DATE_DMY.pattern}|{DATE_ISO.pattern})"
     rf"(\s*(,|at|-|\|)?\s*{_TIME})?\s*(\w{{2,4}})?\s*$",
     re.IGNORECASE,
 )
@@ -345,26 +337,6 @@ def _html_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
 
 
 # ---------------------------------------------------------------- cleaning
-def parse_date(text: str) -> str | None:
-    """The first date in ``text`` as ISO 8601, or None."""
-    for rx, order in ((_DATE_ISO, "ymd"), (_DATE_MDY, "mdy"), (_DATE_DMY, "dmy")):
-        m = rx.search(text)
-        if not m:
-            continue
-        g = m.groups()
-        if order == "ymd":
-            y, mo, d = int(g[0]), int(g[1]), int(g[2])
-        elif order == "mdy":
-            y, mo, d = int(g[2]), _MONTH_NUM[g[0].lower()], int(g[1])
-        else:
-            y, mo, d = int(g[2]), _MONTH_NUM[g[1].lower()], int(g[0])
-        try:
-            return _date(y, mo, d).isoformat()
-        except ValueError:
-            continue
-    return None
-
-
 def _is_headline(line: str) -> bool:
     return 3 <= len(line) <= 200 and not re.search(r"[.!?…\"”]\s*$", line) and len(line.split()) >= 3
 

@@ -31,6 +31,7 @@ from . import embedding
 from .chunking import chunk_document
 from .corpus import iter_article_files, load_documents, mark_duplicates, read_text
 from .settings import Settings
+from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
 
 FORMAT_VERSION = 3
@@ -362,8 +363,6 @@ def _write_generation(
 ) -> None:
     import bm25s
     import faiss
-
-    from .retrieval import bm25_tokenize
 
     cur = root / "CURRENT"
     prev = cur.read_text().strip() if cur.exists() else None

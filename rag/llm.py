@@ -9,10 +9,21 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .settings import Settings
 from .types import RagError
+
+
+@dataclass
+class TokenProb:
+    """One generated token and the probability the model gave it."""
+
+    token: int
+    p: float
 
 QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
@@ -104,15 +115,42 @@ class LocalLLM:
                 self.load_s = time.perf_counter() - t0
         return self._models[key]
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
+        """Yield the reply's text as it is generated; with ``probs``, append each step's most likely token and its probability.
+
+        At temperature 0 the most likely token is the one generated, so ``probs`` holds the model's
+        confidence in each token it wrote. llama-cpp-python returns log-probabilities only for a model
+        loaded with ``logits_all`` (logits of every prompt token: ~2.5 GB more and slower prompts), so
+        a logits processor reads the one row each step needs instead.
+        """
         llm = self.model()
+        processors = None
+        if probs is not None:
+            from llama_cpp import LogitsProcessorList
+
+            def record(_ids, logits):
+                best = int(np.argmax(logits))
+                z = logits - logits[best]
+                probs.append(TokenProb(best, float(1.0 / np.exp(z, dtype=np.float64).sum())))
+                return logits
+
+            processors = LogitsProcessorList([record])
         with self._gen_lock:
             for part in llm.create_chat_completion(
-                messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True, stop=["<|im_end|>", "\nQuestion:"]
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                repeat_penalty=1.0,
+                stream=True,
+                stop=["<|im_end|>", "\nQuestion:"],
+                logits_processor=processors,
             ):
                 delta = part["choices"][0].get("delta", {}).get("content")
                 if delta:
                     yield delta
+
+    def token_text(self, token: int) -> str:
+        return self.model().detokenize([token]).decode("utf-8", errors="ignore")
 
 
 class OpenAILLM:

@@ -2,44 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 from . import embedding
 from .corpus import containment, shingles
 from .index import Index, embed_text
 from .settings import Settings
+from .text import as_date, bm25_tokenize
 from .types import Passage, RagError
-
-
-def _as_date(text: str | None):
-    """A document's ISO date as a ``date``; a bare year-month counts as mid-month, a bare year as mid-year."""
-    from datetime import date
-
-    if not text:
-        return None
-    parts = text.split("-")
-    try:
-        y = int(parts[0])
-        m = int(parts[1]) if len(parts) > 1 else 7
-        d = int(parts[2]) if len(parts) > 2 else (15 if len(parts) > 1 else 1)
-        return date(y, m, d)
-    except (ValueError, IndexError):
-        return None
-
-
-@lru_cache(maxsize=1)
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def bm25_tokenize(texts: list[str]):
-    import bm25s
-
-    return bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
 
 
 class HybridRetriever:
@@ -158,6 +128,28 @@ class HybridRetriever:
         self._fill_cosines(passages, qvec, cos)
         return passages
 
+    def retrieve_across_articles(self, query: str, top_k: int | None = None, as_of: str | None = None) -> list[Passage]:
+        """For questions that span years: the top passages, the best passage of each further article
+        the query reaches, and each of those articles' first passage (a news story's lede sums it up)."""
+        top_k = top_k or self.settings.top_k
+        passages = self.retrieve(query, 2 * top_k, as_of=as_of)
+        have = {p.chunk.id for p in passages}
+        for p in self.retrieve(query, 2 * top_k, as_of=as_of, group_by_article=True):
+            if p.chunk.id not in have and not any(p.doc.id in q.also_reported_by for q in passages):
+                have.add(p.chunk.id)
+                passages.append(p)
+        ledes = []
+        for doc_id in dict.fromkeys(p.doc.id for p in passages):
+            i = self._chunk_index.get(f"{doc_id}#0")
+            if i is not None and self.index.chunks[i].id not in have:
+                have.add(self.index.chunks[i].id)
+                ledes.append(Passage(n=0, chunk=self.index.chunks[i], score=0.0, doc=self.index.docs[doc_id]))
+        self._fill_cosines(ledes, embedding.embed([query])[0], {})
+        passages += ledes
+        for n, p in enumerate(passages, 1):
+            p.n = n
+        return passages
+
     def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float]) -> None:
         """Cosine of the passages only BM25 found, for the relevance gate downstream."""
         stored: list[tuple[Passage, int]] = []
@@ -199,7 +191,7 @@ class HybridRetriever:
             raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}") from exc
         out: dict[str, float] = {}
         for d in self.index.docs.values():
-            published = _as_date(d.date)
+            published = as_date(d.date)
             if published is None:
                 continue
             age = (asked - published).days

@@ -69,6 +69,14 @@ class Passage:
 
 
 @dataclass
+class SourceSentence:
+    """One sentence of a retrieved passage, as the answer step sees it."""
+
+    passage: Passage
+    sentence: Sentence
+
+
+@dataclass
 class Citation:
     """A verified citation: ``open(path).read()[start:end] == quote``."""
 
@@ -96,6 +104,15 @@ class AnswerSentence:
     text: str
     citations: list[int]  # citation numbers
     supported: bool
+    quoted: bool = False  # a source sentence quoted verbatim, not the model's own words
+
+
+@dataclass
+class Dropped:
+    """A sentence of the draft that the answer leaves out, and why (the audit trail)."""
+
+    text: str
+    reason: str
 
 
 @dataclass
@@ -105,10 +122,16 @@ class Answer:
     abstained: bool
     sentences: list[AnswerSentence]
     citations: list[Citation]
-    passages: list[Passage]
+    passages: list[Passage]  # what was retrieved; on an abstention, related passages that do not answer
     timings: dict[str, float]
     backend: str
     standalone_question: str | None = None
+    short_answer: str | None = None  # the model's direct answer ("New York City"), when it gave one
+    confidence: float | None = None  # the model's probability for its short answer (local backend), 0..1
+    abstain_reason: str | None = None  # why the sources were judged not to answer
+    dropped: list[Dropped] = field(default_factory=list)
+    signals: dict[str, float] = field(default_factory=dict)  # the figures the answer/abstain decision used
+    kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
 
     def to_dict(self) -> dict:
         """The stable JSON shape of ``rag ask --json``."""
@@ -116,9 +139,15 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
+            "kind": self.kind,
+            "short_answer": self.short_answer,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "abstain_reason": self.abstain_reason,
             "citations": [c.to_dict() for c in self.citations],
             "sentences": [asdict(s) for s in self.sentences],
+            "dropped": [asdict(d) for d in self.dropped],
             "passages": [p.to_dict() for p in self.passages],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "signals": {k: round(v, 4) for k, v in self.signals.items()},
             "backend": self.backend,
         }

@@ -50,19 +50,22 @@ def test_invented_and_wrong_citation_markers_are_corrected_or_dropped(rag):
         "Iran considered the move an act of treason [17]. "
         f"The moon is made of green cheese, astronomers confirmed in 1969 [{n_000}]."
     )
-    a = ans.build_answer(Q2012, draft, passages, rag.index.raw, rag.settings.support_threshold, {}, "test")
-    first, second, third = a.sentences
-    assert first.supported and second.supported and not third.supported and third.citations == []
+    a = ans.build_answer(Q2012, draft, passages, rag.index.raw, rag.settings)
+    first, second = a.sentences
+    assert first.supported and second.supported
     cited = {c.n: c for c in a.citations}
     assert cited[first.citations[0]].source_file == "000_7d385fec3d1c01e6.txt"  # the wrong [n] was corrected
     assert "Damascus" in cited[first.citations[0]].quote
     assert "treason" in cited[second.citations[0]].quote  # the invented [17] was replaced
-    assert "[17]" not in a.text and "green cheese" in a.text
+    # the sentence no source states is not shown; the answer records that it was left out, and why
+    assert "[17]" not in a.text and "green cheese" not in a.text
+    assert [d.text for d in a.dropped] == ["The moon is made of green cheese, astronomers confirmed in 1969."]
+    assert "not stated by the sources" in a.dropped[0].reason
 
 
 def test_model_saying_the_sources_do_not_answer_abstains(rag):
     passages = rag.retrieve(Q2012)
-    a = ans.build_answer(Q2012, "NOT IN SOURCES", passages, rag.index.raw, 0.5, {}, "test")
+    a = ans.build_answer(Q2012, "NOT IN SOURCES", passages, rag.index.raw, rag.settings)
     assert a.abstained and not a.citations
 
 

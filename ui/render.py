@@ -125,7 +125,14 @@ def timings_html(answer: Answer, extra: Mapping[str, float]) -> str:
 
 def answer_body(answer: Answer, turn: int) -> str:
     if answer.abstained:
-        return f'<div class="rag-abstain" role="note"><span class="rag-abstain-icon">∅</span> {esc(answer.text or ABSTAIN_TEXT)}</div>'
+        why = f'<div class="rag-abstain-why">Why: {esc(answer.abstain_reason)}.</div>' if answer.abstain_reason else ""
+        related = "".join(
+            f'<li><span class="rag-related-meta">{esc(p.doc.title or p.doc.id)} · {esc(p.doc.date or "undated")}</span> '
+            f"{esc(_snippet(p.chunk.text))}</li>"
+            for p in answer.passages[:3]
+        )
+        rel = f'<details class="rag-related"><summary>Related passages, not an answer</summary><ul>{related}</ul></details>' if related else ""
+        return f'<div class="rag-abstain" role="note"><span class="rag-abstain-icon">∅</span> {esc(answer.text or ABSTAIN_TEXT)}{why}</div>{rel}'
     by_n = {c.n: c for c in answer.citations}
     out = []
     for s in answer.sentences:
@@ -137,7 +144,16 @@ def answer_body(answer: Answer, turn: int) -> str:
             out.append(f'<span class="rag-sent rag-unsupported" title="Not supported by the sources">{esc(s.text)}{" " + marks if marks else ""} {flag}</span>')
     if not out:
         out.append(f'<span class="rag-sent">{esc(answer.text)}</span>')
-    return '<p class="rag-text">' + " ".join(out) + "</p>"
+    audit = ""
+    if answer.dropped:
+        items = "".join(f"<li><q>{esc(d.text)}</q> — {esc(d.reason)}</li>" for d in answer.dropped)
+        audit = f'<details class="rag-dropped"><summary>{plural(len(answer.dropped), "sentence")} of the draft left out</summary><ul>{items}</ul></details>'
+    return '<p class="rag-text">' + " ".join(out) + "</p>" + audit
+
+
+def _snippet(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1].rsplit(" ", 1)[0] + "…"
 
 
 def turn_html(t: Turn, turn: int) -> str:

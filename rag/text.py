@@ -1,0 +1,224 @@
+"""Low-level text helpers shared by indexing, retrieval and answering: sentences, words, numbers, names, dates.
+
+Nothing here knows about documents or indexes; every other module may import it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from functools import lru_cache
+
+# ---------------------------------------------------------------- sentences
+
+
+@lru_cache(maxsize=1)
+def punkt():
+    """NLTK's Punkt sentence splitter, which gives sentence *spans* (offsets need them).
+
+    Punkt ships inside llama-index-core's wheel; llama-index's helper points NLTK at it (leave
+    NLTK_DATA unset).
+    """
+    from llama_index.core.utils import globals_helper
+    from nltk.tokenize.punkt import PunktTokenizer
+
+    globals_helper.wait_for_nltk_check()  # adds the bundled nltk_cache to nltk.data.path
+    return PunktTokenizer("english")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of ``text``."""
+    return list(punkt().span_tokenize(text))
+
+
+# ---------------------------------------------------------------- words
+
+WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d+(?:[.,]\d+)*")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+_POSSESSIVE = re.compile(r"['’]s?$")
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+
+
+@lru_cache(maxsize=1)
+def stemmer():
+    """The Snowball English stemmer (PyStemmer), shared by BM25 and the overlap measures."""
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=1)
+def stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    extra = {"said", "says", "according", "report", "reported", "also", "would", "could", "one", "two", "its", "it's", "us", "mr", "ms"}
+    return frozenset(STOPWORDS_EN) | extra
+
+
+@lru_cache(maxsize=16384)
+def content_words(text: str) -> frozenset[str]:
+    """Lower-cased, stemmed content words (numbers kept), for overlap measures.
+
+    Cached: each source sentence is compared several times per question.
+    """
+    words = [_POSSESSIVE.sub("", w.lower()).strip("'’-") for w in WORD.findall(text)]
+    words = [w for w in words if w and w not in stopwords() and (len(w) > 2 or w.isdigit())]
+    return frozenset(stemmer().stemWords(words))
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers in ``text``, thousands separators dropped ("1,000" = "1000"), number words as digits."""
+    found = {n.replace(",", "") for n in NUMBER.findall(text)}
+    found |= {_NUMBER_WORDS[w] for w in re.findall(r"[a-z]+", text.lower()) if w in _NUMBER_WORDS}
+    return found
+
+
+def years(text: str) -> set[str]:
+    return set(YEAR.findall(text))
+
+
+def bm25_tokenize(texts: list[str]):
+    """bm25s tokens with English stopwords and the shared stemmer."""
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer(), show_progress=False)
+
+
+# ---------------------------------------------------------------- names
+# Words that start a sentence with a capital without naming anything, and honorifics that a name
+# may or may not carry ("President Joe Biden" and "Biden" name the same man).
+_TITLES = frozenset(
+    "president vice prime minister foreign secretary general chief leader supreme ayatollah king queen prince princess "
+    "sen senator rep representative gov governor mayor judge justice dr mr mrs ms sir lord lady pope sheikh "
+    "official spokesman spokeswoman spokesperson commander director chairman ceo former late".split()
+)
+_CONNECTORS = frozenset({"of", "al", "el", "bin", "ibn", "de", "la", "van", "von", "da", "der", "the", "and", "for"})
+_NAME = re.compile(r"(?:[A-Z][\w'’.-]*|\d+(?:[.,]\d+)*)(?:\s+(?:(?:of|al|el|bin|ibn|de|la|van|von|da|der|the|and|for)\s+)*[A-Z][\w'’.-]*)*")
+_ASKING = frozenset("why what which who whom whose when where how whether".split())
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def name_tokens(text: str, common: frozenset[str] = frozenset()) -> list[tuple[str, ...]]:
+    """Capitalised names in ``text`` ("Mahmoud al-Zahar", "As-Safir", "Lebanese", "US"), each as lower-case tokens.
+
+    A capitalised word that is only capitalised because it starts a sentence is not a name: one
+    whose lower-case form is a stopword or occurs in ``common`` (words seen lower-case nearby).
+    Honorifics are dropped; month and weekday names are kept (dates are checked as words too).
+    """
+    out: list[tuple[str, ...]] = []
+    for m in _NAME.finditer(text):
+        words = [_POSSESSIVE.sub("", w.strip("'’.-").lower()) for w in re.split(r"\s+", m.group(0))]
+        words = [w for w in words if w]
+        # the sentence's first word, or one after a colon or quote, may be capitalised for grammar only
+        at_start = m.start() == 0 or re.search(r"[.!?:;“\"(]\s*$", text[: m.start()]) is not None
+        if at_start and words and (words[0] in stopwords() or words[0] in common or words[0] in _ASKING) and words[0] not in MONTHS:
+            words = words[1:]
+        # "al-Zahar" and "As-Safir" are matched word by word, as quotes are ("al", "zahar")
+        parts = [p for w in words for p in re.findall(r"[a-z0-9]+", w)]
+        tokens = tuple(p for p in parts if p not in _TITLES and p not in _CONNECTORS and not p.isdigit() and len(p) > 1)
+        if tokens:
+            out.append(tokens)
+    return out
+
+
+def same_word(a: str, b: str) -> bool:
+    """Two lower-case words for the same thing: equal, or one a form of the other ("iran"/"iranian", "lebanon"/"lebanese")."""
+    if a == b:
+        return True
+    shorter = min(len(a), len(b))
+    if shorter < 4:
+        return False
+    common = len(_common_prefix(a, b))
+    return common >= max(4, shorter - 2)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+# ---------------------------------------------------------------- dates
+_MONTHS_RX = (
+    "January|February|March|April|May|June|July|August|September|October|November|December|"
+    "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec"
+)
+MONTH_NUM = {
+    m.lower(): ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"].index(m[:3].lower()) + 1
+    for m in _MONTHS_RX.split("|")
+}
+DATE_MDY = re.compile(rf"\b({_MONTHS_RX})\.? (\d{{1,2}}),? (\d{{4}})\b")
+DATE_DMY = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS_RX}),? (\d{{4}})\b")
+DATE_ISO = re.compile(r"\b(\d{4})[-/](\d{2})[-/](\d{2})(?!\d)")
+MONTHS_RX = _MONTHS_RX
+
+
+def parse_date(text: str) -> str | None:
+    """The first date in ``text`` ("March 25, 2014", "25 March 2014", "2014-03-25", "2014/03/25") as ISO 8601, or None."""
+    for rx, order in ((DATE_ISO, "ymd"), (DATE_MDY, "mdy"), (DATE_DMY, "dmy")):
+        m = rx.search(text)
+        if not m:
+            continue
+        g = m.groups()
+        if order == "ymd":
+            y, mo, d = int(g[0]), int(g[1]), int(g[2])
+        elif order == "mdy":
+            y, mo, d = int(g[2]), MONTH_NUM[g[0].lower()], int(g[1])
+        else:
+            y, mo, d = int(g[2]), MONTH_NUM[g[1].lower()], int(g[0])
+        try:
+            return date(y, mo, d).isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def as_date(text: str | None) -> date | None:
+    """An ISO date, year-month or year as a ``date``: a bare year-month counts as mid-month, a bare year as mid-year."""
+    if not text:
+        return None
+    parts = text.split("-")
+    try:
+        y = int(parts[0])
+        m = int(parts[1]) if len(parts) > 1 else 7
+        d = int(parts[2]) if len(parts) > 2 else (15 if len(parts) > 1 else 1)
+        return date(y, m, d)
+    except (ValueError, IndexError):
+        return None
+
+
+def date_words(iso: str | None) -> set[str]:
+    """The words a sentence may use for an article's date: its year, month name and day ("2013-08" gives 2013, august)."""
+    if not iso:
+        return set()
+    parts = iso.split("-")
+    out = {parts[0]}
+    if len(parts) > 1 and parts[1].isdigit() and 1 <= int(parts[1]) <= 12:
+        out.add(MONTHS[int(parts[1]) - 1])
+    if len(parts) > 2 and parts[2].isdigit():
+        out.add(str(int(parts[2])))
+    return out
+
+
+def human_date(iso: str | None) -> str | None:
+    """"2013-08" → "August 2013", "2014-03-25" → "25 March 2014"; None stays None."""
+    if not iso:
+        return None
+    parts = iso.split("-")
+    if len(parts) == 1:
+        return parts[0]
+    try:
+        month = MONTHS[int(parts[1]) - 1].capitalize()
+    except (ValueError, IndexError):
+        return iso
+    return f"{int(parts[2])} {month} {parts[0]}" if len(parts) > 2 and parts[2].isdigit() else f"{month} {parts[0]}"

@@ -1,0 +1,254 @@
+"""Claim checks: an answer sentence is supported only when the source sentences it cites state it.
+
+Sharing words and meaning with a source is not enough (a sentence naming the wrong state can share
+most of its words with a passage about another one). A claim passes when its cited quotes, with
+their article's date, outlet and title, carry
+
+- every name it states that the question did not (people, organisations, places, outlets, and
+  words such as "Lebanese" or "Iranian": "Iranian daily" against a quote saying "Lebanese daily" fails),
+- every number and date it states,
+- most of its other new content words, and
+- any cause it asserts ("because", "prompted", "led to"): the quote must state a cause too.
+
+Separately, :func:`about_question` measures whether the cited sentences are about what the question
+asks (its names and content words), which is what tells an answer from a related passage.
+
+No NLI or claim-verification model ships in a package here, so these checks are written by hand;
+they are lexical on purpose: they are cheap, they explain themselves ("names Gerald Ford, which
+its quote does not"), and a reader can check them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .text import WEEKDAYS, content_words, date_words, name_tokens, numbers, same_word, stopwords, years
+from .types import Passage, SourceSentence
+
+# words of a question that say what kind of answer it wants, not what it is about
+_QUESTION_WORDS = frozenset(
+    content_words(
+        "which what who whom whose when where why how many much week weeks recently recent new newly latest this year month day "
+        "according announced said reported named called known"
+    )
+)
+_CAUSE = re.compile(
+    r"\b(because|since|due to|owing to|prompt\w*|led to|leading to|caus\w*|as a result|result\w* in|in response|in protest|"
+    r"in retaliation|after|following|given|so that|therefore|thus|hence|spurred|triggered|sparked|reason\w*|angered|consider\w*|amid)\b",
+    re.I,
+)
+_CLAIM_CAUSE = re.compile(r"\b(because|due to|owing to|prompted|prompting|led to|leading to|caused|as a result|in response to|spurred|triggered|sparked)\b", re.I)
+_ANAPHOR_SUBJECT = re.compile(r"^\s*(this|that|these|those|it|the (incident|move|decision|event|step|development|attack|closure|report))\b", re.I)
+
+
+@dataclass
+class Check:
+    """The outcome of checking one claim against the source sentences it cites."""
+
+    supported: bool
+    sources: list[int] = field(default_factory=list)  # indices into the question's source sentences
+    score: float = 0.0  # attribution score of the best source (word coverage and embedding similarity)
+    missing: list[str] = field(default_factory=list)  # what the claim states that its quotes do not carry
+    reason: str | None = None  # one line a reader understands, when not supported
+
+
+def words_of(text: str) -> set[str]:
+    """Lower-case word and number tokens, for matching names ("al-Zahar" gives "al", "zahar")."""
+    return set(re.findall(r"[a-z0-9]+", text.lower().replace(",", "")))
+
+
+def meta_words(p: Passage) -> set[str]:
+    """What a quote's article says about itself: its date (year, month, day), outlet and title."""
+    return date_words(p.doc.date) | words_of(p.doc.outlet or "") | words_of(p.doc.title or "")
+
+
+def carries(name: tuple[str, ...], words: set[str]) -> bool:
+    """Whether ``words`` name the same thing: at least half the name's words, forms allowed ("Iranian" ~ "Iran")."""
+    hits = sum(any(same_word(t, w) for w in words) for t in name)
+    return hits >= 1 and 2 * hits >= len(name)
+
+
+def support_score(claim: str, source: str, cosine: float, source_date: str | None = None, question: str = "") -> float:
+    """How well ``source`` matches ``claim``, 0..1: word coverage blended with cosine similarity.
+
+    Coverage counts what the claim adds to the question (a claim that restates the question's
+    words needs a source for its answer, not for the question). Used to rank candidate quotes;
+    whether one actually states the claim is :func:`check`'s job. A number the claim adds and the
+    source does not state (nor its article's date) halves the score.
+    """
+    words = content_words(claim)
+    new = words - content_words(question)
+    words = new or words
+    cover = len(words & content_words(source)) / max(len(words), 1)
+    score = 0.6 * cover + 0.4 * max(cosine, 0.0)
+    if numbers(claim) - numbers(question) - numbers(source) - numbers(source_date or ""):
+        score *= 0.5
+    return score
+
+
+def support_matrix(claims: list[str], srcs: list[SourceSentence], cvecs: np.ndarray, svecs: np.ndarray, question: str = "") -> np.ndarray:
+    """claims × sources matrix of :func:`support_score`."""
+    cos = cvecs @ svecs.T if len(srcs) else np.zeros((len(claims), 0))
+    return np.array(
+        [
+            [support_score(c, s.sentence.text, float(cos[i, j]), s.passage.doc.date, question) for j, s in enumerate(srcs)]
+            for i, c in enumerate(claims)
+        ]
+    ).reshape(len(claims), len(srcs))
+
+
+def new_terms(claim: str, question: str, common: frozenset[str]) -> tuple[list[tuple[str, ...]], set[str], frozenset[str]]:
+    """What ``claim`` adds to ``question``: its names, numbers and content words the question does not state."""
+    q_words = words_of(question)
+    names = [n for n in name_tokens(claim, common) if not carries(n, q_words)]
+    nums = numbers(claim) - numbers(question)
+    words = content_words(claim) - content_words(question)
+    return names, nums, words
+
+
+def missing_terms(claim: str, question: str, quotes: list[SourceSentence], common: frozenset[str]) -> list[str]:
+    """The names and numbers ``claim`` adds to ``question`` that neither the quotes nor their articles' date, outlet and title carry."""
+    text = " ".join(q.sentence.text for q in quotes)
+    have = words_of(text)
+    for q in quotes:
+        have |= meta_words(q.passage)
+    names, nums, _ = new_terms(claim, question, common)
+    missing = [" ".join(n) for n in names if not carries(n, have)]
+    known = numbers(text) | {w for q in quotes for w in date_words(q.passage.doc.date) if w.isdigit()}
+    missing += sorted(nums - known)
+    # a weekday is the article's own dateline more often than the quote's: it is no fact to check
+    return [m for m in missing if m not in WEEKDAYS]
+
+
+# nouns a name commonly describes ("Lebanese daily", "Hamas official"): the describing name must match the quote's
+_ROLE_NOUNS = (
+    "daily|newspaper|paper|outlet|channel|broadcaster|agency|website|site|magazine|official|officials|leader|minister|president|"
+    "spokesman|spokeswoman|spokesperson|envoy|ambassador|commander|group|movement|party|government|army|forces|court|company|firm"
+)
+_MODIFIED = re.compile(rf"\b([A-Z][\w'’-]+)\s+({_ROLE_NOUNS})\b")
+
+
+def modifier_clash(claim: str, quote: str) -> str | None:
+    """"The Iranian daily" against a quote that says "a Lebanese daily": the claim describes the thing as something else."""
+    for m in _MODIFIED.finditer(claim):
+        name, noun = m.group(1).lower(), m.group(2).lower()
+        if name in stopwords():
+            continue
+        said = [q.group(1).lower() for q in re.finditer(rf"((?:[\w'’-]+\s+){{0,3}}){noun}\b", quote, re.I)]
+        if said and not any(any(same_word(name, w) for w in words_of(s)) for s in said):
+            return f"calls it the {m.group(1)} {noun}; its quote does not"
+    return None
+
+
+def check(claim: str, question: str, srcs: list[SourceSentence], chosen: list[int], common: frozenset[str], previous: str = "") -> Check:
+    """Whether the source sentences ``chosen`` state ``claim`` (see the module's rules); ``previous`` is the sentence before it."""
+    if not chosen:
+        return Check(False, reason="no source sentence matches it")
+    quotes = [srcs[j] for j in chosen]
+    text = " ".join(q.sentence.text for q in quotes)
+    missing = missing_terms(claim, question, quotes, common)
+    _, _, words = new_terms(claim, question, common)
+    if missing:
+        return Check(False, chosen, missing=missing, reason=f"states {', '.join(missing)}, which its quote does not")
+    # a description is checked against what the article says right around the quote too
+    around = sorted({k for j in chosen for k in (j - 1, j, j + 1) if 0 <= k < len(srcs) and srcs[k].passage.doc.id == srcs[j].passage.doc.id})
+    if clash := modifier_clash(claim, " ".join(srcs[k].sentence.text for k in around)):
+        return Check(False, chosen, reason=clash)
+    covered = len(words & content_words(text)) / len(words) if words else 1.0
+    if covered < 0.5:
+        return Check(False, chosen, reason="most of what it states is not in its quote")
+    if _CLAIM_CAUSE.search(claim):
+        if not _CAUSE.search(text):
+            return Check(False, chosen, reason="states a cause its quote does not")
+        if _ANAPHOR_SUBJECT.match(claim) and previous:
+            # "The incident prompted ..." links the sentence before to this quote: the quote must name that event too
+            before = content_words(previous) - content_words(question)
+            if before and len(before & content_words(text)) / len(before) < 0.3:
+                return Check(False, chosen, reason="links two events its quote does not link")
+    return Check(True, chosen)
+
+
+def attribute(
+    claim: str,
+    question: str,
+    row: np.ndarray,
+    srcs: list[SourceSentence],
+    hinted: set[str],
+    threshold: float,
+    common: frozenset[str],
+    previous: str = "",
+) -> Check:
+    """Find the source sentence(s) that state ``claim``: the best-matching one, or it with a second that carries what it lacks.
+
+    ``row`` holds the claim's :func:`support_score` against each source sentence; sentences of the
+    articles the model cited (``hinted``) win ties. Up to four candidates are tried, alone and in
+    pairs with the best one; the first combination that passes :func:`check` is kept.
+    """
+    if not len(row):
+        return Check(False, reason="no source sentence matches it")
+    bonus = np.array([0.05 if s.passage.doc.id in hinted else 0.0 for s in srcs])
+    ranked = [int(j) for j in np.argsort(-(row + bonus))[:4] if row[int(j)] >= threshold * 0.6]
+    if not ranked:
+        return _closest(claim, question, row, srcs, common, previous)
+    best = ranked[0]
+    # one quote must match the claim well on its own; a claim that joins two facts may need a second
+    tries = [[j] for j in ranked if row[j] >= threshold]
+    # ... and only from the same article, a sentence or two away: two facts the article itself puts together
+    tries += [
+        [best, j]
+        for j in ranked[1:]
+        if srcs[j].passage.doc.id == srcs[best].passage.doc.id and 0 < abs(j - best) <= 2 and srcs[j].sentence.text != srcs[best].sentence.text
+    ]
+    first = None
+    for chosen in tries:
+        c = check(claim, question, srcs, sorted(chosen, key=lambda j: (srcs[j].passage.doc.id, srcs[j].sentence.start)), common, previous)
+        c.score = float(row[chosen[0]])
+        if c.supported:
+            return c
+        first = first or c
+    return first or _closest(claim, question, row, srcs, common, previous)
+
+
+def _closest(claim: str, question: str, row: np.ndarray, srcs: list[SourceSentence], common: frozenset[str], previous: str) -> Check:
+    """No quote states the claim: say what the closest sentence lacks (or that none comes close)."""
+    near = check(claim, question, srcs, [int(np.argmax(row))], common, previous)
+    reason = near.reason if not near.supported else "no source sentence states it"
+    return Check(False, [], float(row.max()), near.missing, reason)
+
+
+def states_cause(text: str) -> bool:
+    """Whether a sentence gives a reason or cause ("because", "after", "prompted", "in protest", ...)."""
+    return bool(_CAUSE.search(text))
+
+
+@dataclass
+class Aboutness:
+    """How much of what the question asks the cited sentences speak of (0..1 each)."""
+
+    names: float  # the question's names found in the quotes, their passages or article titles
+    words: float  # the question's content words in the quotes themselves
+    context_words: float  # ... or in their passages and titles
+    years: bool  # every year the question names is in the quotes, their passages or their article's date
+
+    @property
+    def score(self) -> float:
+        """One figure: the quotes' own words count most, their passage and the question's names the rest."""
+        return 0.5 * self.words + 0.25 * self.context_words + 0.25 * self.names
+
+
+def about_question(question: str, quotes: list[SourceSentence], common: frozenset[str]) -> Aboutness:
+    """How far ``quotes`` are about what ``question`` asks, not just its topic."""
+    q_names = name_tokens(question, common)
+    q_words = content_words(question) - _QUESTION_WORDS
+    sent_text = " ".join(q.sentence.text for q in quotes)
+    seen_passages = {id(q.passage): q.passage for q in quotes}
+    ctx_text = " ".join([sent_text] + [f"{p.doc.title or ''} {p.chunk.text}" for p in seen_passages.values()])
+    ctx_words = words_of(ctx_text)
+    names = sum(carries(n, ctx_words) for n in q_names) / len(q_names) if q_names else 1.0
+    words = len(q_words & content_words(sent_text)) / len(q_words) if q_words else 1.0
+    context = len(q_words & content_words(ctx_text)) / len(q_words) if q_words else 1.0
+    dated = years(ctx_text) | {p.doc.date[:4] for p in seen_passages.values() if p.doc.date}
+    return Aboutness(names, words, context, years(question) <= dated)
