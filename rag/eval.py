@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import prompts
+from .measure import peak_rss_mb, percentile
 from .types import Answer, RagError
 
 
@@ -49,6 +49,12 @@ class Row:
     timings: dict[str, float]
     alce_recall: float | None = None
     alce_precision: float | None = None
+    # the answer's shape (answered answerable questions only; see answer_shape)
+    n_sentences: int | None = None
+    repeated: int | None = None
+    off_question: int | None = None
+    failed_claims: int | None = None  # sentences the claim checks failed: shown flagged, or dropped from the draft
+    clean: bool | None = None
 
 
 @dataclass
@@ -78,13 +84,17 @@ class Report:
         lines += ["", "| stage | median s | p95 s |", "|---|---|---|"]
         lines += [f"| {k} | {v['p50']:.3f} | {v['p95']:.3f} |" for k, v in self.latency.items()]
         lines += ["", f"Peak memory: {self.peak_rss_mb:.0f} MB", "", "## Per question", ""]
-        lines += ["| id | abstained | key facts | cit. precision | hit rank | answer |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| id | abstained | key facts | cit. precision | hit rank | sentences | repeated | off question | failed claims | clean | answer |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
             kf = "" if r.key_fact_recall is None else f"{r.key_fact_recall:.2f}"
             cp = "" if r.citation_precision is None else f"{r.citation_precision:.2f}"
             cites = "; ".join(f"[{c['n']}] {c['source_file']}" for c in r.citations)
             ans = r.answer.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r.id} | {r.abstained} | {kf} | {cp} | {r.hit_rank or ''} | {ans} <br> {cites} |")
+            shape = " | ".join("" if v is None else str(v) for v in (r.n_sentences, r.repeated, r.off_question, r.failed_claims, r.clean))
+            lines.append(f"| {r.id} | {r.abstained} | {kf} | {cp} | {r.hit_rank or ''} | {shape} | {ans} <br> {cites} |")
         return "\n".join(lines) + "\n"
 
 
@@ -172,7 +182,7 @@ class OverlapJudge:
 
     def entails(self, premise: str, hypothesis: str) -> bool:
         from . import embedding
-        from .answer import support_score
+        from .verify import support_score
 
         a, b = embedding.embed([hypothesis, premise])
         return support_score(hypothesis, premise, float(a @ b)) >= self.threshold
@@ -204,6 +214,47 @@ def alce_scores(answer: Answer, judge: Judge) -> tuple[float | None, float | Non
     return sum(recalls) / len(recalls), (precise / total if total else None)
 
 
+def answer_shape(q: Question, a: Answer) -> dict:
+    """What a reader would object to in one answer, sentence by sentence.
+
+    - repeated: a sentence whose content words are mostly (70%) in an earlier sentence of the answer;
+    - off the question: a sentence holding no key fact whose content words are mostly (75%) neither
+      the question's nor the reference answer's, or one that cites only articles from other years
+      than the question names without naming those years itself;
+    - failed claims: sentences the claim checks failed (shown flagged, or dropped from the draft);
+    - clean: every key fact, nothing repeated or off the question, every shown sentence supported.
+    """
+    from .text import content_words, years
+
+    sents = [s.text for s in a.sentences]
+    repeated = 0
+    for i, s in enumerate(sents):
+        w = content_words(s)
+        repeated += bool(w) and any(len(w & content_words(t)) / len(w) >= 0.7 for t in sents[:i])
+    topic = content_words(q.question + " " + (q.reference or ""))
+    facts = [alt.lower() for g in q.key_facts for alt in g]
+    asked = {int(y) for y in years(q.question)}
+    dates = {c.n: c.date for c in a.citations}
+    off = 0
+    for s in a.sentences:
+        w = content_words(s.text)
+        if any(f in s.text.lower() for f in facts):
+            continue
+        cited_years = {int(dates[n][:4]) for n in s.citations if dates.get(n)}
+        elsewhere = asked and cited_years and not {int(y) for y in years(s.text)} & asked and min(cited_years) > max(asked) + 1
+        off += bool(elsewhere) or (bool(w) and len(w & topic) / len(w) < 0.25)
+    shown_failed = sum(not s.supported for s in a.sentences)
+    dropped_failed = sum(d.reason.startswith("not stated") or "not stated by the sources" in d.reason for d in a.dropped)
+    kf = key_fact_recall(a.text, q.key_facts)
+    return {
+        "n_sentences": len(sents),
+        "repeated": repeated,
+        "off_question": off,
+        "failed_claims": shown_failed + dropped_failed,
+        "clean": (kf is None or kf == 1.0) and not repeated and not off and not shown_failed,
+    }
+
+
 def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
     retrieved = []
     for p in a.passages:
@@ -213,6 +264,7 @@ def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
     cites = [c.to_dict() for c in a.citations]
     ok = q.answerable and not a.abstained
     alce = alce_scores(a, judge) if judge and q.answerable else (None, None)
+    shape = answer_shape(q, a) if ok else {}
     return Row(
         id=q.id,
         question=q.question,
@@ -230,6 +282,7 @@ def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
         timings=a.timings,
         alce_recall=alce[0],
         alce_precision=alce[1],
+        **shape,
     )
 
 
@@ -238,9 +291,15 @@ def _mean(xs: list[float | None]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+def rank_metrics(ranks: list[int | None], ks: tuple[int, ...] = (1, 3, 5), mrr_at: int | None = None) -> dict[str, float | None]:
+    """Hits@k for each k and the mean reciprocal rank (cut at ``mrr_at`` when given) of 1-based ranks (None: not found)."""
+    key = f"mrr@{mrr_at}" if mrr_at else "mrr"
+    if not ranks:
+        return {**{f"hits@{k}": None for k in ks}, key: None}
+    n = len(ranks)
+    out: dict[str, float | None] = {f"hits@{k}": sum(r is not None and r <= k for r in ranks) / n for k in ks}
+    out[key] = sum(1.0 / r for r in ranks if r is not None and (mrr_at is None or r <= mrr_at)) / n
+    return out
 
 
 def summarise(rows: list[Row]) -> dict[str, float | None]:
@@ -250,15 +309,20 @@ def summarise(rows: list[Row]) -> dict[str, float | None]:
     abst = [r for r in rows if r.abstained]
     all_cites = [c for r in ans for c in r.citations]
     m: dict[str, float | None] = {}
-    for k in (1, 3, 5):
-        m[f"hits@{k}"] = _mean([float(r.hit_rank is not None and r.hit_rank <= k) for r in gold]) if gold else None
-    m["mrr"] = _mean([1.0 / r.hit_rank if r.hit_rank else 0.0 for r in gold]) if gold else None
+    m.update(rank_metrics([r.hit_rank for r in gold]))
     m["key_fact_recall"] = _mean([r.key_fact_recall for r in ans])
     m["token_f1"] = _mean([r.token_f1 for r in ans])
     m["citation_precision"] = sum(c["source_file"] in r.gold_docs for r in ans for c in r.citations) / len(all_cites) if all_cites else None
     m["cited"] = _mean([float(r.cited) for r in ans]) if ans else None
     m["alce_citation_recall"] = _mean([r.alce_recall for r in ans])
     m["alce_citation_precision"] = _mean([r.alce_precision for r in ans])
+    answered = [r for r in ans if r.n_sentences is not None]
+    m["sentences_per_answer"] = _mean([float(r.n_sentences) for r in answered])
+    m["repeated_sentences"] = float(sum(r.repeated for r in answered)) if answered else None
+    m["off_question_sentences"] = float(sum(r.off_question for r in answered)) if answered else None
+    m["failed_claims"] = float(sum(r.failed_claims for r in answered)) if answered else None
+    # a question abstained on wrongly is not a clean answer either
+    m["clean_answers"] = _mean([float(bool(r.clean)) for r in ans]) if ans else None
     m["abstention_precision"] = (sum(not r.answerable for r in abst) / len(abst)) if abst else (1.0 if unans else None)
     m["abstention_recall"] = _mean([float(r.abstained) for r in unans]) if unans else None
     m["answered_when_answerable"] = _mean([float(not r.abstained) for r in ans]) if ans else None
@@ -282,7 +346,7 @@ def score_answers(questions: list[Question], answers: list[Answer], judge: Judge
     latency = {
         s: {"p50": statistics.median(v), "p95": percentile(v, 0.95)} for s in stages if (v := [r.timings[s] for r in rows if s in r.timings])
     }
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return Report(backend, top_k, judge.name if judge else "none", len(rows), summarise(rows), latency, peak, rows)
 
 
@@ -298,11 +362,15 @@ def write_outputs(report: Report, out: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    q = {k: v for k, v in report.metrics.items() if v is not None}
+    fig, (a1, a3, a2) = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [3, 2, 3]})
+    counts = ("sentences_per_answer", "repeated_sentences", "off_question_sentences", "failed_claims")
+    q = {k: v for k, v in report.metrics.items() if v is not None and k not in counts}
     a1.barh(list(q), list(q.values()), color="#3b7dd8")
     a1.set_xlim(0, 1)
     a1.set_title("quality")
+    shape = {k.replace("_", " "): report.metrics[k] or 0 for k in counts if k in report.metrics}
+    a3.barh(list(shape), list(shape.values()), color="#8a5cc7")
+    a3.set_title("answer shape (per answer / in all)")
     lat = report.latency
     a2.barh(list(lat), [v["p50"] for v in lat.values()], color="#e08a2c", label="median")
     a2.barh(list(lat), [v["p95"] - v["p50"] for v in lat.values()], left=[v["p50"] for v in lat.values()], color="#f3c89a", label="to p95")

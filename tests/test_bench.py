@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from rag.bench import STAT_KEYS, add_parser, latency_bench, markdown, run, write_outputs
+from rag.bench import add_parser, run
+from rag.bench.latency import STAT_KEYS, latency_bench, markdown, write_outputs
 from rag.types import RagError
 
 from .conftest import Q2012
@@ -75,6 +76,6 @@ def test_missing_questions_file_is_a_clear_error(tmp_path):
     with pytest.raises(RagError, match="questions file not found"):
         run(args)
     p = subprocess.run(
-        [sys.executable, "-m", "rag.bench", "latency", "--questions", str(tmp_path / "nope.jsonl")], capture_output=True, text=True
+        [sys.executable, "-m", "rag.cli", "bench", "latency", "--questions", str(tmp_path / "nope.jsonl")], capture_output=True, text=True
     )
     assert p.returncode == 1 and p.stderr.strip().startswith("error: questions file not found") and "Traceback" not in p.stderr

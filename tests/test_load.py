@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rag.loadtest import FALLBACK_QUESTIONS, load_bench
+from rag.bench.load import FALLBACK_QUESTIONS, load_bench
 
 
 def test_load_through_the_api_and_the_ui_queue_loses_nothing(rag):

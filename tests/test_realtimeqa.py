@@ -8,8 +8,8 @@ import shutil
 import pytest
 
 from rag import RAG
+from rag.bench.realtimeqa import METRIC_KEYS, STAT_KEYS
 from rag.index import Index, build
-from rag.realtimeqa import METRIC_KEYS, STAT_KEYS
 from rag.settings import Settings
 
 from .conftest import Q2012, ROOT, SEEDS

@@ -21,23 +21,24 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-from . import answer as ans
-from .eval import load_questions, percentile
-from .llm import resolve_model
-from .settings import Settings
-from .types import Answer, RagError
+from .. import answer as ans
+from ..eval import load_questions
+from ..llm import resolve_model
+from ..measure import peak_rss_mb, percentile
+from ..settings import Settings
+from ..types import Answer, RagError
+from .report import comparison_table
 
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "seed_qa_dev.jsonl"
+# the development QA set, where the project keeps it beside its checkout (run from the project folder)
+DEFAULT_QUESTIONS = Path("../shared/eval/seed_qa_dev.jsonl")
 PEER_NAME = "llama-index CitationQueryEngine"
 STAT_KEYS = ("ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s", "peak_rss_mb")
 
 
 # ---------------------------------------------------------------- CLI
-def add_parser(subparsers) -> None:
-    """Add ``bench latency`` and ``bench load`` to the ``rag`` command's subparsers."""
-    p = subparsers.add_parser("bench", help="benchmarks")
-    sub = p.add_subparsers(dest="bench_cmd", required=True)
-    lat = sub.add_parser(
+def add_parser(bench_subparsers) -> None:
+    """Add ``bench latency`` to the ``rag bench`` subcommands."""
+    lat = bench_subparsers.add_parser(
         "latency",
         help=f"time to first token, answer time, tokens and memory: ours against {PEER_NAME}",
         description=f"Answer the questions warm with our pipeline and with {PEER_NAME} (same model, embedder and top-k) and compare.",
@@ -50,25 +51,12 @@ def add_parser(subparsers) -> None:
     lat.add_argument("--model", dest="local_model", default=None, help="local model: qwen (default), smollm, or a .gguf path")
     lat.add_argument("--top-k", type=int, default=None, help="passages to retrieve, for both pipelines (default: 5)")
     lat.add_argument("--no-peer", action="store_true", help=f"time only our pipeline, not {PEER_NAME}")
-    from .loadtest import add_parser as add_load
-    from .realtimeqa import add_parser as add_realtimeqa
-
-    add_load(sub)
-    add_realtimeqa(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``rag bench latency`` from parsed arguments; raises RagError on bad input."""
-    from .api import RAG
+    from ..api import RAG
 
-    if args.bench_cmd == "load":
-        from .loadtest import run as run_load
-
-        return run_load(args)
-    if args.bench_cmd == "realtimeqa":
-        from .realtimeqa import run as run_realtimeqa
-
-        return run_realtimeqa(args)
     path = args.questions or DEFAULT_QUESTIONS
     if not Path(path).is_file():
         raise RagError(f"questions file not found: {path} (pass --questions FILE)")
@@ -185,8 +173,7 @@ def _our_prompt_tokens(llama, settings: Settings, result: Answer) -> int:
     Rebuilt (untimed) with the same ``answer_prompt`` call on the answer's own passages, which
     gives the same messages since every step is deterministic.
     """
-    qvec, svecs = ans.embed_question_and_sources(result.question, result.passages)
-    messages = ans.answer_prompt(result.question, result.passages, qvec, svecs, settings.max_context_sentences)
+    messages = ans.Evidence.build(result.question, result.passages).messages(settings.max_context_sentences)
     prompt = chat_prompt(llama, messages)
     # as llama-cpp-python's chat handler tokenizes a rendered template: specials parsed, no extra BOS
     return count_tokens(llama, prompt, add_bos=False, special=True)
@@ -217,7 +204,7 @@ def _peer_run(passages: list[dict], settings: Settings, threads: int, questions:
     from llama_index.core.schema import TextNode
     from llama_index.llms.llama_cpp import LlamaCPP
 
-    from .embedding import as_llama_embedding
+    from ..embedding import as_llama_embedding
 
     class PromptRecorder(BaseEventHandler):
         """Keeps each prompt the LLM is actually sent (a compact/refine synthesis may send several)."""
@@ -328,23 +315,6 @@ def count_tokens(llama, text: str, add_bos: bool = False, special: bool = False)
     return len(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)) if text else 0
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB.
-
-    VmHWM rather than ru_maxrss: after exec, Linux's ru_maxrss keeps the peak of the image the
-    process replaced, so a spawned child would report its parent's memory.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def summarise(rows: list[dict], load_s: float, peak_mb: float) -> dict:
     """Median and p95 of each measure; TTFT and tokens only over questions that reached the model."""
 
@@ -384,19 +354,6 @@ _ROWS = [
     ("peak memory (MB)", "peak_rss_mb", "{:.0f}"),
     ("model load (s), not in answer times", "load_s", "{:.2f}"),
 ]
-
-
-def comparison_table(rows: list[tuple[str, str, str]], ours: dict, peer: dict | None, peer_name: str) -> list[str]:
-    """Markdown lines: one row per (label, key, format) with ours, the peer's value and ours/theirs."""
-
-    def cell(f: str, v: float | None) -> str:
-        return "n/a" if v is None else f.format(v)
-
-    lines = [f"| metric | ours | {peer_name} | ratio ours/theirs |", "|---|---|---|---|"]
-    for label, key, f in rows:
-        o, t = ours[key], (peer[key] if peer else None)
-        lines.append(f"| {label} | {cell(f, o)} | {cell(f, t)} | {f'{o / t:.2f}' if o is not None and t else 'n/a'} |")
-    return lines
 
 
 def markdown(result: dict) -> str:
@@ -466,21 +423,3 @@ def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
     fig.savefig(png_path, dpi=80)
     plt.close(fig)
     return [md_path, js_path, png_path]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rag.bench latency ...`` until the subcommand is wired into ``rag``."""
-    ap = argparse.ArgumentParser(prog="rag")
-    add_parser(ap.add_subparsers(dest="cmd", required=True))
-    try:
-        return run(ap.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)]))
-    except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    # through the imported module, so the spawned peer process finds its functions under rag.bench
-    from rag import bench
-
-    sys.exit(bench.main())

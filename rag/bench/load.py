@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
 import socket
 import statistics
 import sys
@@ -19,9 +18,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from .eval import load_questions, percentile
-from .settings import Settings
-from .types import RagError
+from ..eval import load_questions
+from ..measure import peak_rss_mb, percentile
+from ..settings import Settings
+from ..types import RagError
 
 FALLBACK_QUESTIONS = [
     "Why did ties between Iran and Hamas break down in 2012?",
@@ -52,10 +52,6 @@ class LoadResult:
         d["throughput_rps"] = round(self.answered / self.wall_s, 2) if self.wall_s else None
         d["wall_s"] = round(self.wall_s, 2)
         return d
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _drive(path: str, questions: list[str], requests: int, concurrency: int, ask_one) -> LoadResult:
@@ -138,12 +134,12 @@ def load_bench(rag, questions: list[str], requests: int = 200, concurrency: int 
     """Both paths, with peak memory before and after: memory must stay bounded under load."""
     rag.warm(llm="extractive")  # the embedder only: no model is loaded for this test
     rag.ask(questions[0], llm="extractive")
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     out = {"backend": "extractive", "api": api_load(rag, questions, requests, concurrency).summary()}
     if ui:
         out["ui"] = ui_load(rag, questions, requests, concurrency).summary()
     out["peak_rss_mb_before"] = round(before, 1)
-    out["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
 
@@ -173,7 +169,7 @@ def add_parser(bench_subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .api import RAG
+    from ..api import RAG
 
     if not 1 <= args.requests <= 10_000 or not 1 <= args.concurrency <= 256:
         raise RagError("--requests must be 1..10000 and --concurrency 1..256")

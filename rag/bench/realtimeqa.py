@@ -23,169 +23,18 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
-from .bench import comparison_table, peak_rss_mb
-from .eval import percentile
-from .settings import Settings
-from .types import RagError
+from ..eval import rank_metrics
+from ..measure import peak_rss_mb, percentile
+from ..settings import Settings
+from ..types import RagError
+from .report import comparison_table
+from .rtqa_data import Dataset, QuizQuestion, load_dataset, read_jsonl, write_corpus
 
 PEER_NAME = "llama-index VectorStoreIndex + FaissVectorStore"
 METRIC_KEYS = ("hits@1", "hits@5", "hits@10", "mrr@10")
 STAT_KEYS = ("n_chunks", "build_s", "chunks_per_s", "query_p50_ms", "query_p95_ms", "peak_rss_mb")
-# the gold "article" of some questions is a video player's ad-feedback form, not text anyone could retrieve
-_AD_FORM = re.compile(r"How relevant is this ad to you\?")
-MIN_GOLD_CHARS = 400
-
-
-@dataclass
-class QuizQuestion:
-    id: str
-    date: str  # ISO, the day the quiz was published: the question's "as of"
-    question: str
-    choices: list[str]
-    answer: int | None  # index into choices
-    gold_urls: list[str] = field(default_factory=list)
-    excluded: str | None = None  # why the question's gold article cannot count, if it cannot
-    search_urls: list[str] = field(default_factory=list)  # the question's own web-search result pages (with text)
-
-
-@dataclass
-class Page:
-    url: str
-    text: str
-    title: str | None
-    date: str | None
-    authors: list[str]
-
-
-@dataclass
-class Dataset:
-    questions: list[QuizQuestion]  # every question of the weeks read
-    pages: dict[str, Page]  # url -> page, every gold and search-result page with text
-    weeks: list[str]
-
-    @property
-    def gold_questions(self) -> list[QuizQuestion]:
-        return [q for q in self.questions if q.gold_urls]
-
-    @property
-    def scored_questions(self) -> list[QuizQuestion]:
-        return [q for q in self.gold_questions if not q.excluded]
-
-
-def _iso(date: str | None) -> str | None:
-    if not date:
-        return None
-    m = re.match(r"(\d{4})[/-](\d{2})[/-](\d{2})", date)
-    return f"{m.group(1)}-{m.group(2)}-{m.group(3)}" if m else None
-
-
-def _jsonl(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as exc:
-        raise RagError(f"{path}: not readable as JSON lines ({exc})") from exc
-
-
-def load_dataset(data: str | Path, weeks: list[str] | None = None) -> Dataset:
-    """Read ``<data>/weeks/<date>_{qa,gold,gcs}.jsonl`` (or ``<data>/<date>_...``)."""
-    root = Path(data)
-    folder = root / "weeks" if (root / "weeks").is_dir() else root
-    qa_files = sorted(folder.glob("*_qa.jsonl"))
-    if not qa_files:
-        raise RagError(f"no RealTime QA weeks found under {root} (expected weeks/<date>_qa.jsonl)")
-    all_weeks = [p.name.split("_")[0] for p in qa_files]
-    if weeks:
-        unknown = sorted(set(weeks) - set(all_weeks))
-        if unknown:
-            raise RagError(f"no such week(s) in {root}: {', '.join(unknown)} (have {all_weeks[0]} … {all_weeks[-1]})")
-        qa_files = [p for p in qa_files if p.name.split("_")[0] in weeks]
-    questions: list[QuizQuestion] = []
-    pages: dict[str, Page] = {}
-    gold_pages: dict[str, Page] = {}
-    for qa in qa_files:
-        week = qa.name.split("_")[0]
-        gold = (
-            {r["question_id"]: r.get("search_result") or [] for r in _jsonl(folder / f"{week}_gold.jsonl")}
-            if (folder / f"{week}_gold.jsonl").exists()
-            else {}
-        )
-        gcs = (
-            {r["question_id"]: r.get("search_result") or [] for r in _jsonl(folder / f"{week}_gcs.jsonl")}
-            if (folder / f"{week}_gcs.jsonl").exists()
-            else {}
-        )
-        for r in _jsonl(qa):
-            qid = r["question_id"]
-            with_text = [g for g in gold.get(qid, []) if (g.get("text") or "").strip()]
-            q = QuizQuestion(
-                id=qid,
-                date=_iso(r.get("question_date")) or "",
-                question=r["question_sentence"].strip(),
-                choices=list(r.get("choices") or []),
-                answer=int(r["answer"][0]) if r.get("answer") else None,
-                gold_urls=[g["url"] for g in with_text],
-                search_urls=[s["url"] for s in gcs.get(qid, []) if (s.get("text") or "").strip()],
-            )
-            if with_text and all(len(g["text"].strip()) < MIN_GOLD_CHARS for g in with_text):
-                ad = any(_AD_FORM.search(g["text"]) for g in with_text)
-                q.excluded = (
-                    "gold page is a video player's ad-feedback form, no article text"
-                    if ad
-                    else f"gold page text under {MIN_GOLD_CHARS} characters"
-                )
-            questions.append(q)
-            for g in with_text:
-                gold_pages.setdefault(g["url"], _page(g))
-            for s in gcs.get(qid, []):
-                if (s.get("text") or "").strip():
-                    pages.setdefault(s["url"], _page(s))
-    for url, g in gold_pages.items():
-        # the gold copy of a page is the article as the data set's authors extracted it; the search
-        # copy of the same url is sometimes only the ad form. Keep the longer text, and the title.
-        s = pages.get(url)
-        if s is None or len(g.text) >= len(s.text):
-            g.title = g.title or (s.title if s else None)
-            pages[url] = g
-    return Dataset(questions, pages, sorted({q.id.split("_")[0] for q in questions}))
-
-
-def _page(r: dict) -> Page:
-    return Page(
-        url=r["url"], text=r["text"], title=(r.get("title") or None), date=_iso(r.get("publish_date")), authors=list(r.get("authors") or [])
-    )
-
-
-# ---------------------------------------------------------------- corpus files
-def write_corpus(pages: dict[str, Page], folder: Path) -> dict[str, str]:
-    """Write each page as ``NNNNN.txt`` plus ``.meta.json``; returns url -> document id.
-
-    Unchanged files are not rewritten, so re-running the benchmark over a kept index re-embeds nothing.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    ids: dict[str, str] = {}
-    wanted: set[str] = set()
-    for n, url in enumerate(sorted(pages)):
-        p = pages[url]
-        name = f"{n:05d}.txt"
-        ids[url] = name
-        site = urlparse(url).netloc.removeprefix("www.")
-        meta = {
-            k: v
-            for k, v in (("title", p.title), ("date", p.date), ("url", url), ("outlet", site), ("author", ", ".join(p.authors[:3])))
-            if v
-        }
-        for path, content in ((folder / name, p.text), (folder / f"{name}.meta.json", json.dumps(meta, ensure_ascii=False, indent=1))):
-            wanted.add(path.name)
-            if not path.exists() or path.read_text(encoding="utf-8") != content:
-                path.write_text(content, encoding="utf-8")
-    for stale in folder.iterdir():
-        if stale.name not in wanted:
-            stale.unlink()
-    return ids
 
 
 # ---------------------------------------------------------------- scoring
@@ -198,12 +47,7 @@ def article_ranks(ranked: list[list[str]], gold: set[str]) -> int | None:
 
 
 def metrics(ranks: list[int | None]) -> dict[str, float | None]:
-    if not ranks:
-        return {k: None for k in METRIC_KEYS}
-    n = len(ranks)
-    out: dict[str, float | None] = {f"hits@{k}": sum(r is not None and r <= k for r in ranks) / n for k in (1, 5, 10)}
-    out["mrr@10"] = sum(1.0 / r for r in ranks if r is not None and r <= 10) / n
-    return out
+    return rank_metrics(ranks, (1, 5, 10), mrr_at=10)
 
 
 def _timing_stats(times_s: list[float]) -> dict[str, float | None]:
@@ -217,9 +61,9 @@ def run_ours(
     corpus: str, index_dir: str, questions: list[dict], url_ids: dict[str, str], settings: Settings, reuse: bool, progress: bool
 ) -> dict:
     """Build our index over ``corpus`` (from scratch unless ``reuse``), then rank articles per question."""
-    from . import embedding
-    from .index import Index, build
-    from .retrieval import HybridRetriever
+    from .. import embedding
+    from ..index import Index, build
+    from ..retrieval import HybridRetriever
 
     if not reuse:
         shutil.rmtree(index_dir, ignore_errors=True)
@@ -279,7 +123,7 @@ def run_peer(corpus: str, questions: list[dict], url_ids: dict[str, str], top_k:
     from llama_index.core.node_parser import SentenceSplitter
     from llama_index.vector_stores.faiss import FaissVectorStore
 
-    from .embedding import EMBEDDER_DIM, as_llama_embedding
+    from ..embedding import EMBEDDER_DIM, as_llama_embedding
 
     embed_model = as_llama_embedding()  # set explicitly: llama-index's default embedder is OpenAI's
     documents = []
@@ -331,13 +175,12 @@ _MC_SYSTEM = (
 )
 
 
-def mc_messages(q: dict, passages, qvec, svecs, limit: int = 8) -> list[dict]:
-    """The prompt for one quiz question: selected sentences as sources, the choices lettered A-D."""
-    from . import answer as ans
+def mc_messages(q: dict, passages, limit: int = 8) -> list[dict]:
+    """The prompt for one quiz question: the sentences that best match it and its choices as sources, the choices lettered A-D."""
+    from ..answer import Evidence
 
-    query = q["question"] + " " + " ".join(q["choices"])
-    context = ans.select_context(query, passages, qvec, svecs, limit)
-    sources = ans.render_sources(passages, context, ans.number_articles(passages))
+    ev = Evidence.build(q["question"] + " " + " ".join(q["choices"]), passages)
+    sources = ev.render(ev.context(limit))
     choices = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(q["choices"][:4]))
     user = "\n\n".join(sources) + f"\n\nQuestion (asked on {q['date']}): {q['question']}\n{choices}\nAnswer with A, B, C or D."
     return [{"role": "system", "content": _MC_SYSTEM}, {"role": "user", "content": user}]
@@ -347,10 +190,9 @@ def answer_choices(index_dir: str, questions: list[dict], settings: Settings, pr
     """Multiple-choice accuracy of the local model reading our top passages for each question."""
     from llama_cpp import LlamaGrammar
 
-    from . import answer as ans
-    from .index import Index
-    from .llm import LocalLLM, resolve_model
-    from .retrieval import HybridRetriever
+    from ..index import Index
+    from ..llm import LocalLLM, resolve_model
+    from ..retrieval import HybridRetriever
 
     retriever = HybridRetriever(Index.open(index_dir), settings)
     llama = LocalLLM(settings).model()
@@ -359,8 +201,7 @@ def answer_choices(index_dir: str, questions: list[dict], settings: Settings, pr
     for q in _bar(questions, "answering", progress):
         t = time.perf_counter()
         passages = retriever.retrieve(q["question"], top_k=settings.top_k, as_of=q["date"])
-        qvec, svecs = ans.embed_question_and_sources(q["question"] + " " + " ".join(q["choices"]), passages)
-        out = llama.create_chat_completion(messages=mc_messages(q, passages, qvec, svecs), max_tokens=1, temperature=0.0, grammar=letter)
+        out = llama.create_chat_completion(messages=mc_messages(q, passages), max_tokens=1, temperature=0.0, grammar=letter)
         times.append(time.perf_counter() - t)
         choice = "ABCD".find((out["choices"][0]["message"]["content"] or "").strip()[:1])
         rows.append({"id": q["id"], "predicted": choice, "answer": q["answer"], "correct": choice == q["answer"]})
@@ -379,7 +220,7 @@ def baseline_accuracy(data: str | Path, question_ids: set[str], answers: dict[st
     found: dict[str, list[bool]] = {}
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
         system = path.stem.split("_", 1)[1]
-        for r in _jsonl(path):
+        for r in read_jsonl(path):
             if r.get("question_id") in question_ids and r.get("prediction"):
                 found.setdefault(system, []).append(int(r["prediction"][0]) == answers[r["question_id"]])
     return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in found.items()}
@@ -395,11 +236,11 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five s
 
 def choice_tokens(text: str) -> frozenset[str]:
     """Stemmed words and numbers of a choice or an answer, for scoring (commas in numbers dropped, number words as digits)."""
-    from .retrieval import _stemmer
+    from ..text import stemmer
 
     words = [w.replace(",", "") for w in re.findall(r"\d+(?:[.,]\d+)*|[a-z]+", text.lower())]
     words = [_NUMBER_WORDS.get(w, w) for w in words if (len(w) > 1 or w.isdigit()) and w not in _CHOICE_STOP]
-    return frozenset(_stemmer().stemWords(words))
+    return frozenset(stemmer().stemWords(words))
 
 
 def choice_recall(choice: str, text: str) -> float:
@@ -430,7 +271,7 @@ def occurs_in(choice: str, texts: list[str]) -> bool:
 
 def answer_open(index_dir: str, questions: list[dict], settings: Settings, progress: bool) -> dict:
     """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers."""
-    from .api import RAG
+    from ..api import RAG
 
     rag = RAG.open(index_dir, settings)
     rag.warm()
