@@ -329,6 +329,7 @@ def run(
         timings["generation_s"] = time.perf_counter() - t
         draft = parse_draft("".join(pieces), probs, getattr(llm, "token_text", None))
     answer = finish(question, ev, draft, raw_of, settings, timings, backend)
+    answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
     timings["total_s"] = time.perf_counter() - t0
     yield answer
 

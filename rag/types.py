@@ -131,6 +131,7 @@ class Answer:
     abstain_reason: str | None = None  # why the sources were judged not to answer
     dropped: list[Dropped] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)  # the figures the answer/abstain decision used
+    draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
     kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
 
     def to_dict(self) -> dict:
@@ -146,6 +147,7 @@ class Answer:
             "citations": [c.to_dict() for c in self.citations],
             "sentences": [asdict(s) for s in self.sentences],
             "dropped": [asdict(d) for d in self.dropped],
+            "draft": self.draft,
             "passages": [p.to_dict() for p in self.passages],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
