@@ -271,6 +271,7 @@ def occurs_in(choice: str, texts: list[str]) -> bool:
 
 def answer_open(index_dir: str, questions: list[dict], settings: Settings, progress: bool) -> dict:
     """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers."""
+    from ..answer import Evidence
     from ..api import RAG
 
     rag = RAG.open(index_dir, settings)
@@ -302,6 +303,9 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "citations": [{"source_file": c.source_file, "date": c.date, "quote": c.quote} for c in a.citations],
                 "quotes_answer": right and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
                 "in_front": occurs_in(right_choice, [p.chunk.text for p in a.passages]),
+                # ... and in the few sentences the model was given (recomputed: the same selection, untimed)
+                "in_context": occurs_in(right_choice, [s.text for ss in Evidence.build(q["question"], a.passages).context(
+                    settings.max_context_sentences).values() for s in ss]) if a.passages else False,
                 "first_token_s": a.timings.get("first_token_s"),
                 "total_s": a.timings.get("total_s"),
             }
@@ -332,6 +336,7 @@ def open_summary(rows: list[dict]) -> dict:
         "not_in_corpus": _shares([r for r in rows if not r["in_corpus"]]),
         "right_quoting_answer": sum(r["quotes_answer"] for r in right) / len(right) if right else None,
         "answer_in_front": sum(r["in_front"] for r in answerable) / len(answerable) if answerable else None,
+        "answer_in_context": sum(r["in_context"] for r in answerable) / len(answerable) if answerable else None,
         "first_token_p50_s": statistics.median(firsts) if firsts else None,
         "total_p50_s": statistics.median(totals) if totals else None,
         "total_p95_s": percentile(totals, 0.95) if totals else None,
@@ -552,7 +557,8 @@ def open_markdown(o: dict) -> list[str]:
         "Answerable from the pages: the right choice occurs in one of the question's own pages (its gold article or search results); "
         "the last two rows use the looser test of the right choice occurring in any indexed page.",
         f"Right answers whose citations quote the right choice: {pct(o['right_quoting_answer'])}. "
-        f"Answerable questions whose retrieved passages hold the right choice: {pct(o['answer_in_front'])}.",
+        f"Answerable questions whose retrieved passages hold the right choice: {pct(o['answer_in_front'])}; "
+        f"whose sentences given to the model hold it: {pct(o['answer_in_context'])}.",
         f"Latency: first token p50 {'n/a' if first is None else f'{first:.2f} s'}, answer p50 "
         f"{'n/a' if total is None else f'{total:.2f} s'}, p95 {'n/a' if p95 is None else f'{p95:.2f} s'}; peak memory {o['peak_rss_mb']:.0f} MB.",
     ]
