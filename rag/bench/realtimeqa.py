@@ -271,7 +271,6 @@ def occurs_in(choice: str, texts: list[str]) -> bool:
 
 def answer_open(index_dir: str, questions: list[dict], settings: Settings, progress: bool) -> dict:
     """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers."""
-    from ..answer import Evidence
     from ..api import RAG
 
     rag = RAG.open(index_dir, settings)
@@ -303,14 +302,21 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "citations": [{"source_file": c.source_file, "date": c.date, "quote": c.quote} for c in a.citations],
                 "quotes_answer": right and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
                 "in_front": occurs_in(right_choice, [p.chunk.text for p in a.passages]),
-                # ... and in the few sentences the model was given (recomputed: the same selection, untimed)
-                "in_context": occurs_in(right_choice, [s.text for ss in Evidence.build(q["question"], a.passages).context(
-                    settings.max_context_sentences).values() for s in ss]) if a.passages else False,
+                "in_context": occurs_in(right_choice, _context_sentences(q["question"], a, settings)),
                 "first_token_s": a.timings.get("first_token_s"),
                 "total_s": a.timings.get("total_s"),
             }
         )
     return {"n_questions": len(rows), **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
+
+
+def _context_sentences(question: str, a, settings: Settings) -> list[str]:
+    """The sentences the model was given for ``a`` (the same selection again, untimed)."""
+    from ..answer import Evidence
+
+    if not a.passages:
+        return []
+    return [s.text for sents in Evidence.build(question, a.passages).context(settings.max_context_sentences).values() for s in sents]
 
 
 def _shares(rows: list[dict]) -> dict:
