@@ -74,6 +74,33 @@ def test_metrics_match_a_hand_count(tiny):
     assert fixed["citation_precision"] == 1.0 and fixed["alce_citation_precision"] == 1.0
 
 
+def test_answer_shape_matches_a_hand_count():
+    """Sentences per answer, repeats, off-question sentences, failed claims and clean answers, counted by hand."""
+    from rag.types import Dropped
+
+    ribbon = "Mayor Ilse Brandt cut the ribbon at the ceremony."
+    strike = "Dock workers in Port Melo went on strike on Monday over pay."
+    riva = "The union leader Tomas Riva said the strike would last a week."
+    cost = "The bridge cost 40 million euros."
+    clean = Answer(QUESTIONS[0].question, "Mayor Ilse Brandt cut the ribbon [1].", False,
+                   [AnswerSentence("Mayor Ilse Brandt cut the ribbon.", [1], True)],
+                   [cite(1, "bridge.txt", BRIDGE, ribbon)], [], {}, "test")
+    padded = Answer(QUESTIONS[1].question, "...", False,
+                    [AnswerSentence("Dock workers in Port Melo went on strike over pay, led by Tomas Riva.", [1, 2], True),
+                     AnswerSentence("Dock workers in Port Melo struck over pay.", [1], True),  # says it again
+                     AnswerSentence("The bridge cost 40 million euros.", [3], True)],  # off the question
+                    [cite(1, "strike.txt", STRIKE, strike), cite(2, "strike.txt", STRIKE, riva), cite(3, "bridge.txt", BRIDGE, cost)],
+                    [], {}, "test", dropped=[Dropped("Riva earns 40 million euros.", "not stated by the sources: it states 40, which its quote does not")])
+    report = score_answers(QUESTIONS[:2], [clean, padded])
+    first, second = report.rows
+    assert (first.n_sentences, first.repeated, first.off_question, first.failed_claims, first.clean) == (1, 0, 0, 0, True)
+    assert (second.n_sentences, second.repeated, second.off_question, second.failed_claims, second.clean) == (3, 1, 1, 1, False)
+    m = report.metrics
+    assert m["sentences_per_answer"] == 2.0 and m["repeated_sentences"] == 1 and m["off_question_sentences"] == 1
+    assert m["failed_claims"] == 1 and m["clean_answers"] == 0.5
+    assert "| repeated |" in report.markdown()
+
+
 def test_end_to_end_on_the_tiny_set(tiny):
     rag = RAG.open(tiny / "index")
     report = evaluate(rag, QUESTIONS, judge=OverlapJudge(), llm="extractive")
