@@ -320,7 +320,7 @@ def run(
             llm.model()
             timings["llm_load_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        probs: list[TokenProb] | None = [] if settings.llm == "local" else None
+        probs: list[TokenProb] = []
         pieces: list[str] = []
         for piece in _visible(llm.stream(messages, settings.max_answer_tokens, settings.temperature, probs), pieces):
             if "first_token_s" not in timings:

@@ -172,7 +172,8 @@ class OpenAILLM:
             max_retries=0,
         )
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float) -> Iterator[str]:
+    def stream(self, messages: list[dict], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
+        """Yield the reply's text as the endpoint streams it (``probs`` is left empty: endpoints differ in what they return)."""
         import openai
         from llama_index.core.llms import ChatMessage
 
