@@ -144,6 +144,10 @@ def test_out_of_corpus_question_is_shown_as_abstained(server, browser):
     page = _page(browser, server)
     answer = _ask(page, "What is the capital of Australia?", 0)
     assert answer.locator(".rag-abstain").count() == 1 and answer.locator(".rag-error").count() == 0
+    # the reader is told why, and may open the closest passages, marked as not an answer
+    assert "Why: no passage is about the question" in answer.locator(".rag-abstain-why").inner_text()
+    related = answer.locator("details.rag-related")
+    assert related.count() == 1 and "not an answer" in related.locator("summary").inner_text()
     page.close()
 
 
