@@ -108,6 +108,16 @@ class AnswerSentence:
 
 
 @dataclass
+class Draft:
+    """What the answering step wrote: the short answer line (if any), the sentences, and the model's confidence."""
+
+    short: str | None
+    body: str
+    confidence: float | None = None  # geometric-mean probability of the short answer's tokens (local backend)
+    first_p: float | None = None  # probability of the short answer's first token
+
+
+@dataclass
 class Dropped:
     """A sentence of the draft that the answer leaves out, and why (the audit trail)."""
 

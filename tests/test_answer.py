@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rag import answer as ans
+from rag.evidence import number_articles
 from rag.types import RagError
 
 from .conftest import Q2012, read_file
@@ -42,7 +43,7 @@ def test_out_of_corpus_questions_are_abstained(rag, q):
 
 def test_invented_and_wrong_citation_markers_are_corrected_or_dropped(rag):
     passages = rag.retrieve(Q2012)
-    numbers = ans.number_articles(passages)
+    numbers = number_articles(passages)
     n_000 = numbers["000_7d385fec3d1c01e6.txt"]
     wrong = next(n for d, n in numbers.items() if d != "000_7d385fec3d1c01e6.txt")
     draft = (

@@ -6,6 +6,7 @@ import pytest
 
 from rag import RAG, verify
 from rag import answer as ans
+from rag.evidence import Evidence
 from rag.index import build
 
 from .conftest import read_file
@@ -117,7 +118,7 @@ def test_an_invented_causal_link_is_dropped_and_recorded(rag):
 
 def test_checks_name_what_the_quote_lacks(rag):
     q = "Which Hamas leader was slated to visit Tehran according to the 2017 reports?"
-    ev = ans.Evidence.build(q, rag.retrieve(q))
+    ev = Evidence.build(q, rag.retrieve(q))
     j = next(i for i, s in enumerate(ev.srcs) if "Haniyeh" in s.sentence.text)
     assert verify.check("Hamas leader Ismail Haniyeh was slated to visit Tehran.", q, ev.srcs, [j], ev.common).supported
     bad = verify.check("Hamas leader Khaled Meshaal was slated to visit Tehran in 2018.", q, ev.srcs, [j], ev.common)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from rag import Answer, Citation, Document, Passage
-from rag.answer import ABSTAIN_TEXT
+from rag.compose import ABSTAIN_TEXT
 
 
 @dataclass

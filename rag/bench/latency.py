@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-from .. import answer as ans
 from ..eval import load_questions
+from ..evidence import Evidence
 from ..llm import resolve_model
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
@@ -173,7 +173,7 @@ def _our_prompt_tokens(llama, settings: Settings, result: Answer) -> int:
     Rebuilt (untimed) with the same ``answer_prompt`` call on the answer's own passages, which
     gives the same messages since every step is deterministic.
     """
-    messages = ans.Evidence.build(result.question, result.passages).messages(settings.max_context_sentences)
+    messages = Evidence.build(result.question, result.passages).messages(settings.max_context_sentences)
     prompt = chat_prompt(llama, messages)
     # as llama-cpp-python's chat handler tokenizes a rendered template: specials parsed, no extra BOS
     return count_tokens(llama, prompt, add_bos=False, special=True)

@@ -177,7 +177,7 @@ _MC_SYSTEM = (
 
 def mc_messages(q: dict, passages, limit: int = 8) -> list[dict]:
     """The prompt for one quiz question: the sentences that best match it and its choices as sources, the choices lettered A-D."""
-    from ..answer import Evidence
+    from ..evidence import Evidence
 
     ev = Evidence.build(q["question"] + " " + " ".join(q["choices"]), passages)
     sources = ev.render(ev.context(limit))
@@ -312,7 +312,7 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
 
 def _context_sentences(question: str, a, settings: Settings) -> list[str]:
     """The sentences the model was given for ``a`` (the same selection again, untimed)."""
-    from ..answer import Evidence
+    from ..evidence import Evidence
 
     if not a.passages:
         return []

@@ -1,0 +1,138 @@
+"""The evidence stage: a question's source sentences, embedded once and scored for relevance, and the few the model reads."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import embedding, prompts
+from .text import content_words, years
+from .types import Passage, Sentence, SourceSentence
+
+_INJECTION = re.compile(
+    r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions?|prompts?|rules|context)\b|"
+    r"^\W*(system|assistant|user|developer)\s*(prompt|message)?\s*:|<\s*/?\s*(source|system|im_start|im_end)\b|<\|im_(start|end)\|>|"
+    r"\byou are (now )?(an? )?(ai|assistant|language model|chatbot)\b|\b(reply|respond|answer) only with\b",
+    re.I,
+)
+
+
+def is_injection(text: str) -> bool:
+    """True for a sentence written to steer a model (prompt injection) rather than to inform."""
+    return bool(_INJECTION.search(text))
+
+
+def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
+    """Every sentence of the passages once, in article order (overlapping chunks share sentences).
+
+    Sentences that try to instruct the model are left out: the model never reads them and
+    nothing can cite them.
+    """
+    seen: dict[tuple[str, int], SourceSentence] = {}
+    for p in passages:
+        for s in p.chunk.sentences:
+            if not is_injection(s.text):
+                seen.setdefault((p.doc.id, s.start), SourceSentence(p, s))
+    return [seen[k] for k in sorted(seen)]
+
+
+def number_articles(passages: list[Passage]) -> dict[str, int]:
+    """Source numbers for the prompt: one per article, oldest first, so answers read in time order."""
+    docs = {p.doc.id: p.doc for p in passages}
+    order = sorted(docs.values(), key=lambda d: (d.date or "9999", d.id))
+    return {d.id: k for k, d in enumerate(order, 1)}
+
+
+@dataclass
+class Evidence:
+    """A question's source sentences, built once: their vectors, relevance to the question, and article numbers."""
+
+    question: str
+    passages: list[Passage]
+    srcs: list[SourceSentence]
+    qvec: np.ndarray
+    vecs: np.ndarray  # one row per source sentence
+    relevance: np.ndarray
+    numbers: dict[str, int]  # article id -> its source number in the prompt
+    common: frozenset[str]  # words the sources use in lower case: a capitalised one at a sentence start is no name
+
+    @classmethod
+    def build(cls, question: str, passages: list[Passage]) -> Evidence:
+        srcs = source_sentences(passages)
+        vecs = embedding.embed([question] + [s.sentence.text for s in srcs])
+        qvec, svecs = vecs[0], vecs[1:]
+        common = frozenset(w for s in srcs for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]+", s.sentence.text))
+        return cls(question, passages, srcs, qvec, svecs, _relevance(question, srcs, qvec, svecs), number_articles(passages), common)
+
+    def next_in_article(self, i: int) -> int | None:
+        j = i + 1
+        return j if j < len(self.srcs) and self.srcs[j].passage.doc.id == self.srcs[i].passage.doc.id else None
+
+    def context(self, limit: int) -> dict[str, list[Sentence]]:
+        """The sentences most relevant to the question, grouped by article, in reading order.
+
+        Sending sentences rather than whole chunks keeps the prompt short, which is what makes a
+        CPU model answer quickly. The sentence after each of the best matches comes along, since
+        reasons and quotes often sit in the sentence after the one that matches the question.
+        """
+        chosen: dict[tuple[str, int], Sentence] = {}
+
+        def take(i: int) -> None:
+            if len(chosen) < limit:  # overlapping chunks repeat sentences: key by article and offset
+                chosen.setdefault((self.srcs[i].passage.doc.id, self.srcs[i].sentence.start), self.srcs[i].sentence)
+
+        order = [int(i) for i in np.argsort(-self.relevance)]
+        for i in order[: max(1, limit // 2)]:
+            take(i)
+            if (j := self.next_in_article(i)) is not None:
+                take(j)
+        for i in order:
+            take(i)
+        out: dict[str, list[Sentence]] = {}
+        for (doc_id, _), sent in sorted(chosen.items()):
+            out.setdefault(doc_id, []).append(sent)
+        return out
+
+    def render(self, context: dict[str, list[Sentence]]) -> list[str]:
+        docs = {p.doc.id: p.doc for p in self.passages}
+        return [
+            prompts.source_block(self.numbers[d], docs[d].date, "\n".join(s.text for s in sents))
+            for d, sents in sorted(context.items(), key=lambda x: self.numbers[x[0]])
+        ]
+
+    def messages(self, limit: int) -> list[dict]:
+        """The chat messages the answering model gets: the selected sentences as numbered sources."""
+        return prompts.answer_messages(self.render(self.context(limit)), self.question)
+
+    def best(self, most: int = 3) -> list[int]:
+        """The few source sentences that answer the question best, in time order.
+
+        The best match, the sentence after it (reasons and quotes often follow the sentence that
+        matches the question), and other sentences scoring close to the best.
+        """
+        if not self.srcs:
+            return []
+        score = self.relevance
+        order = [int(i) for i in np.argsort(-score)]
+        top = order[0]
+        picked = [top]
+        nxt = self.next_in_article(top)
+        if nxt is not None and score[nxt] >= 0.4 * score[top]:
+            picked.append(nxt)
+        for i in order[1:]:
+            if len(picked) >= most or score[i] < 0.85 * score[top]:
+                break
+            if i not in picked and all(self.srcs[i].sentence.text != self.srcs[j].sentence.text for j in picked):
+                picked.append(i)
+        return picked
+
+
+def _relevance(question: str, srcs: list[SourceSentence], qvec: np.ndarray, svecs: np.ndarray) -> np.ndarray:
+    """Cosine similarity plus word overlap, plus a bonus when a sentence names the year asked about."""
+    q_words = content_words(question)
+    asked = years(question)
+    lex = np.array([len(q_words & content_words(s.sentence.text)) / max(len(q_words), 1) for s in srcs])
+    year = np.array([0.15 if asked & years(s.sentence.text) else 0.0 for s in srcs])
+    return (svecs @ qvec + 0.5 * lex + year) if len(srcs) else np.zeros(0)
