@@ -293,6 +293,7 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "verdict": "abstained" if a.abstained else ("right" if right else "wrong"),
                 "text": a.text,
                 "draft_verdict": None if not a.draft else ("right" if judge_open(a.draft, q["choices"], q["answer"]) else "wrong"),
+                "draft": a.draft,
                 "confidence": a.confidence,
                 "short_answer": a.short_answer,
                 "abstain_reason": a.abstain_reason,
