@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from . import embedding, verify
-from .compose import abstained, compose, is_aside, restates, timeline
+from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
 from .evidence import Evidence
 from .llm import TokenProb
 from .settings import Settings
 from .text import sentence_spans, years
 from .types import Answer, Draft, Dropped, Passage, SourceSentence
+
+CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
 
 _REFUSAL = re.compile(
     r"NOT IN SOURCES|(sources?|articles?|passages?|context)\s+(do(es)?\s+not|don't|doesn't)\s+(say|mention|contain|provide|answer|specify|include|state)|"
@@ -232,7 +234,10 @@ def finish(
         )
     timings["verify_s"] = time.perf_counter() - t
 
-    lead_i = next((i for i, c in enumerate(claims) if not is_aside(c) and not restates(question, c, ev.common)), 0)
+    # the lead: the first sentence that answers (not an aside, not a restated "why"), the one naming the short answer if any does
+    order = [i for i, c in enumerate(claims) if not is_aside(c) and not restates(question, c, ev.common)] or [0]
+    short = draft.short
+    lead_i = next((i for i in order if short is None or verify.names_answer(short, claims[i], question, ev.common)), order[0])
     lead = checks[lead_i]
     signals: dict[str, float] = {"lead_score": lead.score}
     if draft.confidence is not None:
@@ -241,22 +246,57 @@ def finish(
     why = None
     if not lead.supported:
         why = f"the answer's main claim is not stated by the sources: it {lead.reason}"
-    elif draft.short and (missing := verify.missing_terms(draft.short, question, [ev.srcs[j] for j in lead.sources], ev.common)):
-        why = f"the short answer “{draft.short}” names {', '.join(missing)}, which its quotes do not"
+    elif short and (unstated := verify.short_unstated(short, question, [ev.srcs[j] for j in lead.sources], ev.common)):
+        why = f"the short answer “{short}” {unstated}"
+    replaced: list[Dropped] = []
+    if why and short and (j := quote_stating(short, question, ev)) is not None:
+        # the model's sentence fails but a source sentence states its answer: that sentence takes its place
+        replaced.append(Dropped(claims[lead_i], f"{why.split(': it ', 1)[-1]}; replaced by the quote that states the answer"))
+        claims[lead_i], checks[lead_i], why = quoted(ev.srcs[j].sentence.text), verify.Check(True, [j], 1.0), None
+        lead = checks[lead_i]
+        signals["replaced"] = 1.0
     if why is None:
-        about = verify.about_question(question, [ev.srcs[j] for j in lead.sources], ev.common)
-        signals.update(about_names=about.names, about_words=about.words, about_context=about.context_words, about=about.score)
-        if not about.years:
-            why = "the quotes are not from the year the question asks about"
-        elif about.score < settings.min_about:
-            why = "the quotes are about the question's topic, not what it asks"
-        elif draft.confidence is not None and draft.confidence < settings.min_confidence:
-            why = f"the model was unsure of its answer (confidence {draft.confidence:.2f})"
+        why = decide(question, ev, lead, draft, settings, signals)
     if why:
         a = abstained(question, ev.passages, timings, backend, why)
-        a.short_answer, a.confidence, a.signals = draft.short, draft.confidence, signals
+        a.short_answer, a.confidence, a.signals = short, draft.confidence, signals
         a.dropped = [Dropped(c, why if i == lead_i else "the answer was withheld") for i, c in enumerate(claims)]
         return a
-    return compose(question, ev, draft, claims, checks, lead_i, raw_of, timings, backend, signals, settings)
+    return compose(question, ev, draft, claims, checks, lead_i, raw_of, timings, backend, signals, settings, bool(replaced), replaced)
+
+
+def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settings: Settings, signals: dict[str, float]) -> str | None:
+    """Why a supported lead still does not answer the question, or None when the answer stands.
+
+    Two pieces of evidence add up: how much of what the question asks the lead's quotes speak of
+    (:func:`rag.verify.about_question`, 0..1: the question's names and words, not just its topic)
+    and how sure the model was of its short answer (the geometric mean of its tokens'
+    probabilities, 0..1). Half weight for the model: on the RealTime QA dev weeks aboutness alone
+    tells right from wrong answers better than confidence alone, and the sum better than either.
+    """
+    # a reason is stated after its event: for a "why" question the sentence before the quote counts too
+    first = min(lead.sources)
+    lead_in = ev.srcs[b].sentence.text if is_why(question) and (b := ev.before(first)) is not None and b not in lead.sources else ""
+    about = verify.about_question(question, [ev.srcs[j] for j in lead.sources], ev.common, lead_in)
+    confidence = 1.0 if draft.confidence is None else draft.confidence  # no token probabilities: aboutness alone decides
+    score = about.score + CONFIDENCE_WEIGHT * confidence
+    signals.update(about_names=about.names, about_words=about.words, about_context=about.context_words, about=about.score, score=score)
+    if not about.years:
+        return "the quotes are not from the year the question asks about"
+    if score < settings.min_answer_score:
+        return (
+            f"the evidence is too weak (its quotes speak of {about.score:.0%} of what was asked"
+            + (f", the model was {draft.confidence:.0%} sure" if draft.confidence is not None else "")
+            + f"; an answer needs a score of {settings.min_answer_score:.2f}, it has {score:.2f})"
+        )
+    return None
+
+
+def quote_stating(short: str, question: str, ev: Evidence) -> int | None:
+    """The most relevant source sentence that states the short answer, if any (the decision then weighs it as any lead)."""
+    for j in np.argsort(-ev.relevance):
+        if verify.names_answer(short, ev.srcs[int(j)].sentence.text, question, ev.common):
+            return int(j)
+    return None
 
 

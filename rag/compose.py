@@ -54,8 +54,13 @@ def compose(
     backend: str,
     signals: dict[str, float],
     settings: Settings,
+    lead_quoted: bool = False,
+    dropped: list[Dropped] | None = None,
 ) -> Answer:
-    """The lead sentence, then each further sentence only when it is supported, on the question and adds a fact."""
+    """The lead sentence, then each further sentence only when it is supported, on the question and adds a fact.
+
+    The lead names the short answer first when its own words do not ("Bird flu: The virus was ...").
+    """
     asked_years = years(question)
     rivals = [] if _EXPLAIN.search(question) else rival_reports(question, ev, checks[lead_i], draft.short)
     if rivals:
@@ -63,37 +68,62 @@ def compose(
         lead_src = ev.srcs[checks[lead_i].sources[0]].passage
         reports = [(lead_src.doc.date or "", f"{_attribution(lead_src)}: {claims[lead_i]}", checks[lead_i], False)]
         reports += [
-            (ev.srcs[i].passage.doc.date or "", f"{_attribution(ev.srcs[i].passage)}: {_quoted(ev.srcs[i].sentence.text)}", verify.Check(True, [i], 1.0), True)
+            (ev.srcs[i].passage.doc.date or "", f"{_attribution(ev.srcs[i].passage)}: {quoted(ev.srcs[i].sentence.text)}", verify.Check(True, [i], 1.0), True)
             for i in rivals
         ]
-        kept = [(text, chk, quoted) for _, text, chk, quoted in sorted(reports, key=lambda r: r[0])]
-        dropped = [Dropped(c, "left out: the answer gives each report instead") for i, c in enumerate(claims) if i != lead_i]
+        kept = [(text, chk, is_quote) for _, text, chk, is_quote in sorted(reports, key=lambda r: r[0])]
+        dropped = [*(dropped or []), *(Dropped(c, "left out: the answer gives each report instead") for i, c in enumerate(claims) if i != lead_i)]
         return _render(question, ev, draft, kept, dropped, raw_of, timings, backend, signals, kind="differing", lead_in="Reports differ:")
-    kept: list[tuple[str, verify.Check, bool]] = [(claims[lead_i], checks[lead_i], False)]
-    dropped = [Dropped(c, "an aside the model marked itself" if is_aside(c) else "restates the question without answering it") for c in claims[:lead_i]]
-    stated = set(content_words(claims[lead_i])) | content_words(question)
+    lead = claims[lead_i]
+    dropped = list(dropped or [])
+    sources = checks[lead_i].sources
+    richer = [j for j in sources if says_more(ev.srcs[j].sentence.text, lead, question, draft.short if len(sources) == 1 else None, ev)]
+    if not lead_quoted and richer:
+        # the model's paraphrase dropped names or numbers its quote gives with the answer: show that quote
+        # (all the lead's quotes stay cited: together they state the short answer)
+        dropped.append(Dropped(lead, "its quote says more; shown instead"))
+        lead, lead_quoted = quoted(ev.srcs[richer[0]].sentence.text), True
+    short = draft.short
+    if short and any(verify.new_terms(short, question, ev.common)) and (lead_quoted or not verify.names_answer(short, lead, question, ev.common)):
+        lead = f"{short[:1].upper()}{short[1:]}: {lead}"  # the direct answer first, always in words
+    kept: list[tuple[str, verify.Check, bool]] = [(lead, checks[lead_i], lead_quoted)]
+    stated = set(content_words(lead)) | content_words(question)
     cited = set(checks[lead_i].sources)
     lead_about = verify.about_question(question, [ev.srcs[j] for j in checks[lead_i].sources], ev.common).score
-    for claim, chk in zip(claims[lead_i + 1 :], checks[lead_i + 1 :]):
-        reason = _leave_out(question, asked_years, claim, chk, stated, ev, lead_about)
+    for i, (claim, chk) in enumerate(zip(claims, checks)):
+        if i == lead_i:
+            continue
+        reason = "restates the question without answering it" if i < lead_i and restates(question, claim, ev.common) else None
+        reason = reason or _leave_out(question, asked_years, claim, chk, stated, ev, lead_about)
         if reason:
             dropped.append(Dropped(claim, reason))
             continue
         kept.append((claim, chk, False))
         stated |= content_words(claim)
         cited |= set(chk.sources)
+    # a quotation that runs on past the lead's quote is quoted whole (at most two more sentences)
+    last = max(checks[lead_i].sources)
+    for _ in range(2):
+        if not _open_quotation(" ".join(ev.srcs[j].sentence.text for j in sorted(cited))) or (nxt := ev.next_in_article(last)) is None:
+            break
+        kept.insert(1 + sum(1 for k in kept[1:] if k[2] and k[1].sources and k[1].sources[0] < nxt), (quoted(ev.srcs[nxt].sentence.text), verify.Check(True, [nxt], 1.0), True))
+        cited.add(nxt)
+        stated |= content_words(ev.srcs[nxt].sentence.text)
+        last = nxt
     # a why question gets every reason the best evidence states: one the model left out is quoted
     if _EXPLAIN.search(question):
-        for j in ev.best():
+        # the best evidence, and the sentence after each quote already cited (one reason often leads to the next)
+        after = [n for j in sorted(cited) if (n := ev.next_in_article(j)) is not None]
+        for j in dict.fromkeys(ev.best() + after):
             src = ev.srcs[j]
             words = content_words(src.sentence.text)
             new = words - stated
             if j in cited or len(new) < 3 or len(new) / max(len(words), 1) < 0.4 or not verify.states_cause(src.sentence.text):
                 continue
             about = verify.about_question(question, [src], ev.common)
-            if about.score < max(settings.min_about, 0.8 * lead_about) or not about.years:
+            if about.score < 0.8 * lead_about or not about.years:
                 continue
-            kept.append((_quoted(src.sentence.text), verify.Check(True, [j], 1.0), True))
+            kept.append((quoted(src.sentence.text), verify.Check(True, [j], 1.0), True))
             stated |= words
             cited.add(j)
     return _render(question, ev, draft, kept, dropped, raw_of, timings, backend, signals)
@@ -152,7 +182,7 @@ def timeline(
     kept = []
     for year in sorted(best):
         _, i, label = best[year]
-        kept.append((f"{label}: {_quoted(ev.srcs[i].sentence.text)}", verify.Check(True, [i], 1.0), True))
+        kept.append((f"{label}: {quoted(ev.srcs[i].sentence.text)}", verify.Check(True, [i], 1.0), True))
     return _render(question, ev, Draft(None, ""), kept, [], raw_of, timings, backend, {}, kind="timeline")
 
 
@@ -160,7 +190,7 @@ def _first_sentence(ev: Evidence, doc_id: str) -> SourceSentence | None:
     return next((s for s in ev.srcs if s.passage.doc.id == doc_id), None)
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     """A source sentence shown verbatim: in quotation marks unless it holds its own."""
     text = text.strip()
     return text if re.search(r"[“”\"]", text) else f"“{text}”"
@@ -212,6 +242,20 @@ def _attribution(p: Passage) -> str:
     if p.doc.outlet:
         return f"{p.doc.outlet}, {when}" if when else p.doc.outlet
     return f"A report of {when}" if when else "An undated report"
+
+
+def says_more(quote: str, sentence: str, question: str, short: str | None, ev: Evidence, longest: int = 400) -> bool:
+    """Whether a (short enough) quote states the answer and names something the sentence paraphrasing it left out."""
+    if not quote or len(quote) > longest or (short and not verify.names_answer(short, quote, question, ev.common)):
+        return False
+    names, nums, _ = verify.new_terms(quote, question + " " + sentence, ev.common)
+    have = verify.words_of(sentence)
+    return any(not verify.carries(n, have) for n in names) or bool(nums - verify.numbers(sentence))
+
+
+def _open_quotation(text: str) -> bool:
+    """A quotation opened in ``text`` and not closed there (“ without ”, or an odd number of straight quotes)."""
+    return text.count("“") > text.count("”") or text.count('"') % 2 == 1
 
 
 def _leave_out(
@@ -310,6 +354,11 @@ def _attach_marker(sentence: str) -> str:
 def abstained(question: str, passages: list[Passage], timings: dict, backend: str, reason: str | None = None) -> Answer:
     """"The sources do not answer", keeping the passages as related reading."""
     return Answer(question, ABSTAIN_TEXT, True, [], [], passages, timings, backend, abstain_reason=reason)
+
+
+def is_why(question: str) -> bool:
+    """A question that asks for reasons ("why", "what led to", "the reasons for")."""
+    return bool(_EXPLAIN.search(question))
 
 
 def is_aside(claim: str) -> bool:

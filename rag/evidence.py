@@ -70,6 +70,11 @@ class Evidence:
         j = i + 1
         return j if j < len(self.srcs) and self.srcs[j].passage.doc.id == self.srcs[i].passage.doc.id else None
 
+    def before(self, i: int) -> int | None:
+        """The sentence before source sentence ``i`` in its article, if the passages hold it."""
+        j = i - 1
+        return j if j >= 0 and self.srcs[j].passage.doc.id == self.srcs[i].passage.doc.id else None
+
     def context(self, limit: int) -> dict[str, list[Sentence]]:
         """The sentences most relevant to the question, grouped by article, in reading order.
 

@@ -55,8 +55,9 @@ class Settings:
     # abstention and verification
     min_relevance: float = 0.25  # best dense cosine below this: the sources are off-topic
     support_threshold: float = 0.5  # attribution score a quote needs to be considered for a sentence
-    min_about: float = 0.0  # how much of what the question asks the lead's quotes must speak of (verify.about_question)
-    min_confidence: float = 0.0  # the local model's probability for its short answer below which it abstains
+    # an answer stands when the aboutness of its lead's quotes (0..1) plus half the model's confidence in its
+    # short answer (0..1; 1 for a backend that gives no token probabilities) reaches this (answer.decide)
+    min_answer_score: float = 0.95
 
     # limits on input
     max_question_chars: int = 2000

@@ -123,6 +123,26 @@ def missing_terms(claim: str, question: str, quotes: list[SourceSentence], commo
     return [m for m in missing if m not in WEEKDAYS]
 
 
+def names_answer(short: str, text: str, question: str, common: frozenset[str]) -> bool:
+    """Whether ``text`` states the short answer: its names, numbers and most of its other words (those not in the question)."""
+    names, nums, words = new_terms(short, question, common)
+    have = words_of(text)
+    if any(not carries(n, have) for n in names) or nums - numbers(text):
+        return False
+    return not words or len(words & content_words(text)) / len(words) >= 0.5
+
+
+def short_unstated(short: str, question: str, quotes: list[SourceSentence], common: frozenset[str]) -> str | None:
+    """Why the quotes do not state the short answer, or None when they do (their articles' date, outlet and title count too)."""
+    if missing := missing_terms(short, question, quotes, common):
+        return f"names {', '.join(missing)}, which its quotes do not"
+    _, _, words = new_terms(short, question, common)
+    text = " ".join(q.sentence.text for q in quotes)
+    if words and len(words & content_words(text)) / len(words) < 0.5:
+        return "is not what its quotes say"
+    return None
+
+
 # nouns a name commonly describes ("Lebanese daily", "Hamas official"): the describing name must match the quote's
 _ROLE_NOUNS = (
     "daily|newspaper|paper|outlet|channel|broadcaster|agency|website|site|magazine|official|officials|leader|minister|president|"
@@ -239,11 +259,14 @@ class Aboutness:
         return 0.5 * self.words + 0.25 * self.context_words + 0.25 * self.names
 
 
-def about_question(question: str, quotes: list[SourceSentence], common: frozenset[str]) -> Aboutness:
-    """How far ``quotes`` are about what ``question`` asks, not just its topic."""
+def about_question(question: str, quotes: list[SourceSentence], common: frozenset[str], lead_in: str = "") -> Aboutness:
+    """How far ``quotes`` are about what ``question`` asks, not just its topic.
+
+    ``lead_in``: text read as part of the quotes (for a reason, the sentence before it, which names the event).
+    """
     q_names = name_tokens(question, common)
     q_words = content_words(question) - _QUESTION_WORDS
-    sent_text = " ".join(q.sentence.text for q in quotes)
+    sent_text = " ".join([lead_in] + [q.sentence.text for q in quotes]).strip()
     seen_passages = {id(q.passage): q.passage for q in quotes}
     ctx_text = " ".join([sent_text] + [f"{p.doc.title or ''} {p.chunk.text}" for p in seen_passages.values()])
     ctx_words = words_of(ctx_text)

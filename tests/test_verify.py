@@ -167,3 +167,20 @@ def test_quotes_come_from_the_generation_the_question_retrieved_from(tmp_path, c
     assert not answer.abstained
     for c in answer.citations:
         assert text[c.start : c.end] == c.quote
+
+
+def test_the_direct_answer_comes_first_even_when_the_sentence_does_not_name_it(beaches):
+    _, both = beaches
+    q = "Which US state is known as the Ocean State?"
+    a = _draft(both, q, "Answer: Rhode Island\nThe state is known as the Ocean State [1].")
+    assert not a.abstained and a.text.startswith("Rhode Island: The state is known as the Ocean State")
+
+
+def test_a_sentence_that_adds_what_no_source_says_is_replaced_by_the_quote_stating_its_answer(beaches):
+    _, both = beaches
+    q = "Which US state is known as the Ocean State?"
+    a = _draft(both, q, "Answer: Rhode Island\nRhode Island has been known as the Ocean State since 1896 [1].")
+    assert not a.abstained and "1896" not in a.text
+    assert a.text.startswith("Rhode Island: “Rhode Island, known as the Ocean State, opened its state beaches on Friday.”")
+    assert a.sentences[0].quoted and a.citations[0].source_file == "rhode.txt"
+    assert a.dropped and "1896" in a.dropped[0].text and "1896" in a.dropped[0].reason and "replaced by the quote" in a.dropped[0].reason

@@ -25,6 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ..compose import ABSTAIN_TEXT
 from ..eval import rank_metrics
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
@@ -234,18 +235,25 @@ _CHOICE_STOP = frozenset("a an the of and or in on at to for by with from as is 
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())}
 
 
-def choice_tokens(text: str) -> frozenset[str]:
-    """Stemmed words and numbers of a choice or an answer, for scoring (commas in numbers dropped, number words as digits)."""
+def choice_tokens(text: str, every_word: bool = False) -> frozenset[str]:
+    """Stemmed words and numbers of a choice or an answer, for scoring (commas in numbers dropped, number words as digits).
+
+    Single letters and common words are left out unless ``every_word``.
+    """
     from ..text import stemmer
 
-    words = [w.replace(",", "") for w in re.findall(r"\d+(?:[.,]\d+)*|[a-z]+", text.lower())]
-    words = [_NUMBER_WORDS.get(w, w) for w in words if (len(w) > 1 or w.isdigit()) and w not in _CHOICE_STOP]
+    words = [_NUMBER_WORDS.get(w, w) for w in (w.replace(",", "") for w in re.findall(r"\d+(?:[.,]\d+)*|[a-z]+", text.lower()))]
+    if not every_word:
+        words = [w for w in words if (len(w) > 1 or w.isdigit()) and w not in _CHOICE_STOP]
     return frozenset(stemmer().stemWords(words))
 
 
 def choice_recall(choice: str, text: str) -> float:
-    want = choice_tokens(choice)
-    return len(want & choice_tokens(text)) / len(want) if want else 0.0
+    """Share of the choice's words found in ``text`` (a choice made only of short or common words, "AT&T", on all of them)."""
+    want, every = choice_tokens(choice), False
+    if not want:
+        want, every = choice_tokens(choice, every_word=True), True
+    return len(want & choice_tokens(text, every)) / len(want) if want else 0.0
 
 
 def judge_open(text: str, choices: list[str], right: int) -> bool:
@@ -270,10 +278,16 @@ def occurs_in(choice: str, texts: list[str]) -> bool:
 
 
 def answer_open(index_dir: str, questions: list[dict], settings: Settings, progress: bool) -> dict:
-    """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers."""
+    """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers.
+
+    The questions are asked with the answer-score threshold lifted, and the configured threshold
+    (``settings.min_answer_score``) is applied to each answer's recorded score afterwards: the same
+    comparison ``RAG.ask`` makes last, so the verdicts are those of the configured setting, and
+    one run also gives the whole trade-off of right against wrong as the threshold moves.
+    """
     from ..api import RAG
 
-    rag = RAG.open(index_dir, settings)
+    rag = RAG.open(index_dir, settings.with_(min_answer_score=0.0))
     rag.warm()
     rag.ask("warm-up question about the news", as_of=questions[0]["date"] if questions else None)  # evaluates the fixed prompt prefix
     rows = []
@@ -281,6 +295,9 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
         a = rag.ask(q["question"], as_of=q["date"])
         right_choice = q["choices"][q["answer"]]
         right = not a.abstained and judge_open(a.text, q["choices"], q["answer"])
+        score = a.signals.get("score")
+        unlifted = "abstained" if a.abstained else ("right" if right else "wrong")
+        withheld = not a.abstained and score is not None and score < settings.min_answer_score
         rows.append(
             {
                 "id": q["id"],
@@ -290,8 +307,10 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "answer": q["answer"],
                 "answerable": q["answerable"],
                 "in_corpus": q["in_corpus"],
-                "verdict": "abstained" if a.abstained else ("right" if right else "wrong"),
-                "text": a.text,
+                "verdict": "abstained" if withheld else unlifted,
+                "verdict_any_score": unlifted,  # what the answer would be with no score threshold
+                "score": score,
+                "text": ABSTAIN_TEXT if withheld else a.text,
                 "draft_verdict": None if not a.draft else ("right" if judge_open(a.draft, q["choices"], q["answer"]) else "wrong"),
                 "draft": a.draft,
                 "confidence": a.confidence,
@@ -301,14 +320,14 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "signals": a.signals,
                 "dropped": [{"text": d.text, "reason": d.reason} for d in a.dropped],
                 "citations": [{"source_file": c.source_file, "date": c.date, "quote": c.quote} for c in a.citations],
-                "quotes_answer": right and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
+                "quotes_answer": right and not withheld and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
                 "in_front": occurs_in(right_choice, [p.chunk.text for p in a.passages]),
                 "in_context": occurs_in(right_choice, _context_sentences(q["question"], a, settings)),
                 "first_token_s": a.timings.get("first_token_s"),
                 "total_s": a.timings.get("total_s"),
             }
         )
-    return {"n_questions": len(rows), **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
+    return {"n_questions": len(rows), "min_answer_score": settings.min_answer_score, **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
 
 
 def _context_sentences(question: str, a, settings: Settings) -> list[str]:
@@ -351,19 +370,22 @@ def open_summary(rows: list[dict]) -> dict:
     }
 
 
-def tradeoff(rows: list[dict]) -> list[dict]:
-    """Right, abstained and wrong shares if answers below each confidence threshold were abstentions too."""
-    scored = [r for r in rows if r["verdict"] != "abstained" and r.get("confidence") is not None]
-    if not scored:
-        return []
-    n = len(rows)
-    base_abstained = sum(r["verdict"] == "abstained" for r in rows)
+def tradeoff(rows: list[dict], thresholds: tuple[float, ...] = (0.0, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2)) -> list[dict]:
+    """Right, abstained and wrong shares (all questions, those answerable from the pages, the others) at each answer-score threshold."""
     out = []
-    for t in sorted({0.0, *(round(r["confidence"], 3) for r in scored)}):
-        kept = [r for r in scored if r["confidence"] >= t]
-        right = sum(r["verdict"] == "right" for r in kept) / n
-        wrong = sum(r["verdict"] == "wrong" for r in kept) / n
-        out.append({"threshold": t, "right": right, "wrong": wrong, "abstained": (base_abstained + len(scored) - len(kept)) / n})
+    for t in thresholds:
+        verdicts = [
+            (r["answerable"], "abstained" if r["verdict_any_score"] != "abstained" and r["score"] is not None and r["score"] < t else r["verdict_any_score"])
+            for r in rows
+            if "verdict_any_score" in r
+        ]
+        if not verdicts:
+            return []
+        point: dict = {"threshold": t}
+        for group, vs in (("", verdicts), ("answerable_", [v for v in verdicts if v[0]]), ("not_answerable_", [v for v in verdicts if not v[0]])):
+            for v in ("right", "abstained", "wrong"):
+                point[group + v] = sum(x == v for _, x in vs) / len(vs) if vs else None
+        out.append(point)
     return out
 
 
@@ -569,6 +591,21 @@ def open_markdown(o: dict) -> list[str]:
         f"Latency: first token p50 {'n/a' if first is None else f'{first:.2f} s'}, answer p50 "
         f"{'n/a' if total is None else f'{total:.2f} s'}, p95 {'n/a' if p95 is None else f'{p95:.2f} s'}; peak memory {o['peak_rss_mb']:.0f} MB.",
     ]
+    if o.get("tradeoff"):
+        lines += [
+            "",
+            "An answer stands when its score (the aboutness of its lead's quotes plus half the model's confidence) reaches the "
+            f"threshold (configured: {o['min_answer_score']:.2f}, marked ◀); moving it trades right answers against wrong ones:",
+            "",
+            "| threshold | right | abstained | wrong | right − wrong | answerable: right / abstained | not answerable: abstained |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in o["tradeoff"]:
+            mark = " ◀" if abs(c["threshold"] - o["min_answer_score"]) < 1e-9 else ""
+            lines.append(
+                f"| {c['threshold']:.2f}{mark} | {pct(c['right'])} | {pct(c['abstained'])} | {pct(c['wrong'])} | {pct(c['right'] - c['wrong'])} | "
+                f"{pct(c['answerable_right'])} / {pct(c['answerable_abstained'])} | {pct(c['not_answerable_abstained'])} |"
+            )
     return lines
 
 
