@@ -293,9 +293,14 @@ def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settin
 
 
 def quote_stating(short: str, question: str, ev: Evidence) -> int | None:
-    """The most relevant source sentence that states the short answer, if any (the decision then weighs it as any lead)."""
+    """The most relevant source sentence that states the short answer and itself speaks of at least half of what was asked.
+
+    Such a quote stands alone as the answer, so naming the answer is not enough: "According to
+    As-Safir, a series of meetings ..." names the paper but does not say it reported the funding.
+    """
     for j in np.argsort(-ev.relevance):
-        if verify.names_answer(short, ev.srcs[int(j)].sentence.text, question, ev.common):
+        src = ev.srcs[int(j)]
+        if verify.names_answer(short, src.sentence.text, question, ev.common) and verify.about_question(question, [src], ev.common).words >= 0.5:
             return int(j)
     return None
 

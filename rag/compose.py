@@ -94,7 +94,10 @@ def compose(
         if i == lead_i:
             continue
         reason = "restates the question without answering it" if i < lead_i and restates(question, claim, ev.common) else None
-        reason = reason or _leave_out(question, asked_years, claim, chk, stated, ev, lead_about)
+        # a reason stated right after a quote already in the answer is read with it: that quote names the event
+        prev = ev.before(min(chk.sources)) if chk.sources and is_why(question) else None
+        lead_in = ev.srcs[prev].sentence.text if prev is not None and prev in cited else ""
+        reason = reason or _leave_out(question, asked_years, claim, chk, stated, ev, lead_about, lead_in)
         if reason:
             dropped.append(Dropped(claim, reason))
             continue
@@ -102,14 +105,19 @@ def compose(
         stated |= content_words(claim)
         cited |= set(chk.sources)
     # a quotation that runs on past the lead's quote is quoted whole (at most two more sentences)
-    last = max(checks[lead_i].sources)
-    for _ in range(2):
-        if not _open_quotation(" ".join(ev.srcs[j].sentence.text for j in sorted(cited))) or (nxt := ev.next_in_article(last)) is None:
+    last, added = max(checks[lead_i].sources), 0
+    while added < 2 and _open_quotation(" ".join(ev.srcs[j].sentence.text for j in sorted(cited))):
+        if (nxt := ev.next_in_article(last)) is None:
             break
-        kept.insert(1 + sum(1 for k in kept[1:] if k[2] and k[1].sources and k[1].sources[0] < nxt), (quoted(ev.srcs[nxt].sentence.text), verify.Check(True, [nxt], 1.0), True))
+        last = nxt
+        if nxt in cited:
+            continue  # already in the answer
+        added += 1
+        doc = ev.srcs[nxt].passage.doc.id
+        at = max([1] + [p + 1 for p, k in enumerate(kept) if any(ev.srcs[j].passage.doc.id == doc and j < nxt for j in k[1].sources)])
+        kept.insert(at, (quoted(ev.srcs[nxt].sentence.text), verify.Check(True, [nxt], 1.0), True))
         cited.add(nxt)
         stated |= content_words(ev.srcs[nxt].sentence.text)
-        last = nxt
     # a why question gets every reason the best evidence states: one the model left out is quoted
     if _EXPLAIN.search(question):
         # the best evidence, and the sentence after each quote already cited (one reason often leads to the next)
@@ -259,7 +267,7 @@ def _open_quotation(text: str) -> bool:
 
 
 def _leave_out(
-    question: str, asked_years: set[str], claim: str, chk: verify.Check, stated: set[str], ev: Evidence, lead_about: float
+    question: str, asked_years: set[str], claim: str, chk: verify.Check, stated: set[str], ev: Evidence, lead_about: float, lead_in: str = ""
 ) -> str | None:
     """Why a sentence after the lead should not be in the answer, or None to keep it."""
     if _ASIDE.match(claim):
@@ -272,7 +280,7 @@ def _leave_out(
     new = content_words(claim) - stated
     if len(new) < 2:
         return "repeats what the answer already says"
-    about = verify.about_question(question, [ev.srcs[j] for j in chk.sources], ev.common)
+    about = verify.about_question(question, [ev.srcs[j] for j in chk.sources], ev.common, lead_in)
     if not about.years:
         return "about another year than the question asks"
     if about.score < 0.75 * lead_about:

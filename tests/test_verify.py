@@ -173,7 +173,9 @@ def test_the_direct_answer_comes_first_even_when_the_sentence_does_not_name_it(b
     _, both = beaches
     q = "Which US state is known as the Ocean State?"
     a = _draft(both, q, "Answer: Rhode Island\nThe state is known as the Ocean State [1].")
-    assert not a.abstained and a.text.startswith("Rhode Island: The state is known as the Ocean State")
+    # the sentence does not name the answer; its quote does, and says more: the answer leads, then the quote
+    assert not a.abstained and a.text.startswith("Rhode Island: “Rhode Island, known as the Ocean State")
+    assert [d.reason for d in a.dropped] == ["its quote says more; shown instead"]
 
 
 def test_a_sentence_that_adds_what_no_source_says_is_replaced_by_the_quote_stating_its_answer(beaches):
