@@ -144,8 +144,9 @@ def run(
     settings: Settings,
     timings: dict[str, float],
     t0: float,
+    as_of: str | None = None,
 ) -> Iterator[str | Answer]:
-    """Yield the draft's text as it is generated, then the verified :class:`Answer` last."""
+    """Yield the draft's text as it is generated, then the verified :class:`Answer` last (``as_of``: the question's date)."""
     backend = settings.llm
     why = off_topic(question, passages, settings.min_relevance)
     if why:
@@ -153,7 +154,7 @@ def run(
         yield abstained(question, passages, timings, backend, why)
         return
     t = time.perf_counter()
-    ev = Evidence.build(question, passages)
+    ev = Evidence.build(question, passages, as_of)
     timings["context_s"] = time.perf_counter() - t
     if is_timeline(question):
         # a dated list of what the sources report, one entry per year, in time order: quoted, so
@@ -283,6 +284,8 @@ def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settin
     signals.update(about_names=about.names, about_words=about.words, about_context=about.context_words, about=about.score, score=score)
     if not about.years:
         return "the quotes are not from the year the question asks about"
+    if late := verify.stale(question, [ev.srcs[j] for j in lead.sources], ev.as_of):
+        return late
     if score < settings.min_answer_score:
         return (
             f"the evidence is too weak (its quotes speak of {about.score:.0%} of what was asked"

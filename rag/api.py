@@ -129,7 +129,7 @@ class RAG:
         else:
             passages = retriever.retrieve(question, settings.top_k, as_of=as_of)
         timings["retrieval_s"] = time.perf_counter() - t0
-        yield from ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0)
+        yield from ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of)
 
     def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides) -> str:
         """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""

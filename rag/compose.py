@@ -228,8 +228,8 @@ def rival_reports(question: str, ev: Evidence, lead: verify.Check, short: str | 
         if doc in lead_docs or any(doc in q.passage.also_reported_by for q in lead_quotes) or float(ev.vecs[i] @ lead_vec) < 0.55:
             continue
         about = verify.about_question(question, [s], ev.common)
-        if not about.years or about.score < 0.8 * lead_about:
-            continue
+        if not about.years or about.score < 0.8 * lead_about or verify.stale(question, [s], ev.as_of):
+            continue  # another subject, another year, or a report from before the days asked about
         if _WHEN.search(question):
             differs = bool(s.passage.doc.date) and s.passage.doc.date[:7] not in lead_month
         else:

@@ -57,14 +57,15 @@ class Evidence:
     relevance: np.ndarray
     numbers: dict[str, int]  # article id -> its source number in the prompt
     common: frozenset[str]  # words the sources use in lower case: a capitalised one at a sentence start is no name
+    as_of: str | None = None  # the question's date (YYYY-MM-DD), when known
 
     @classmethod
-    def build(cls, question: str, passages: list[Passage]) -> Evidence:
+    def build(cls, question: str, passages: list[Passage], as_of: str | None = None) -> Evidence:
         srcs = source_sentences(passages)
         vecs = embedding.embed([question] + [s.sentence.text for s in srcs])
         qvec, svecs = vecs[0], vecs[1:]
         common = frozenset(w for s in srcs for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]+", s.sentence.text))
-        return cls(question, passages, srcs, qvec, svecs, _relevance(question, srcs, qvec, svecs), number_articles(passages), common)
+        return cls(question, passages, srcs, qvec, svecs, _relevance(question, srcs, qvec, svecs), number_articles(passages), common, as_of)
 
     def next_in_article(self, i: int) -> int | None:
         j = i + 1

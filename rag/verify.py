@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .text import WEEKDAYS, content_words, date_words, name_tokens, numbers, same_word, stopwords, years
+from .text import WEEKDAYS, as_date, content_words, date_words, human_date, name_tokens, numbers, same_word, stopwords, years
 from .types import Passage, SourceSentence
 
 # words of a question that say what kind of answer it wants, not what it is about
@@ -275,3 +275,28 @@ def about_question(question: str, quotes: list[SourceSentence], common: frozense
     context = len(q_words & content_words(ctx_text)) / len(q_words) if q_words else 1.0
     dated = years(ctx_text) | {p.doc.date[:4] for p in seen_passages.values() if p.doc.date}
     return Aboutness(names, words, context, years(question) <= dated)
+
+
+# A question about what is happening now: "this week", "recently", "on Tuesday", "yesterday".
+_RECENT = re.compile(
+    r"\b(this|last|past) (week|weekend|month)\b|\brecent(ly)?\b|\b(today|yesterday|tonight)\b|\b(on|last|this) (mon|tues|wednes|thurs|fri|satur|sun)day\b",
+    re.I,
+)
+RECENT_DAYS = 31  # "recently" read generously: a report a month older than the question tells of something else
+
+
+def stale(question: str, quotes: list[SourceSentence], as_of: str | None) -> str | None:
+    """Why dated quotes cannot answer a question about what happened "this week", or None.
+
+    With the question's date known, every quote must come from a report published in the month
+    before it (or that day): a 2021 report of an earthquake does not say which country an
+    earthquake hit this week, however exactly it matches the question's words.
+    """
+    asked = as_date(as_of)
+    if asked is None or not _RECENT.search(question):
+        return None
+    dated = [d for q in quotes if (d := as_date(q.passage.doc.date))]
+    if not dated or any(-1 <= (asked - d).days <= RECENT_DAYS for d in dated):  # a day after: time zones
+        return None
+    newest = max(dated)
+    return f"the question asks about the days before {human_date(as_of)}, and its quotes are from a report of {human_date(newest.isoformat())}"

@@ -88,6 +88,15 @@ def test_the_question_date_picks_that_weeks_report(two_seasons):
     assert two_seasons.retrieve(q, top_k=1, as_of="2021-06-12")[0].doc.id == "a.txt"
 
 
+def test_a_this_week_question_is_not_answered_from_a_report_a_year_old(two_seasons):
+    q = "Which team won the national basketball championship this week?"
+    fresh = two_seasons.ask(q, as_of="2022-06-18", llm="extractive")
+    assert not fresh.abstained and "Herons" in fresh.text and fresh.citations[0].date == "2022-06-16"
+    # a year later the same question finds the same reports, but neither tells of that week
+    late = two_seasons.ask(q, as_of="2023-06-17", llm="extractive")
+    assert late.abstained and "16 June 2022" in late.abstain_reason
+
+
 def test_a_bad_question_date_is_a_clear_error(seed_index):
     p = rag_cmd("ask", Q2012, "--llm", "extractive", "--as-of", "June 2014", "--index", str(seed_index))
     assert p.returncode != 0 and "as_of must be an ISO date" in p.stderr and "Traceback" not in p.stderr
