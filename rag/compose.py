@@ -30,9 +30,6 @@ _ASIDE = re.compile(
 
 _EXPLAIN = re.compile(r"^\s*why\b|\b(reasons?|explain|what (led|caused|prompted))\b", re.I)
 
-# Text that addresses the model rather than the reader: never news, never context or evidence.
-
-
 _SINGLE_VALUE = re.compile(r"^\s*(who|whom|which|when|since when|where|what (year|date|day|month|country|city|paper|newspaper)|how (many|much))\b", re.I)
 
 

@@ -160,7 +160,6 @@ MONTH_NUM = {
 DATE_MDY = re.compile(rf"\b({_MONTHS_RX})\.? (\d{{1,2}}),? (\d{{4}})\b")
 DATE_DMY = re.compile(rf"\b(\d{{1,2}}) ({_MONTHS_RX}),? (\d{{4}})\b")
 DATE_ISO = re.compile(r"\b(\d{4})[-/](\d{2})[-/](\d{2})(?!\d)")
-MONTHS_RX = _MONTHS_RX
 
 
 def parse_date(text: str) -> str | None:
