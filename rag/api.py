@@ -16,6 +16,7 @@ from .settings import Settings
 from .types import Answer, Passage, RagError
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_UNDECODED = re.compile(r"[\ud800-\udfff]")
 
 
 class RAG:
@@ -59,6 +60,9 @@ class RAG:
         """The question cleaned of control characters; raises RagError if empty or too long."""
         if not isinstance(question, str):
             raise RagError("the question must be text")
+        bad = _UNDECODED.search(question)
+        if bad:  # bytes that were not UTF-8 reach Python as lone surrogates (surrogateescape)
+            raise RagError(f"the question is not valid UTF-8 text (at character {bad.start() + 1}): retype it or set the terminal to UTF-8")
         q = _CONTROL.sub(" ", question).strip()
         if not q:
             raise RagError("the question is empty: type a question about the articles")
@@ -72,6 +76,8 @@ class RAG:
         ``as_of`` (YYYY-MM-DD): the date the question is asked as of; articles published in the
         days before it rank higher, later ones lower.
         """
+        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+            raise RagError(f"top_k is {top_k!r}: it must be a whole number of at least 1")
         return self.retriever.retrieve(self.check_question(question), top_k, as_of=as_of)
 
     def llm(self, settings: Settings):

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 import warnings
 
 from .settings import Settings
@@ -15,13 +16,35 @@ from .types import RagError
 warnings.filterwarnings("ignore")
 
 
+def _positive_int(value: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
+
+
+# Categories a terminal does not show as themselves: controls (newline, escape), format characters
+# (right-to-left overrides, zero-width), separators, unassigned. Written here because no library
+# escapes just these; repr() would also quote and escape the quotes and backslashes of a file name.
+_UNSEEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def shown(text: str) -> str:
+    """``text`` with characters that could reorder or fake terminal output written as escapes (\\n, \\u202e)."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _UNSEEN else c for c in text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", dest="index_dir", default=None, help="index folder (default: $RAG_INDEX_DIR or index/)")
 
 
 def _answering(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", choices=["local", "openai", "extractive"], default=None, help="answer backend (default: local)")
-    p.add_argument("--top-k", type=int, default=None, help="passages to retrieve (default: 5)")
+    p.add_argument("--top-k", type=_positive_int, default=None, help="passages to retrieve, at least 1 (default: 5)")
     p.add_argument("--model", dest="local_model", default=None, help="local model: qwen (default), smollm, or a .gguf path")
     p.add_argument("--base-url", dest="openai_base_url", default=None, help="OpenAI-compatible endpoint (or $OPENAI_BASE_URL)")
     p.add_argument("--api-key", dest="openai_api_key", default=None, help="API key (or $OPENAI_API_KEY)")
@@ -37,11 +60,13 @@ def parser() -> argparse.ArgumentParser:
         help="index articles (.txt, .md, .html); only what changed is embedded",
         description="rag index [PATH...] mirrors the given files and folders (same as `rag index sync`); "
         "`rag index add PATH...` adds or refreshes articles and keeps the rest; `rag index remove DOC...` drops "
-        "documents by file name.",
+        "documents by file name. A sync refuses, changing nothing, when a path does not exist or when it would "
+        "remove more than half of the indexed articles (use `rag index remove` or --allow-remove for that).",
     )
     _common(p)
     p.add_argument("paths", nargs="*", metavar="[add|remove|sync] PATH", help="files or folders (default: the sources of the last build)")
-    p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch")
+    p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch (from the last sources)")
+    p.add_argument("--allow-remove", action="store_true", help="let a sync remove more than half of the indexed articles")
 
     p = sub.add_parser("ask", help="answer a question with verified citations")
     _common(p)
@@ -92,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except RagError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {shown(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -119,9 +144,11 @@ def _run(args) -> int:
         if verb in ("add", "remove") and not paths:
             raise RagError(f"`rag index {verb}` needs at least one {'path' if verb == 'add' else 'document name'}")
         kwargs = {"add": {"add": paths}, "remove": {"remove": paths}, "sync": {"sync": paths or None}}[verb]
-        report = update(settings.index_dir, settings, rebuild=args.rebuild, progress=sys.stderr.isatty(), **kwargs)
+        report = update(
+            settings.index_dir, settings, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=sys.stderr.isatty(), **kwargs
+        )
         for e in report.errors:
-            print(f"error: skipped {e}", file=sys.stderr)
+            print(f"error: skipped {shown(e)}", file=sys.stderr)
         print(f"index {settings.index_dir}/: {report.summary()}")
         return 1 if report.errors else 0
     if args.cmd == "list":
@@ -132,8 +159,11 @@ def _run(args) -> int:
         for c in idx.chunks:
             counts[c.doc_id] += 1
         for d in sorted(idx.docs.values(), key=lambda d: (d.date or "", d.id)):
-            dup = f"  (same report as {d.duplicate_of})" if d.duplicate_of else ""
-            print(f"{d.date or '????-??-??':10}  {d.outlet or '-':22.22}  {counts[d.id]:3d} chunks  {d.id}  {d.title or ''}{dup}")
+            dup = f"  (same report as {shown(d.duplicate_of)})" if d.duplicate_of else ""
+            print(
+                f"{shown(d.date or '????-??-??'):10}  {shown(d.outlet or '-'):22.22}  {counts[d.id]:3d} chunks  "
+                f"{shown(d.id)}  {shown(d.title or '')}{dup}"
+            )
         return 0
     if args.cmd == "bench":
         from .bench import run

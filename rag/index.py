@@ -5,6 +5,7 @@ Layout of an index folder::
     index/
       CURRENT          name of the live generation, replaced atomically
       gen-000007/      manifest.json, documents.json, chunks.jsonl, raw.jsonl, vectors.faiss, dense_ids.npy, bm25/
+      sources.json     the files and folders of the last build that indexed something, replaced atomically
       .lock            held by the one writer
 
 A write builds a complete new generation beside the live one and then swaps ``CURRENT``
@@ -17,6 +18,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -35,6 +37,8 @@ from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
 
 FORMAT_VERSION = 3
+SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
+_GEN_NAME = re.compile(r"gen-\d{6,}")
 
 
 def embed_text(chunk: Chunk, doc: Document) -> str:
@@ -100,47 +104,49 @@ class Index:
         import faiss
 
         root = Path(root)
-        cur = root / "CURRENT"
-        if not cur.is_file():
-            raise RagError(f"no index at {root}/: build one with `rag index seeds/`")
-        gen = root / cur.read_text().strip()
+        gen = root / _current_name(root)
+        fix = _rebuild_hint(root)
+        part = gen / "manifest.json"  # the file being read, named when it turns out damaged
         try:
-            manifest = json.loads((gen / "manifest.json").read_text())
+            manifest = json.loads(part.read_text(encoding="utf-8"))
             if manifest.get("format_version") != FORMAT_VERSION:
-                raise RagError(
-                    f"index at {root}/ has format {manifest.get('format_version')}, this version reads {FORMAT_VERSION}: "
-                    "run `rag index --rebuild`"
-                )
+                raise RagError(f"index at {root}/ has format {manifest.get('format_version')}, this version reads {FORMAT_VERSION}: {fix}")
+            part = gen / "documents.json"
             docs = {
                 d["id"]: Document(**{**d, "segments": [tuple(s) for s in d["segments"]]})
-                for d in json.loads((gen / "documents.json").read_text())
+                for d in json.loads(part.read_text(encoding="utf-8"))
             }
+            part = gen / "chunks.jsonl"
             chunks = []
-            with open(gen / "chunks.jsonl", encoding="utf-8") as f:
+            with open(part, encoding="utf-8") as f:
                 for line in f:
                     c = json.loads(line)
                     c["sentences"] = [Sentence(**s) for s in c["sentences"]]
                     chunks.append(Chunk(**c))
-            vectors = faiss.read_index(str(gen / "vectors.faiss"))
-            dense_ids = np.load(gen / "dense_ids.npy")
+            part = gen / "vectors.faiss"
+            vectors = faiss.read_index(str(part))
+            part = gen / "dense_ids.npy"
+            dense_ids = np.load(part)
+            part = gen / "raw.jsonl"
             raw: dict[str, str] = {}
-            with open(gen / "raw.jsonl", encoding="utf-8") as f:
+            with open(part, encoding="utf-8") as f:
                 for line in f:
                     d = json.loads(line)
                     raw[d["id"]] = d["raw"]
-            bm25 = bm25s.BM25.load(str(gen / "bm25")) if chunks else None
+            part = gen / "bm25"
+            bm25 = bm25s.BM25.load(str(part)) if chunks else None
         except RagError:
             raise
         except Exception as exc:  # any unreadable or truncated file
-            raise RagError(f"index at {root}/ is corrupt ({type(exc).__name__}: {exc}); rebuild it with `rag index --rebuild`") from exc
+            raise RagError(f"index file {part} is corrupt ({type(exc).__name__}: {exc}); {fix}") from exc
         if (
             vectors.ntotal != len(dense_ids)
             or manifest.get("n_chunks") != len(chunks)
             or (len(dense_ids) and int(dense_ids.max()) >= len(chunks))
         ):
-            raise RagError(f"index at {root}/ is corrupt (vectors and chunks disagree); rebuild it with `rag index --rebuild`")
+            raise RagError(f"index at {gen}/ is corrupt (vectors.faiss, dense_ids.npy and chunks.jsonl disagree); {fix}")
         if set(raw) != set(docs):
-            raise RagError(f"index at {root}/ is corrupt (article texts missing); rebuild it with `rag index --rebuild`")
+            raise RagError(f"index at {gen}/ is corrupt (raw.jsonl lacks article texts); {fix}")
         return cls(root, gen, manifest, docs, chunks, vectors, dense_ids, bm25, raw)
 
     def raw(self, doc_id: str) -> str:
@@ -157,12 +163,100 @@ class Index:
         return self.vectors.reconstruct_n(0, n) if n else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
 
 
+# ---------------------------------------------------------------- reading the layout
+def _rebuild_hint(root: Path) -> str:
+    return f"rebuild it with `rag index --rebuild --index {root}`"
+
+
+def _not_a_folder(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise RagError(f"{root} is a file, not an index folder: give --index a folder (it is created if missing)")
+
+
+def _current_name(root: Path) -> str:
+    """The live generation's name from ``CURRENT``; raises RagError naming the file when it is missing or damaged."""
+    _not_a_folder(root)
+    cur = root / "CURRENT"
+    if not cur.is_file():
+        if any(root.glob("gen-*")):
+            raise RagError(f"{cur} is missing; {_rebuild_hint(root)}")
+        raise RagError(f"no index at {root}/: build one with `rag index seeds/`")
+    try:
+        name = cur.read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RagError(f"{cur} is unreadable ({exc}); {_rebuild_hint(root)}") from exc
+    # a name that is not a generation here (garbage, or a path such as ../x) is never followed
+    if not _GEN_NAME.fullmatch(name) or not (root / name).is_dir():
+        raise RagError(f"{cur} does not name a generation of this index ({name[:40]!r}); {_rebuild_hint(root)}")
+    return name
+
+
+def _current_or_none(root: Path) -> str | None:
+    try:
+        return _current_name(root)
+    except RagError:
+        return None
+
+
+def _read_manifest(gen: Path) -> dict:
+    """A generation's manifest, or {} when it is unreadable."""
+    try:
+        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _recorded_manifest(root: Path) -> dict:
+    """The live manifest, read leniently so a damaged or older index can still be rebuilt."""
+    name = _current_or_none(root)
+    return _read_manifest(root / name) if name else {}
+
+
+def _recorded_format(root: Path) -> int | None:
+    return _recorded_manifest(root).get("format_version")
+
+
+def _generations(root: Path) -> list[Path]:
+    """The index's generation folders, newest first."""
+    gens = [g for g in root.glob("gen-*") if _GEN_NAME.fullmatch(g.name) and g.is_dir()]
+    return sorted(gens, key=lambda g: int(g.name[4:]), reverse=True)
+
+
+def _recorded_sources(root: Path) -> list[str]:
+    """The sources of the last build that indexed something: ``sources.json``, else the newest readable manifest."""
+    try:
+        data = json.loads((root / SOURCES_FILE).read_text(encoding="utf-8"))
+        if isinstance(data, list) and data and all(isinstance(p, str) for p in data):
+            return data
+    except (OSError, ValueError):
+        pass
+    current = _current_or_none(root)
+    gens = ([root / current] if current else []) + _generations(root)
+    for gen in gens:
+        sources = _read_manifest(gen).get("sources")
+        if isinstance(sources, list) and sources and all(isinstance(p, str) for p in sources):
+            return sources
+    return []
+
+
+def _recorded_ids(root: Path) -> set[str]:
+    """The document ids of the live index, read leniently (for a rebuild, which does not open it)."""
+    docs = _recorded_manifest(root).get("documents")
+    return set(docs) if isinstance(docs, dict) else set()
+
+
 # ---------------------------------------------------------------- writing
 @contextmanager
 def writer_lock(root: Path):
     """Hold the index's write lock; a second writer gets a clear error instead of waiting forever."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as f:
+    _not_a_folder(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        f = open(root / ".lock", "w")
+    except OSError as exc:
+        raise RagError(f"cannot write to the index folder {root}/ ({exc.strerror}): choose a writable folder with --index") from exc
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
@@ -188,13 +282,16 @@ def build(
     settings: Settings | None = None,
     rebuild: bool = False,
     progress: bool = False,
+    allow_remove: bool = False,
 ) -> UpdateReport:
     """Sync: make the index at ``root`` mirror the articles under ``paths``, embedding only what changed.
 
     With ``paths`` None the sources recorded by the last build are used. Files that cannot be
     read are reported in ``errors`` and, if an earlier version was indexed, that version is kept.
+    A missing path, or dropping more than half of the indexed articles without ``allow_remove``,
+    raises RagError and changes nothing.
     """
-    return update(root, settings, sync=paths, rebuild=rebuild, progress=progress)
+    return update(root, settings, sync=paths, rebuild=rebuild, allow_remove=allow_remove, progress=progress)
 
 
 def add(root: str | Path, paths: Iterable[str | Path], settings: Settings | None = None, progress: bool = False) -> UpdateReport:
@@ -215,20 +312,27 @@ def update(
     add: Iterable[str | Path] | None = None,
     remove: Iterable[str] | None = None,
     rebuild: bool = False,
+    allow_remove: bool = False,
     progress: bool = False,
 ) -> UpdateReport:
-    """The one write path behind sync, add and remove: publish a new generation atomically."""
+    """The one write path behind sync, add and remove: publish a new generation atomically.
+
+    A sync (or rebuild) refuses, changing nothing, when a given path does not exist or when it
+    would drop more than half of the indexed articles, unless ``allow_remove``: a mistyped
+    folder must not empty the index.
+    """
     settings = settings or Settings.from_env()
     root = Path(root)
     t0 = time.perf_counter()
     with writer_lock(root):
         old: Index | None = None
-        if (root / "CURRENT").exists() and not rebuild and _recorded_format(root) == FORMAT_VERSION:
+        if not rebuild and _recorded_format(root) == FORMAT_VERSION:
             old = Index.open(root)  # another format is simply rebuilt; a corrupt index raises
             if {k: old.manifest.get(k) for k in ("embedder", "precision", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
         old_docs = old.docs if old else {}
-        sources: list[str] = list((old.manifest if old else _recorded_manifest(root)).get("sources") or [])
+        recorded = _recorded_sources(root)
+        sources = list(recorded)
         report = UpdateReport()
         if remove is not None:
             unknown = sorted(set(remove) - set(old_docs))
@@ -236,26 +340,30 @@ def update(
                 raise RagError(f"not in the index: {', '.join(unknown)} (`rag list` shows what is)")
             new_docs = {k: v for k, v in old_docs.items() if k not in set(remove)}
         else:
-            paths = add if add is not None else sync if sync is not None else sources
-            if not paths:
+            given = add if add is not None else sync if sync is not None else recorded
+            if not given:
                 raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
-            paths = [str(Path(p).resolve()) for p in paths]
-            n_files = len(iter_article_files(paths)[0])
+            paths = [str(Path(p).resolve()) for p in given]
+            if add is None:
+                _refuse_missing(paths, named=sync is not None)
+            listed = {p: iter_article_files([p])[0] for p in paths}
+            n_files = sum(map(len, listed.values()))
             if n_files > settings.max_files_per_add:
                 raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
             loaded = load_documents(paths, settings.max_file_bytes, mark=False)  # marked below, with the kept ones
-            report.errors = loaded.errors
+            new_docs = {d.id: d for d in loaded.documents}
             if add is not None:
-                new_docs = {**old_docs, **{d.id: d for d in loaded.documents}}
-                sources += [p for p in paths if p not in sources]
+                new_docs = {**old_docs, **new_docs}
+                kept: list[str] = []
             else:
-                new_docs = {d.id: d for d in loaded.documents}
-                sources = paths
-                # keep the indexed version of a file that exists but could not be read now
-                failed = {e.split(":", 1)[0] for e in loaded.errors}
-                for doc_id, d in old_docs.items():
-                    if doc_id not in new_docs and doc_id in failed and Path(d.path).exists():
-                        new_docs[doc_id] = d
+                kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files})
+                if not allow_remove:
+                    _refuse_mass_removal(set(old_docs) or _recorded_ids(root), set(new_docs))
+            report.errors = _note_kept(loaded.errors, kept)
+            # only a path something was indexed from is remembered: `rag index` and --rebuild reuse them
+            indexed = [p for p in paths if any(f.name in new_docs for f in listed[p])]
+            if indexed:
+                sources = [*sources, *(p for p in indexed if p not in sources)] if add is not None else indexed
 
         cache: dict[str, np.ndarray] = {}
         old_by_doc: dict[str, list[int]] = {}
@@ -274,9 +382,9 @@ def update(
         for doc_id in sorted(new_docs):
             d = new_docs[doc_id]
             prev = old_docs.get(doc_id)
-            if prev is not None and prev.content_hash == d.content_hash and doc_id in old_by_doc:
+            if prev is not None and prev.content_hash == d.content_hash and (doc_id in old_by_doc or d is prev):
                 report.unchanged.append(doc_id)
-                doc_chunks = [old.chunks[i] for i in old_by_doc[doc_id]]
+                doc_chunks = [old.chunks[i] for i in old_by_doc.get(doc_id, [])]
                 raws[doc_id] = old.raw(doc_id)
             else:
                 (report.updated if prev is not None else report.added).append(doc_id)
@@ -293,6 +401,8 @@ def update(
             and old.manifest.get("dense_chunks_per_article") == limit
             and all(asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs)
         ):
+            if sources:  # the same articles may come from a new place, or an older index has no sources.json yet
+                _save_sources(root, sources)
             report.seconds = time.perf_counter() - t0
             return report  # nothing changed: no new generation
 
@@ -327,28 +437,85 @@ def update(
             },
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
+        try:
+            _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
+            if sources:
+                _save_sources(root, sources)
+        except OSError as exc:  # a full disk or a folder made read-only: the live generation is untouched
+            raise RagError(f"cannot write the index at {root}/ ({exc.strerror or exc}); nothing changed: free space or fix its permissions") from exc
         report.seconds = time.perf_counter() - t0
         return report
+
+
+def _refuse_missing(paths: list[str], named: bool) -> None:
+    """A sync to a path that does not exist would drop everything indexed from it: refuse instead."""
+    missing = [p for p in paths if not os.path.exists(p)]
+    if not missing:
+        return
+    if named:
+        raise RagError(f"{missing[0]}: no such file or folder; nothing changed (check the path)")
+    raise RagError(
+        f"{missing[0]}: the folder of the last build no longer exists; nothing changed: name the folders, e.g. `rag index FOLDER`"
+    )
+
+
+def _refuse_mass_removal(before: set[str], after: set[str], share: float = 0.5) -> None:
+    """Refuse a sync that would drop more than ``share`` of the indexed articles (a typo, a wrong folder)."""
+    gone = sorted(before - after)
+    if not before or len(gone) <= share * len(before):
+        return
+    shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+    raise RagError(
+        f"this would remove {len(gone)} of the {len(before)} indexed articles ({shown}); nothing changed: "
+        "to drop them on purpose use `rag index remove DOC...` or repeat with --allow-remove"
+    )
+
+
+def _keep_unloadable(old_docs: dict[str, Document], new_docs: dict[str, Document], listed: set[str]) -> list[str]:
+    """Put back the indexed version of each file that is still there but failed to load this time."""
+    kept = sorted(doc_id for doc_id in old_docs if doc_id not in new_docs and doc_id in listed)
+    for doc_id in kept:
+        new_docs[doc_id] = old_docs[doc_id]
+    return kept
+
+
+def _note_kept(errors: list[str], kept: list[str]) -> list[str]:
+    """The load errors, each kept file's line saying that its last indexed version stays."""
+    errors = list(errors)
+    for doc_id in kept:
+        # a line about the file or its sidecar (the loader starts each line with the name it refused)
+        at = next((i for i, e in enumerate(errors) if e.startswith((f"{doc_id}:", f"{doc_id}.meta.json:"))), None)
+        if at is None:
+            errors.append(f"{doc_id}: could not be loaded; kept the last indexed version")
+        else:
+            errors[at] += "; kept the last indexed version"
+    return errors
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader or a crash sees the old content or the new, never half."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _save_sources(root: Path, sources: list[str]) -> None:
+    path = root / SOURCES_FILE
+    text = json.dumps(sources, indent=1, ensure_ascii=False)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, ValueError):
+        pass  # missing or damaged: written anew
+    _write_atomic(path, text)
 
 
 def fault_point(name: str) -> None:
     """Crash-test hook: ``RAG_FAULT=<name>`` kills the process here, as a power cut would."""
     if os.environ.get("RAG_FAULT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _recorded_manifest(root: Path) -> dict:
-    """The live manifest, read leniently so a damaged or older index can still be rebuilt."""
-    try:
-        gen = root / (root / "CURRENT").read_text().strip()
-        return json.loads((gen / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _recorded_format(root: Path) -> int | None:
-    return _recorded_manifest(root).get("format_version")
 
 
 def _write_generation(
@@ -365,9 +532,9 @@ def _write_generation(
     import faiss
 
     cur = root / "CURRENT"
-    prev = cur.read_text().strip() if cur.exists() else None
+    prev = _current_or_none(root)
     # past every generation on disk: one a killed writer published but never made current is an orphan
-    n = max([int(g.name.split("-")[1]) for g in root.glob("gen-*") if g.name.split("-")[1].isdigit()], default=0) + 1
+    n = max([int(g.name[4:]) for g in _generations(root)], default=0) + 1
     name = f"gen-{n:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -397,11 +564,7 @@ def _write_generation(
                 os.fsync(fh.fileno())
     os.replace(tmp, root / name)
     fault_point("before_swap")
-    tmp_cur = root / f".CURRENT.{os.getpid()}"
-    tmp_cur.write_text(name)
-    with open(tmp_cur, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp_cur, cur)
+    _write_atomic(cur, name)
     # older generations are garbage once CURRENT moved; keep the previous one for readers mid-open
     for old in sorted(root.glob("gen-*")):
         if old.name not in (name, prev):

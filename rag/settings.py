@@ -6,10 +6,23 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from .types import RagError
+
+_KINDS = {int: "whole number", float: "number", str: "text"}
+
 
 def _cache_dir() -> Path:
     base = os.environ.get("RAG_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "newsrag")
     return Path(base)
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    """An environment value as the type of its default; RagError naming the variable when it is not one."""
+    kind = type(default)
+    try:
+        return kind(raw.strip()) if kind is not str else raw
+    except ValueError as exc:
+        raise RagError(f"{name}={raw!r} is not a {_KINDS.get(kind, kind.__name__)} (default {default!r}): fix or unset it") from exc
 
 
 @dataclass(frozen=True)
@@ -74,17 +87,17 @@ class Settings:
             raw = os.environ.get(f"RAG_{f.name.upper()}")
             if raw is None:
                 continue
-            default = getattr(cls(), f.name)
-            try:
-                values[f.name] = type(default)(raw)
-            except ValueError as exc:
-                raise ValueError(f"RAG_{f.name.upper()}={raw!r} is not a valid {type(default).__name__}") from exc
+            values[f.name] = _parse(f"RAG_{f.name.upper()}", raw, getattr(cls(), f.name))
         if "openai_base_url" not in values and os.environ.get("OPENAI_BASE_URL"):
             values["openai_base_url"] = os.environ["OPENAI_BASE_URL"]
         if "openai_api_key" not in values and os.environ.get("OPENAI_API_KEY"):
             values["openai_api_key"] = os.environ["OPENAI_API_KEY"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise RagError(f"top_k is {self.top_k}: it must be a whole number of at least 1 (RAG_TOP_K, --top-k)")
 
     def with_(self, **overrides: object) -> Settings:
         """A copy with the given fields changed (None leaves a field as it is)."""
