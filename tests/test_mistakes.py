@@ -130,6 +130,7 @@ def test_question_that_is_not_utf8_is_refused_in_one_line(capsys, idx):
     code, out, err = run(capsys, "ask", "\udcff\udcfe", "--index", idx, "--llm", "extractive")
     assert code == 1 and not out
     one_error_line(err, "not valid UTF-8")
+    assert_seeds_listed(capsys, idx)
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "many"])
@@ -139,6 +140,7 @@ def test_top_k_below_one_is_refused(capsys, idx, value):
     out, err = capsys.readouterr()
     assert stop.value.code == 2 and not out
     assert f"argument --top-k: '{value}' is not a whole number of at least 1" in err and "Traceback" not in err
+    assert_seeds_listed(capsys, idx)
 
 
 @pytest.mark.parametrize(
@@ -154,6 +156,8 @@ def test_malformed_environment_variable_is_named(capsys, idx, monkeypatch, name,
     code, out, err = run(capsys, "list", "--index", idx)
     assert code == 1 and not out
     one_error_line(err, expected)
+    monkeypatch.delenv(name)
+    assert_seeds_listed(capsys, idx)
 
 
 @pytest.mark.parametrize("command", ["index", "list", "ask"])
