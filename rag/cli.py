@@ -27,6 +27,17 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _port(value: str) -> int:
+    """argparse type: a TCP port number."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535)")
+    return n
+
+
 # Categories a terminal does not show as themselves: controls (newline, escape), format characters
 # (right-to-left overrides, zero-width), separators, unassigned. Written here because no library
 # escapes just these; repr() would also quote and escape the quotes and backslashes of a file name.
@@ -95,7 +106,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="start the chat UI")
     _common(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=_port, default=7860)
 
     p = sub.add_parser("list", help="list the indexed articles")
     _common(p)

@@ -143,6 +143,14 @@ def test_top_k_below_one_is_refused(capsys, idx, value):
     assert_seeds_listed(capsys, idx)
 
 
+@pytest.mark.parametrize("port", ["99999", "-5", "http"])
+def test_ui_port_out_of_range_is_refused(capsys, idx, port):
+    with pytest.raises(SystemExit) as stop:
+        main(["ui", "--port", port, "--index", str(idx)])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and f"argument --port: '{port}' is not a port number" in err and "unexpected" not in err
+
+
 @pytest.mark.parametrize(
     "name, value, expected",
     [
