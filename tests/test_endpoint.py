@@ -57,6 +57,12 @@ class Handler(BaseHTTPRequestHandler):
     def reply_html(self):
         self._send("text/html; charset=utf-8", b"<!doctype html><html><body><form>Sign in</form></body></html>")
 
+    def reply_ok(self):
+        chunk = {"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hamas backed the uprising in Syria."}}]}
+        self._send("text/event-stream", f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode())
+
+    reply_listed = reply_ok  # the same reply at a second URL
+
     def reply_whole(self):
         message = {"role": "assistant", "content": "Hamas backed the uprising against Assad."}
         self._send("application/json", json.dumps({"id": "x", "choices": [{"index": 0, "message": message}]}).encode())
