@@ -244,6 +244,7 @@ def test_the_server_api_key_goes_only_to_endpoints_the_operator_set(server, brow
     assert endpoint.requests and {r["headers"]["Authorization"] for r in endpoint.requests} == {"Bearer sk-visitor"}
     # an endpoint the operator listed gets the operator's key
     endpoint.requests.clear()
+    page.locator("#rag-api-key input").fill("")
     _use_api(page, endpoint.url("listed"))
     _ask(page, Q2012, 2).locator(".rag-text, .rag-abstain").first.wait_for()
     assert {r["headers"]["Authorization"] for r in endpoint.requests} == {f"Bearer {OPERATOR_KEY}"}
