@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import threading
 import time
@@ -153,39 +154,116 @@ class LocalLLM:
         return self.model().detokenize([token]).decode("utf-8", errors="ignore")
 
 
+# A token of the answering models' vocabularies is rarely longer than this many characters; the cap on
+# a streamed reply's characters (max_tokens times this) stops an endpoint that sends few huge deltas.
+MAX_CHARS_PER_TOKEN = 8
+MAX_JSON_REPLY_BYTES = 1_000_000  # a whole (not streamed) reply larger than this is no answer of ours
+
+
 class OpenAILLM:
-    """Any OpenAI-compatible chat endpoint, through llama-index's ``OpenAILike``."""
+    """Any OpenAI-compatible chat endpoint, through the ``openai`` client.
+
+    The client is used directly rather than through llama-index's ``OpenAILike``: that wrapper hides
+    the HTTP reply (an HTML login page then reads as an empty answer), takes one timeout for both
+    connecting and reading, and cannot close the stream early.
+    """
 
     def __init__(self, settings: Settings):
-        from llama_index.llms.openai_like import OpenAILike
+        import httpx
+        import openai
 
         self.settings = settings
         self.name = "openai"
         self.load_s = 0.0
-        self.llm = OpenAILike(
-            model=settings.openai_model,
-            api_base=settings.openai_base_url,
+        self.url = settings.openai_base_url
+        self.client = openai.OpenAI(
+            base_url=settings.openai_base_url,
             api_key=settings.openai_api_key,
-            is_chat_model=True,
-            context_window=settings.llm_ctx,
-            timeout=settings.openai_timeout_s,
-            max_retries=0,
+            timeout=httpx.Timeout(settings.openai_timeout_s, connect=settings.openai_connect_timeout_s),
+            max_retries=0,  # a retry would multiply the wait for an endpoint that does not answer
         )
 
     def stream(self, messages: list[dict], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
-        """Yield the reply's text as the endpoint streams it (``probs`` is left empty: endpoints differ in what they return)."""
-        import openai
-        from llama_index.core.llms import ChatMessage
+        """Yield the reply's text as the endpoint streams it, at most ``max_tokens`` deltas (``probs`` is left empty: endpoints differ in what they return).
 
-        msgs = [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+        An endpoint need not honour ``max_tokens``, so the reply is cut here too and the stream closed.
+        """
+        import httpx
+        import openai
+
         try:
-            for part in self.llm.stream_chat(msgs, max_tokens=max_tokens, temperature=temperature):
-                if part.delta:
-                    yield part.delta
+            with self.client.chat.completions.with_streaming_response.create(
+                model=self.settings.openai_model, messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True
+            ) as response:
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind == "text/event-stream":
+                    deltas = (self._delta(chunk) for chunk in response.parse())
+                elif kind == "application/json":  # an endpoint that ignores stream=True and sends the whole reply
+                    deltas = iter([self._message(response)])
+                else:
+                    raise self._not_openai(f"got {kind or 'no content type'}")
+                yield from _capped(deltas, max_tokens)
+        except openai.APITimeoutError as exc:
+            raise self._timeout(exc.__cause__) from exc
+        except httpx.TimeoutException as exc:  # while reading the stream, after the reply began
+            raise self._timeout(exc) from exc
         except openai.APIConnectionError as exc:
-            raise RagError(f"cannot reach the OpenAI-compatible endpoint at {self.settings.openai_base_url} ({exc.__cause__ or exc})") from exc
+            raise RagError(f"cannot reach the OpenAI-compatible endpoint at {self.url} ({exc.__cause__ or exc})") from exc
         except openai.APIStatusError as exc:
-            raise RagError(f"the endpoint at {self.settings.openai_base_url} answered HTTP {exc.status_code}: {exc.message}") from exc
+            raise RagError(f"the endpoint at {self.url} answered HTTP {exc.status_code}: {exc.message}") from exc
+        except openai.APIError as exc:  # an error event inside the stream
+            raise RagError(f"the endpoint at {self.url} reported an error: {exc.message}") from exc
+        except ValueError as exc:  # bad JSON in the reply
+            raise self._not_openai(f"the reply is not valid JSON ({exc})") from exc
+        except httpx.HTTPError as exc:
+            raise RagError(f"the endpoint at {self.url} broke off its reply ({exc})") from exc
+
+    def _timeout(self, exc: BaseException | None) -> RagError:
+        import httpx
+
+        wait = self.settings.openai_connect_timeout_s if isinstance(exc, httpx.ConnectTimeout) else self.settings.openai_timeout_s
+        return RagError(f"the endpoint at {self.url} did not answer within {wait:g} s")
+
+    def _not_openai(self, what: str) -> RagError:
+        return RagError(f"the endpoint at {self.url} did not reply as an OpenAI-compatible API: {what}")
+
+    def _delta(self, chunk: object) -> str:
+        choices = getattr(chunk, "choices", None)
+        if not isinstance(choices, list):
+            raise self._not_openai("a streamed chunk has no choices")
+        if not choices:
+            return ""  # e.g. a final chunk that carries only usage
+        delta = getattr(choices[0], "delta", None)
+        content = getattr(delta, "content", None)
+        return content if isinstance(content, str) else ""
+
+    def _message(self, response) -> str:
+        body = b""
+        for part in response.iter_bytes():
+            body += part
+            if len(body) > MAX_JSON_REPLY_BYTES:
+                raise self._not_openai(f"the reply is over {MAX_JSON_REPLY_BYTES:,} bytes")
+        data = json.loads(body)
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise self._not_openai("the reply has no choices[0].message.content") from exc
+        if not isinstance(content, str):
+            raise self._not_openai("the reply's message content is not text")
+        return content
+
+
+def _capped(deltas: Iterator[str], max_tokens: int) -> Iterator[str]:
+    """The non-empty deltas, stopping after ``max_tokens`` of them or ``max_tokens * MAX_CHARS_PER_TOKEN`` characters."""
+    budget = max_tokens * MAX_CHARS_PER_TOKEN
+    n = 0
+    for delta in deltas:
+        if not delta:
+            continue
+        yield delta[:budget]
+        n, budget = n + 1, budget - len(delta)
+        if n >= max_tokens or budget <= 0:
+            return  # without reading further: the caller's exit closes the stream
 
 
 def make_llm(settings: Settings) -> LocalLLM | OpenAILLM | None:

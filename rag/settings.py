@@ -63,7 +63,9 @@ class Settings:
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = "not-needed"
     openai_model: str = "local-model"
-    openai_timeout_s: float = 120.0
+    openai_timeout_s: float = 60.0  # longest wait for each part of the endpoint's reply
+    openai_connect_timeout_s: float = 10.0
+    ui_endpoints: str = ""  # comma-separated base URLs the UI may send the operator's API key to, besides openai_base_url
 
     # abstention and verification
     min_relevance: float = 0.25  # best dense cosine below this: the sources are off-topic

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT, SEEDS
+from .test_endpoint import Endpoint
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -34,8 +36,21 @@ def ui_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ui")
 
 
+OPERATOR_KEY = "sk-operator-secret"
+
+
 @pytest.fixture(scope="module")
-def server(ui_root):
+def endpoint():
+    """An OpenAI-compatible endpoint on 127.0.0.1 that records the headers it is sent."""
+    srv = Endpoint()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(ui_root, endpoint):
     from rag import RAG
     from rag.index import build
     from ui.app import build_app, launch
@@ -43,7 +58,13 @@ def server(ui_root):
     d = ui_root
     shutil.copytree(SEEDS, d / "corpus")
     build(d / "index", [d / "corpus"])
-    rag = RAG.open(d / "index", llm="extractive")
+    rag = RAG.open(
+        d / "index",
+        llm="extractive",
+        openai_api_key=OPERATOR_KEY,
+        ui_endpoints=endpoint.url("listed"),  # the operator lets visitors use this endpoint with its key
+        local_model=str(d / "models" / "missing.gguf"),  # a misconfigured server: its error must not show where
+    )
     demo = build_app(rag, corpus_dir=d / "corpus", warm=False)
     url = launch(demo, rag.settings, "127.0.0.1", _free_port(), block=False)
     yield url
@@ -200,3 +221,71 @@ def test_two_sessions_asking_at_once_each_get_their_own_answer(server, browser):
     assert pages[0].locator("#rag-chat .rag-answer").count() == 1 and pages[1].locator("#rag-chat .rag-answer").count() == 1
     for p in pages:
         p.close()
+
+
+def _use_api(page, url: str, key: str = "") -> None:
+    page.locator("#rag-backend").get_by_text("OpenAI-compatible API").click()
+    page.locator("#rag-base-url textarea, #rag-base-url input").first.fill(url)
+    if key:
+        page.locator("#rag-api-key input").fill(key)
+
+
+def test_the_server_api_key_goes_only_to_endpoints_the_operator_set(server, browser, endpoint):
+    page = _page(browser, server)
+    # a URL the operator did not list, without a key of the visitor's own: refused in one line, nothing sent
+    _use_api(page, endpoint.url("ok"))
+    answer = _ask(page, Q2012, 0)
+    assert [r["headers"]["Authorization"] for r in endpoint.requests] == []
+    error = answer.locator(".rag-error").inner_text()
+    assert f"{endpoint.url('ok')} is not an endpoint this server sends its API key to: enter your own API key" in error
+    # with the visitor's own key it is used, and only that key is sent
+    _use_api(page, endpoint.url("ok"), "sk-visitor")
+    _ask(page, Q2012, 1).locator(".rag-text, .rag-abstain").first.wait_for()
+    assert endpoint.requests and {r["headers"]["Authorization"] for r in endpoint.requests} == {"Bearer sk-visitor"}
+    # an endpoint the operator listed gets the operator's key
+    endpoint.requests.clear()
+    page.locator("#rag-api-key input").fill("")
+    _use_api(page, endpoint.url("listed"))
+    _ask(page, Q2012, 2).locator(".rag-text, .rag-abstain").first.wait_for()
+    assert {r["headers"]["Authorization"] for r in endpoint.requests} == {f"Bearer {OPERATOR_KEY}"}
+    page.close()
+
+
+def test_no_server_path_is_shown_to_visitors(server, browser, ui_root):
+    page = _page(browser, server)
+    seen = []
+    answer = _ask(page, Q2012, 0)
+    answer.locator(".rag-cite").first.click()
+    page.locator("#rag-sources-panel .rag-view-passage .rag-action").click()
+    page.locator("#rag-sources-panel .rag-view-article").wait_for()
+    seen.append(page.locator("body").inner_text())
+    # a server misconfiguration reaches the visitor as one line naming the file, not where it is
+    page.locator("#rag-backend").get_by_text("Local model (llama.cpp)").click()
+    error = _ask(page, Q2012, 1).locator(".rag-error")
+    assert error.inner_text().strip() == "⚠ local model file not found: missing.gguf"
+    seen.append(page.locator("body").inner_text())
+    page.get_by_role("tab", name="Corpus").click()
+    page.locator("#rag-corpus-table .rag-corpus").wait_for()
+    seen.append(page.locator("body").inner_text())
+    for text in seen:
+        assert str(ui_root) not in text
+    page.close()
+
+
+def test_an_upload_never_replaces_an_article_of_the_same_name(server, browser, ui_root):
+    page = _page(browser, server)
+    page.get_by_role("tab", name="Corpus").click()
+    status = page.locator("#rag-upload-status")
+    first = b"Quay notes\n\nThe Pellor lighthouse was repainted red in March.\n"
+    other = b"Quay notes\n\nThe Pellor lighthouse is to be demolished, the council said.\n"
+    page.set_input_files("#rag-upload input[type=file]", {"name": "quay.txt", "mimeType": "text/plain", "buffer": first})
+    status.get_by_text("quay.txt: added").wait_for()
+    page.set_input_files("#rag-upload input[type=file]", {"name": "quay.txt", "mimeType": "text/plain", "buffer": other})
+    status.get_by_text("quay.txt: an article of this name is already in the corpus; saved as quay-2.txt").wait_for()
+    assert status.get_by_text("quay-2.txt: added").is_visible()
+    assert (ui_root / "corpus" / "quay.txt").read_bytes() == first
+    assert (ui_root / "corpus" / "quay-2.txt").read_bytes() == other
+    page.set_input_files("#rag-upload input[type=file]", {"name": "quay.txt", "mimeType": "text/plain", "buffer": other})
+    status.get_by_text("quay-2.txt: already in the corpus, unchanged").wait_for()
+    assert not (ui_root / "corpus" / "quay-3.txt").exists()
+    page.close()

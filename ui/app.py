@@ -7,6 +7,7 @@ opened :class:`rag.RAG`, which is safe to use from several sessions at once.
 """
 
 
+import itertools
 import logging
 import os  # ui/__init__.py has set GRADIO_ANALYTICS_ENABLED=False before gradio is imported
 import re
@@ -103,7 +104,7 @@ class Corpus:
 
     def table(self) -> str:
         self.rag.refresh()
-        return render.corpus_html(self.rag.index.docs, self.chunk_counts(), str(self.folder))
+        return render.corpus_html(self.rag.index.docs, self.chunk_counts())
 
     def _check(self, upload: Path, name: str) -> None:
         settings = self.rag.settings
@@ -118,9 +119,24 @@ class Corpus:
         except RagError as exc:
             msg = str(exc)
             raise RagError(name + msg[len(upload.name):] if msg.startswith(upload.name + ":") else f"{name}: {msg}") from exc
-        other = self.rag.index.docs.get(name)
-        if other is not None and Path(other.path).resolve() != (self.folder / name):
-            raise RagError(f"{name}: an indexed article elsewhere ({other.path}) has this file name; rename the upload")
+
+    def _target(self, upload: Path, name: str) -> tuple[Path, bool]:
+        """Where an upload is saved, and whether that file already holds the same bytes.
+
+        An upload never replaces an article: anyone who can open the UI may upload, and replacing
+        would let one visitor rewrite what another added. A name in use gets a number instead
+        (``report-2.txt``), as a browser does with a second download of the same name.
+        """
+        data = upload.read_bytes()
+        stem, suffix = Path(name).stem, Path(name).suffix
+        for candidate in itertools.chain([name], (f"{stem}-{n}{suffix}" for n in itertools.count(2))):
+            target = self.folder / candidate
+            if target.exists():
+                if target.read_bytes() == data:
+                    return target, True
+            elif candidate not in self.rag.index.docs:  # names an indexed article elsewhere: taken too
+                return target, False
+        raise AssertionError("an endless sequence of names ended")
 
     def add(self, uploads: list[str]) -> list[tuple[str, str]]:
         """Validate, save and index the uploaded files; returns (kind, message) lines for the user."""
@@ -128,41 +144,39 @@ class Corpus:
         with self.lock:
             self.rag.refresh()
             self.folder.mkdir(parents=True, exist_ok=True)
-            saved: list[tuple[Path, bytes | None]] = []  # (target, previous content to restore on failure)
+            saved: list[Path] = []
             for up in uploads:
                 src = Path(up)
                 name = safe_name(src.name)
                 try:
                     self._check(src, name)
-                    target = (self.folder / name).resolve()
-                    if target.parent != self.folder:  # cannot happen after safe_name; checked anyway
+                    target, same = self._target(src, name)
+                    if target.resolve().parent != self.folder:  # cannot happen after safe_name; checked anyway
                         raise RagError(f"{name}: refused, the name leaves the corpus folder")
-                    old = target.read_bytes() if target.exists() else None
-                    if old is not None and old == src.read_bytes():
-                        lines.append(("info", f"{name}: already in the corpus, unchanged"))
+                    if same:
+                        lines.append(("info", f"{target.name}: already in the corpus, unchanged"))
                         continue
+                    if target.name != name:
+                        lines.append(("info", f"{name}: an article of this name is already in the corpus; saved as {target.name}"))
                     fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".upload-")
                     os.close(fd)
                     shutil.copyfile(src, tmp)
                     os.replace(tmp, target)
-                    saved.append((target, old))
+                    saved.append(target)
                 except RagError as exc:
                     lines.append(("error", str(exc)))
             if not saved:
                 return lines
             try:
-                report = add(self.rag.index.root, [t for t, _ in saved], self.rag.settings)
+                report = add(self.rag.index.root, saved, self.rag.settings)
             except Exception as exc:
-                for target, old in saved:  # keep the folder as the index describes it
-                    if old is None:
-                        target.unlink(missing_ok=True)
-                    else:
-                        target.write_bytes(old)
+                for target in saved:  # keep the folder as the index describes it
+                    target.unlink(missing_ok=True)
                 log.exception("indexing the upload failed")
                 lines.append(("error", f"indexing failed: {exc}"))
                 return lines
             self.rag.refresh()
-            names = {t.name for t, _ in saved}
+            names = {t.name for t in saved}
             for e in report.errors:
                 lines.append(("error", e))
             for doc_id in report.added:
@@ -175,11 +189,27 @@ class Corpus:
         return lines
 
 
-def _overrides(backend: str, top_k: float, base_url: str, api_model: str) -> dict:
+def key_endpoints(settings: Settings) -> set[str]:
+    """The base URLs the operator's API key may be sent to: its own endpoint and ``RAG_UI_ENDPOINTS``."""
+    urls = [settings.openai_base_url, *settings.ui_endpoints.split(",")]
+    return {u.strip().rstrip("/") for u in urls if u.strip()}
+
+
+def _overrides(settings: Settings, backend: str, top_k: float, base_url: str, api_model: str, api_key: str = "") -> dict:
+    """Settings for one question from the settings panel.
+
+    The operator's API key goes only to endpoints the operator named; any other URL is used only
+    with the visitor's own key, so a visitor cannot make the server hand its key to their server.
+    """
     o: dict = {"llm": backend, "top_k": int(top_k)}
     if backend == "openai":
-        o["openai_base_url"] = (base_url or "").strip() or None
+        url = (base_url or "").strip() or settings.openai_base_url
+        key = (api_key or "").strip()
+        if not key and url.rstrip("/") not in key_endpoints(settings):
+            raise RagError(f"{url} is not an endpoint this server sends its API key to: enter your own API key for it in the settings")
+        o["openai_base_url"] = url
         o["openai_model"] = (api_model or "").strip() or None
+        o["openai_api_key"] = key or None  # None keeps the operator's key
     return o
 
 
@@ -191,17 +221,17 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
     if warm:
         threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
 
-    def respond(question, conv, backend, top_k, base_url, api_model):
+    def respond(question, conv, backend, top_k, base_url, api_model, api_key=""):
         conv = list(conv or [])
         if not (question or "").strip():
             gr.Warning("Type a question about the articles first.")
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
-        overrides = _overrides(backend, top_k, base_url, api_model)
         turn = Turn(question=question.strip(), status="Searching the articles…")
         conv.append(turn)
         i = len(conv) - 1
         try:
+            overrides = _overrides(settings, backend, top_k, base_url, api_model, api_key)
             turn.question = rag.check_question(question)
             history = [(t.standalone or t.question, t.answer.text) for t in conv[:-1] if t.answer is not None]
             if history:
@@ -226,9 +256,9 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                     turn.answer = item
         except RagError as exc:
             turn.error = str(exc)
-        except Exception as exc:  # a bug: show one line, log the traceback
+        except Exception as exc:  # a bug: show one line without server details, log the traceback
             log.exception("answering %r failed", question)
-            turn.error = f"unexpected {type(exc).__name__}: {exc}"
+            turn.error = f"the answer failed on the server ({type(exc).__name__}); the server log has the details"
         panel = render.sources_html(turn.answer, i, rag.index.docs) if turn.answer is not None else gr.skip()
         yield render.messages(conv), conv, gr.skip(), panel
 
@@ -265,9 +295,13 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
             with gr.Group(visible=settings.llm == "openai", elem_id="rag-api") as api_group:
                 base_url = gr.Textbox(settings.openai_base_url, label="API base URL", elem_id="rag-base-url")
                 api_model = gr.Textbox(settings.openai_model, label="API model", elem_id="rag-api-model")
+                api_key = gr.Textbox(
+                    "", type="password", label="Your API key (for an endpoint the server does not list)", elem_id="rag-api-key"
+                )
             gr.Markdown(
                 "Answers cite exact sentences of the articles. Sentences no source supports are marked "
-                "*unsupported*. The API key is read from `OPENAI_API_KEY`.",
+                "*unsupported*. The server's API key is sent only to the endpoints its operator set; "
+                "for any other URL, enter your own key.",
                 elem_classes=["rag-side-note"],
             )
         with gr.Tabs():
@@ -306,7 +340,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                 status = gr.HTML("", elem_id="rag-upload-status")
 
         backend.change(lambda b: gr.update(visible=b == "openai"), backend, api_group, queue=False)
-        answer_io = dict(fn=respond, inputs=[question, conv, backend, top_k, base_url, api_model], outputs=[chatbot, conv, question, sources])
+        answer_io = dict(fn=respond, inputs=[question, conv, backend, top_k, base_url, api_model, api_key], outputs=[chatbot, conv, question, sources])
         question.submit(**answer_io)
         ask.click(**answer_io)
         sources.click(show_source, [conv], [sources])

@@ -34,6 +34,17 @@ def esc(text: object) -> str:
     return escape("" if text is None else str(text), quote=True)
 
 
+# An absolute server path inside a message (/srv/news/corpus/a.txt): visitors see its last part only.
+# By hand, as no library rewrites paths inside free text. A slash after a word character, ":" or
+# "/" starts no path, so URLs (http://host:8000/v1) and dates (5/4/2019) are left as they are.
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"()<>,;]+/)*([^\s/'\"()<>,;]+)/?")
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with each absolute server path cut to its file or folder name."""
+    return _SERVER_PATH.sub(lambda m: m.group(1), text)
+
+
 def _ws(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -164,7 +175,7 @@ def turn_html(t: Turn, turn: int) -> str:
         parts.append(answer_body(t.answer, turn))
         parts.append(timings_html(t.answer, t.timings))
     elif t.error:
-        parts.append(f'<div class="rag-error" role="alert">⚠ {esc(t.error)}</div>')
+        parts.append(f'<div class="rag-error" role="alert">⚠ {esc(hide_paths(t.error))}</div>')
     else:
         if t.draft:
             parts.append(f'<div class="rag-draft"><span class="rag-status">Draft, not yet verified…</span><p>{esc(t.draft)}<span class="rag-caret">▍</span></p></div>')
@@ -273,7 +284,7 @@ def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document
 
 
 # ------------------------------------------------------------------ corpus tab
-def corpus_html(docs: Mapping[str, Document], chunk_counts: Mapping[str, int], folder: str) -> str:
+def corpus_html(docs: Mapping[str, Document], chunk_counts: Mapping[str, int]) -> str:
     rows = []
     for d in sorted(docs.values(), key=lambda d: (d.date or "", d.id)):
         dup = f'<div class="rag-dup">same report as {esc(d.duplicate_of)}</div>' if d.duplicate_of else ""
@@ -284,7 +295,7 @@ def corpus_html(docs: Mapping[str, Document], chunk_counts: Mapping[str, int], f
     n_chunks = sum(chunk_counts.values())
     return (
         f'<div class="rag-corpus"><div class="rag-corpus-head">{len(docs)} articles, {n_chunks} chunks indexed. '
-        f'New articles are saved to <code>{esc(folder)}</code>.</div>'
+        "Uploaded articles are added to the corpus folder.</div>"
         '<table class="rag-table"><thead><tr><th>Title</th><th>Outlet</th><th>Date</th><th>Chunks</th><th>File</th></tr></thead>'
         f'<tbody>{"".join(rows) or "<tr><td colspan=5>No articles indexed yet.</td></tr>"}</tbody></table></div>'
     )
@@ -294,5 +305,5 @@ def upload_status_html(lines: list[tuple[str, str]]) -> str:
     """``lines`` are (kind, text) with kind ok | error | info."""
     if not lines:
         return ""
-    items = "".join(f'<li class="rag-{kind}">{"⚠ " if kind == "error" else ""}{esc(text)}</li>' for kind, text in lines)
+    items = "".join(f'<li class="rag-{kind}">{"⚠ " if kind == "error" else ""}{esc(hide_paths(text))}</li>' for kind, text in lines)
     return f'<ul class="rag-upload-report">{items}</ul>'
