@@ -3,6 +3,7 @@ question handling; refused input gets a clear error; offsets always point into t
 
 from __future__ import annotations
 
+import codecs
 import tempfile
 from pathlib import Path
 
@@ -33,13 +34,21 @@ def _write_and_check(name: str, data: bytes) -> None:
         _check_document(p)
 
 
+def _user_text(path: Path) -> str:
+    """What a user reads: ``open(path).read()``, with ``encoding="utf-16"`` for a UTF-16 file."""
+    if path.read_bytes().startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        with open(path, encoding="utf-16") as f:
+            return f.read()
+    return read_file(str(path))
+
+
 def _check_document(path: Path) -> None:
     try:
         doc = load_document(path)
     except RagError as exc:
         assert str(exc).startswith(path.name) and "\n" not in str(exc)
         return
-    raw = read_file(str(path))
+    raw = _user_text(path)
     for s, e in doc.segments:
         assert 0 <= s < e <= len(raw)
     for c in chunk_document(doc, raw, CHUNK, 1):
