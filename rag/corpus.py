@@ -57,6 +57,7 @@ _BOILERPLATE_LINE = [
 # it backtrack more than a bounded amount (``[^)]{0,300}``, no nested repeats): lines can be
 # megabytes long.
 _BOILERPLATE_ANY = re.compile("|".join(f"(?{'i' if rx.flags & re.I else ''}:{rx.pattern})" for rx in _BOILERPLATE_LINE))
+_CREDIT_LINE = re.compile(r"\s*\(\s*photo credit", re.I)  # the line after a photo's caption
 _AUTHOR_LINE = re.compile(r"^\s*(avatar\s+)?by\s+([A-Z][\w.'-]+(\s+[A-Z][\w.'-]+){0,3})\s*$", re.I)
 
 # Multi-line blocks: (first line, last line, most lines the block may span).
@@ -383,10 +384,16 @@ class _HTMLBlocks(HTMLParser):
         self._text(len(name) + 3)
 
 
+# A "<" that cannot open a tag, comment or declaration ("a < b"). HTMLParser hands each one to
+# handle_data on its own, a call per character on a page of "<<<<"; the parser is fed a copy with
+# these as spaces (same length, so offsets hold, and text either way), read as one run.
+_LONE_LT = re.compile(r"<(?=[^A-Za-z/!?])")
+
+
 def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
     p = _HTMLBlocks(raw)
     try:
-        p.feed(raw)
+        p.feed(_LONE_LT.sub(" ", raw))
         if p.rawdata.lstrip().startswith("<"):
             # unterminated markup at the end ("<?...", "<!--..."): close() would hand it over as
             # text, while a browser hides it
@@ -457,7 +464,7 @@ def clean_blocks(raw: str, blocks: list[tuple[int, int]]) -> tuple[list[tuple[in
             i += 1
             continue
         # a short caption line followed by its photo credit
-        if i + 1 < len(lines) and re.search(r"^\s*\(\s*photo credit", lines[i + 1], re.I) and len(line) < 80:
+        if len(line) < 80 and i + 1 < len(lines) and _CREDIT_LINE.match(lines[i + 1]):
             i += 1
             continue
         if not body_started and "title" not in meta and _is_headline(line):

@@ -88,3 +88,33 @@ def test_any_question_is_cleaned_or_refused_clearly(rag, q):
         return
     assert cleaned and cleaned == cleaned.strip() and len(cleaned) <= 2000
     assert not any(ord(ch) < 32 and ch not in "\t\n" for ch in cleaned)
+
+
+# Long lines built from any repeated unit after any furniture-like start: loading and splitting
+# each stay under two seconds a megabyte of this process's CPU time. (Many-line shapes are timed
+# in test_hostile_files.py.)
+TIMED = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+line_units = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"), min_size=1, max_size=6)
+line_starts = st.sampled_from(["", "March 25, 2014", "Sign up for", "More from", "(photo credit:", "AB CD ", "Dear Reader", "<p>", "<div", "by "])
+
+
+@TIMED
+@given(line_starts, line_units, st.sampled_from(["shape.txt", "shape.html"]))
+def test_no_long_line_shape_takes_over_two_seconds_a_megabyte(start, unit, name):
+    import time
+
+    data = (start + unit * (200_000 // len(unit))).encode("utf-8")
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_bytes(data)
+        budget = 2.0 * len(data) / 1e6 + 0.05  # plus a little for fixed per-call work
+        t0 = time.process_time()
+        try:
+            doc = load_document(p)
+        except RagError:
+            doc = None
+        assert time.process_time() - t0 < budget
+        if doc is not None:
+            t0 = time.process_time()
+            chunk_document(doc, _user_text(p), CHUNK, 1)
+            assert time.process_time() - t0 < budget
