@@ -96,20 +96,29 @@ def read_text(path: Path, max_bytes: int) -> str:
         raise RagError(f"{path.name}: cannot read ({exc.strerror})") from exc
     if len(data) > max_bytes:
         raise RagError(f"{path.name}: file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    if not utf16 and b"\x00" in data:  # a NUL anywhere (one C-level scan): text files have none
-        raise RagError(f"{path.name}: binary file, not a text article")
-    try:
-        text = data.decode("utf-16" if utf16 else "utf-8")
-    except UnicodeDecodeError as exc:
-        encoding = "UTF-16" if utf16 else "UTF-8"
-        raise RagError(f"{path.name}: not {encoding} text (bad byte at offset {exc.start}); re-save it as UTF-8") from exc
-    if utf16 and "\x00" in text:
-        raise RagError(f"{path.name}: binary file, not a text article")
+    text = _utf16(data)
+    if text is None:
+        if b"\x00" in data:  # a NUL anywhere (one C-level scan): text files have none
+            raise RagError(f"{path.name}: binary file, not a text article")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RagError(f"{path.name}: not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8") from exc
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise RagError(f"{path.name}: empty file")
     return text
+
+
+def _utf16(data: bytes) -> str | None:
+    """The text of a file with a UTF-16 byte-order mark, or None when it is not such a file."""
+    if not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or data.startswith(codecs.BOM_UTF32_LE):
+        return None
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError:
+        return None  # judged as bytes: binary, or not UTF-8
+    return None if "\x00" in text else text
 
 
 def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
