@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import html
-import re
 
-from .text import sentence_spans
+from .text import sentence_end_count, sentence_spans, strip_tags
 from .types import Chunk, Document, Sentence
+
+# Punkt costs tens of microseconds per place it tests as a sentence end. A document may have it
+# test this many, plus one per this many characters (about one per sentence of real prose); a
+# segment that does not fit the budget left (text that is mostly punctuation) is only cut at
+# spaces, so splitting stays well under two seconds a megabyte whatever the file holds.
+_PUNKT_BUDGET = 1_000
+_PUNKT_CHARS_PER_END = 100
 
 
 def _clean_display(text: str, is_html: bool) -> str:
     if is_html:
-        text = html.unescape(re.sub(r"<[^>]*>", "", text))
-    return re.sub(r"\s+", " ", text).strip()
+        text = html.unescape(strip_tags(text))
+    return " ".join(text.split())
 
 
-def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: bool = False) -> list[Sentence]:
-    """Sentences of ``raw[start:end]`` with absolute offsets; over-long ones are cut at spaces."""
+def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: bool = False, split: bool = True) -> list[Sentence]:
+    """Sentences of ``raw[start:end]`` with absolute offsets; over-long ones are cut at spaces.
+
+    ``split=False`` takes the span as one run of text, only cut at spaces.
+    """
     out: list[Sentence] = []
-    for s, e in sentence_spans(raw[start:end]):
+    spans = sentence_spans(raw[start:end]) if split else [(0, end - start)]
+    for s, e in spans:
         s, e = s + start, e + start
         while e - s > max_chars:  # a huge line with no sentence end: cut at the last space
             cut = raw.rfind(" ", s + 1, s + max_chars)
@@ -37,9 +47,18 @@ def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: boo
 def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sentence]]:
     """Sentences of each kept segment (paragraph) of a document."""
     is_html = doc.path.lower().endswith((".html", ".htm"))
-    return [split_sentences(raw, s, e, max_chars, is_html) for s, e in doc.segments]
-
-
+    budget = _PUNKT_BUDGET + sum(e - s for s, e in doc.segments) // _PUNKT_CHARS_PER_END
+    out = []
+    for s, e in doc.segments:
+        ends = sentence_end_count(raw[s:e])
+        if not ends and e - s <= max_chars:  # one sentence: the common short paragraph, made directly
+            text = _clean_display(raw[s:e], is_html)
+            out.append([Sentence(s, e, text)] if text else [])
+            continue
+        split = 0 < ends <= budget
+        budget -= ends if split else 0
+        out.append(split_sentences(raw, s, e, max_chars, is_html, split))
+    return out
 def chunk_document(doc: Document, raw: str, chunk_chars: int = 900, overlap: int = 1) -> list[Chunk]:
     """Pack consecutive sentences into chunks of at most ``chunk_chars``; ``overlap`` sentences repeat."""
     paragraphs = document_sentences(doc, raw, chunk_chars)

@@ -8,26 +8,30 @@ pages (trafilatura and friends return new strings), hence the hand-written rules
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import html
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .text import DATE_DMY, DATE_ISO, DATE_MDY, parse_date
+from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date, strip_tags
 from .types import Document, RagError
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 
 _TIME = r"(\d{1,2}:\d{2}(\s?[ap]\.?m\.?)?|\d{1,2}\s?[ap]\.?m\.?)"
 
-# A line that is nothing but a date (and time): the article's dateline.
+# A line that is nothing but a date (and time): the article's dateline. Its runs of spaces are
+# possessive (``\s*+``): with plain ``\s*`` next to ``\s*`` a date followed by a long run of
+# spaces takes cubic time.
 _DATELINE = re.compile(
-    rf"^\s*((Updated|Published|Posted)[:\s]+)?({DATE_MDY.pattern}|{DATE_DMY.pattern}|{DATE_ISO.pattern})"
-    rf"(\s*(,|at|-|\|)?\s*{_TIME})?\s*(\w{{2,4}})?\s*$",
+    rf"^\s*((Updated|Published|Posted)[:\s]++)?({DATE_MDY.pattern}|{DATE_DMY.pattern}|{DATE_ISO.pattern})"
+    rf"(\s*+(,|at|-|\|)?\s*+{_TIME})?\s*+(\w{{2,4}})?\s*+$",
     re.IGNORECASE,
 )
 
@@ -40,22 +44,27 @@ _BOILERPLATE_LINE = [
     re.compile(r"^\s*Let your voice be heard!?\s*$", re.I),
     re.compile(r"^\s*Join (the|our) [\w ]{2,40}$", re.I),
     re.compile(r"reCAPTCHA", re.I),
-    re.compile(r"\(\s*photo credit:[^)]*\)\s*$", re.I),
+    re.compile(r"\(\s*photo credit:[^)]{0,300}\)\s*$", re.I),
     re.compile(r"^[^.!?]{0,200}\.\s*(Photo|Image|Picture)( credit)?:\s*[^.]{1,80}\.?\s*$", re.I),
     re.compile(r"^\s*\d+\s+min(ute)?s?\s+read\.?\s*$", re.I),
     re.compile(r"^\s*[\w.&' -]{2,60} contributed to this (report|story|article)\.?\s*$", re.I),
-    re.compile(r"^\s*(Advertisement|Sponsored|Subscribe( now)?|Sign up for [\w ]+|Read more|Click here.*)\s*$", re.I),
+    re.compile(r"^\s*(Advertisement|Sponsored|Subscribe( now)?|Sign up for [\w ]++|Read more|Click here.*)\s*$", re.I),
     re.compile(r"^\s*(Facebook|Twitter|Email|Print|WhatsApp|LinkedIn)(\s+(Facebook|Twitter|Email|Print|WhatsApp|LinkedIn))*\s*$", re.I),
     # a kicker in capitals asking a question ("WILL THE EU continue to ...?"): a promo, not the story
-    re.compile(r"^\s*([A-Z]{2,}\s+){2,}.*\?\s*$"),
+    re.compile(r"^\s*[A-Z]{2,}\s+[A-Z]{2,}\s.*\?\s*$"),
 ]
+# All of the above in one pattern, one scan per line. Each rule is written so that no line makes
+# it backtrack more than a bounded amount (``[^)]{0,300}``, no nested repeats): lines can be
+# megabytes long.
+_BOILERPLATE_ANY = re.compile("|".join(f"(?{'i' if rx.flags & re.I else ''}:{rx.pattern})" for rx in _BOILERPLATE_LINE))
+_CREDIT_LINE = re.compile(r"\s*\(\s*photo credit", re.I)  # the line after a photo's caption
 _AUTHOR_LINE = re.compile(r"^\s*(avatar\s+)?by\s+([A-Z][\w.'-]+(\s+[A-Z][\w.'-]+){0,3})\s*$", re.I)
 
 # Multi-line blocks: (first line, last line, most lines the block may span).
 _APPEAL_START = re.compile(r"^\s*Dear (Reader|Readers|Subscriber)s?,?\s*$", re.I)
 _APPEAL_END = re.compile(r"(Editor-in-Chief|Editor in Chief|\bCEO\b|Publisher)\s*$", re.I)
 _TEASER_HEAD = re.compile(
-    r"^\s*(Related (Content|coverage|Articles|Stories|News)|More (from|on) [\w ]+|Recommended|You may also like|Read also|Most (Read|Popular))\s*:?\s*$",
+    r"^\s*(Related (Content|coverage|Articles|Stories|News)|More (from|on) [\w ]++|Recommended|You may also like|Read also|Most (Read|Popular))\s*:?\s*$",
     re.I,
 )
 
@@ -75,23 +84,41 @@ class LoadResult:
 
 
 def read_text(path: Path, max_bytes: int) -> str:
-    """The file's text exactly as ``open(path).read()`` returns it (UTF-8, universal newlines)."""
+    """The file's text exactly as ``open(path).read()`` returns it (UTF-8, universal newlines).
+
+    A file that starts with a UTF-16 byte-order mark is decoded as UTF-16 (what
+    ``open(path, encoding="utf-16").read()`` returns); the index keeps this text, so quotes and
+    spans refer to it. A UTF-8 byte-order mark stays in the text, as ``open`` keeps it.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise RagError(f"{path.name}: cannot read ({exc.strerror})") from exc
     if len(data) > max_bytes:
         raise RagError(f"{path.name}: file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
-    if b"\x00" in data[:8192]:
-        raise RagError(f"{path.name}: binary file, not a text article")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RagError(f"{path.name}: not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8") from exc
+    text = _utf16(data)
+    if text is None:
+        if b"\x00" in data:  # a NUL anywhere (one C-level scan): text files have none
+            raise RagError(f"{path.name}: binary file, not a text article")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RagError(f"{path.name}: not UTF-8 text (bad byte at offset {exc.start}); re-save it as UTF-8") from exc
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise RagError(f"{path.name}: empty file")
     return text
+
+
+def _utf16(data: bytes) -> str | None:
+    """The text of a file with a UTF-16 byte-order mark, or None when it is not such a file."""
+    if not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or data.startswith(codecs.BOM_UTF32_LE):
+        return None
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError:
+        return None  # judged as bytes: binary, or not UTF-8
+    return None if "\x00" in text else text
 
 
 def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -100,11 +127,9 @@ def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[st
     errors: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(
-                f
-                for f in sorted(p.rglob("*"))
-                if f.is_file() and f.suffix.lower() in SUFFIXES and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+            found, outside = _folder_files(p)
+            files.extend(found)
+            errors.extend(f"{f.relative_to(p)}: links outside {p}; skipped" for f in outside)
         elif p.is_file():
             if p.suffix.lower() in SUFFIXES:
                 files.append(p)
@@ -113,6 +138,32 @@ def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[st
         else:
             errors.append(f"{p}: no such file or folder")
     return files, errors
+
+
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Article files under ``folder`` (hidden ones left out), and the links that lead out of it.
+
+    A symbolic link is followed only when its target lies inside ``folder``: a link to
+    ``/etc/hostname`` or to another folder would put files the corpus does not hold into the index.
+    """
+    root = folder.resolve()
+    files: list[Path] = []
+    outside: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in dirnames:
+            if (here / d).is_symlink() and not (here / d).resolve().is_relative_to(root):
+                outside.append(here / d)
+        for name in sorted(filenames):
+            f = here / name
+            if name.startswith(".") or f.suffix.lower() not in SUFFIXES:
+                continue
+            if not f.resolve().is_relative_to(root):
+                outside.append(f)
+            elif f.is_file():
+                files.append(f)
+    return sorted(files), outside
 
 
 def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark: bool = True) -> LoadResult:
@@ -132,6 +183,8 @@ def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark
             seen[f.name] = f
         except RagError as exc:
             errors.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - one file that trips the parser must not stop the rest
+            errors.append(f"{f.name}: cannot be read as an article ({type(exc).__name__}: {exc})")
     if mark:
         mark_duplicates(docs)
     return LoadResult(docs, errors)
@@ -143,7 +196,7 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
     raw = read_text(path, max_bytes)
     meta: dict[str, str] = {}
     if path.suffix.lower() in (".html", ".htm"):
-        blocks, meta = _html_blocks(raw)
+        blocks, meta = _html_blocks(raw, path.name)
     else:
         blocks, meta = _text_blocks(raw)
     segments, found = clean_blocks(raw, blocks)
@@ -155,6 +208,8 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
     if not segments:
         raise RagError(f"{path.name}: no article text found after cleaning")
     text = "\n\n".join(_display(raw[s:e], path) for s, e in segments)
+    if not has_index_words(text):
+        raise RagError(f"{path.name}: no words to index (only numbers, punctuation or single letters)")
     return Document(
         id=path.name,
         path=str(path.resolve()),
@@ -172,32 +227,63 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
 def _display(span: str, path: Path) -> str:
     """A kept span as a reader sees it: for HTML, inline tags dropped and entities decoded."""
     if path.suffix.lower() in (".html", ".htm"):
-        return html.unescape(re.sub(r"<[^>]*>", "", span))
+        return html.unescape(strip_tags(span))
     return span
 
 
+_SIDECAR_BYTES = 64_000
+_SIDECAR_FIELDS = {"title": 500, "outlet": 200, "author": 200, "date": 40, "url": 2_000}  # longest value allowed
+
+
 def _sidecar(path: Path) -> dict[str, str]:
-    """Metadata a curator gives in ``<file>.meta.json`` for what the text does not state."""
+    """Metadata a curator gives in ``<file>.meta.json`` for what the text does not state.
+
+    A sidecar that is not a JSON object of short one-line strings refuses its article, with a
+    line naming the article and the sidecar: metadata shown with every citation must be right.
+    """
     side = path.with_name(path.name + ".meta.json")
     if not side.is_file():
         return {}
+
+    def bad(problem: str) -> RagError:
+        return RagError(f"{path.name}: sidecar {side.name} {problem}; fix or remove it")
+
     try:
+        if side.stat().st_size > _SIDECAR_BYTES:
+            raise bad(f"is over {_SIDECAR_BYTES:,} bytes")
         data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise RagError(f"{side.name}: not valid JSON ({exc})") from exc
-    keys = ("title", "outlet", "author", "date", "url")
-    return {k: str(data[k]) for k in keys if data.get(k)}
+        raise bad(f"is not valid JSON ({' '.join(str(exc).split())})") from exc
+    if not isinstance(data, dict):
+        raise bad(f'holds a JSON {_json_kind(data)}, not an object such as {{"date": "2013-08"}}')
+    meta: dict[str, str] = {}
+    for key, limit in _SIDECAR_FIELDS.items():
+        value = data.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise bad(f'gives "{key}" as a JSON {_json_kind(value)}; it must be a string')
+        if len(value) > limit or any(ch < " " for ch in value):
+            raise bad(f'gives a "{key}" that is not one line of at most {limit:,} characters')
+        if value.strip():
+            meta[key] = value.strip()
+    return meta
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "array", dict: "object", str: "string", bool: "boolean", int: "number", float: "number"}
+    return kinds.get(type(value), "value")
 
 
 # ---------------------------------------------------------------- blocks
 def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
     """Non-empty lines of a text or markdown file as (start, end) spans; YAML front matter as metadata."""
     meta: dict[str, str] = {}
-    pos = 0
-    if raw.startswith("---\n"):
-        end = raw.find("\n---", 4)
+    pos = 1 if raw.startswith("\ufeff") else 0  # a UTF-8 byte-order mark, kept so offsets match open()
+    if raw.startswith("---\n", pos):
+        end = raw.find("\n---", pos + 4)
         if end != -1:
-            for line in raw[4:end].splitlines():
+            for line in raw[pos + 4 : end].splitlines():
                 if ":" in line:
                     k, v = line.split(":", 1)
                     k = k.strip().lower()
@@ -244,7 +330,7 @@ class _HTMLBlocks(HTMLParser):
     def _flush(self) -> None:
         if self.cur is not None:
             s, e = self.cur
-            while s < e and self.raw[s].isspace():
+            while s < e and (self.raw[s].isspace() or self.raw[s] == "\ufeff"):  # or a byte-order mark
                 s += 1
             while e > s and self.raw[e - 1].isspace():
                 e -= 1
@@ -307,17 +393,23 @@ class _HTMLBlocks(HTMLParser):
         self._text(len(name) + 3)
 
 
-def _html_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
+# A "<" that cannot open a tag, comment or declaration ("a < b"). HTMLParser hands each one to
+# handle_data on its own, a call per character on a page of "<<<<"; the parser is fed a copy with
+# these as spaces (same length, so offsets hold, and text either way), read as one run.
+_LONE_LT = re.compile(r"<(?=[^A-Za-z/!?])")
+
+
+def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
     p = _HTMLBlocks(raw)
     try:
-        p.feed(raw)
+        p.feed(_LONE_LT.sub(" ", raw))
         if p.rawdata.lstrip().startswith("<"):
             # unterminated markup at the end ("<?...", "<!--..."): close() would hand it over as
             # text, while a browser hides it
             p.rawdata = ""
         p.close()
     except Exception as exc:  # HTMLParser raises bare AssertionError on some malformed markup
-        raise RagError(f"cannot parse HTML ({exc})") from exc
+        raise RagError(f"{name}: cannot parse HTML ({exc})") from exc
     p._flush()
     meta = p.meta
     if meta.get("date"):
@@ -367,7 +459,7 @@ def clean_blocks(raw: str, blocks: list[tuple[int, int]]) -> tuple[list[tuple[in
                     break
                 i += 1
             continue
-        if any(rx.search(line) for rx in _BOILERPLATE_LINE):
+        if _BOILERPLATE_ANY.search(line):
             i += 1
             continue
         if _DATELINE.match(line):
@@ -381,7 +473,7 @@ def clean_blocks(raw: str, blocks: list[tuple[int, int]]) -> tuple[list[tuple[in
             i += 1
             continue
         # a short caption line followed by its photo credit
-        if i + 1 < len(lines) and re.search(r"^\s*\(\s*photo credit", lines[i + 1], re.I) and len(line) < 80:
+        if len(line) < 80 and i + 1 < len(lines) and _CREDIT_LINE.match(lines[i + 1]):
             i += 1
             continue
         if not body_started and "title" not in meta and _is_headline(line):

@@ -26,9 +26,70 @@ def punkt():
     return PunktTokenizer("english")
 
 
+# Where Punkt may see a sentence end: ".", "?" or "!" before a space or closing punctuation
+# (its own candidate test, without the word before). Punkt costs tens of microseconds per
+# candidate, so callers count them to bound the work on text that is mostly punctuation.
+_SENTENCE_END = re.compile(r"""[.?!](?=[\s)"';}\]*:@({\[!?\u2019\u201d])""")
+# Punkt gets at most this many characters at once: NLTK runs each of its regex scans under a
+# 5-second ReDoS timeout, which one multi-megabyte line exceeds.
+SENTENCE_WINDOW = 10_000
+_WINDOW_TAIL = 2_000  # how far back from a window's end a sentence end or space is looked for
+_WINDOW_CUT = re.compile(r"""[.?!]["')\]\u2019\u201d]*\s""")  # a sentence end with its closing quotes
+
+
+def sentence_end_count(text: str) -> int:
+    """How many places in ``text`` Punkt would test as sentence ends."""
+    return len(_SENTENCE_END.findall(text))
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence of ``text``."""
-    return list(punkt().span_tokenize(text))
+    """(start, end) of each sentence of ``text``, in linear time on any input.
+
+    Text without a sentence-end mark is one sentence (what Punkt gives, without its per-call
+    cost); longer text goes to Punkt in windows of at most ``SENTENCE_WINDOW`` characters, cut
+    after a sentence end or at a space; a window Punkt still gives up on stays one span.
+    """
+    spans: list[tuple[int, int]] = []
+    for ws, we in _windows(text):
+        piece = text[ws:we]
+        if not _SENTENCE_END.search(piece):
+            end = len(piece.rstrip())
+            found = [(0, end)] if end else []
+        else:
+            try:
+                found = list(punkt().span_tokenize(piece))
+            except TimeoutError:
+                end = len(piece.rstrip())
+                found = [(0, end)] if end else []
+        spans.extend((ws + s, ws + e) for s, e in found)
+    return spans
+
+
+def _windows(text: str) -> list[tuple[int, int]]:
+    """``text`` cut into pieces of at most ``SENTENCE_WINDOW`` characters, preferably after a sentence end."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while len(text) - pos > SENTENCE_WINDOW:
+        hi = pos + SENTENCE_WINDOW
+        lo = hi - _WINDOW_TAIL
+        ends = [m.end() for m in _WINDOW_CUT.finditer(text, lo, hi)]
+        cut = ends[-1] if ends else max(text.rfind(c, lo, hi) for c in " \n\t")
+        cut = cut if cut > pos else hi
+        while cut < len(text) and text[cut].isspace() and cut - pos < SENTENCE_WINDOW:
+            cut += 1  # the next piece starts at its first word
+        out.append((pos, cut))
+        pos = cut
+    out.append((pos, len(text)))
+    return out
+
+
+def strip_tags(html_text: str) -> str:
+    """``html_text`` without its tags. A tag ends at the next ``<`` too, which keeps this linear
+    where ``<[^>]*>`` rescans to the end of the text after each unclosed ``<``."""
+    return _TAG.sub("", html_text)
+
+
+_TAG = re.compile(r"<[^<>]*>")
 
 
 # ---------------------------------------------------------------- words
@@ -88,6 +149,27 @@ def bm25_tokenize(texts: list[str]):
     import bm25s
 
     return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer(), show_progress=False)
+
+
+_BM25_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token_pattern
+
+
+@lru_cache(maxsize=1)
+def _bm25_stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def has_index_words(text: str) -> bool:
+    """Whether ``bm25_tokenize`` keeps any word of ``text`` (two or more letters or digits, not a stopword).
+
+    bm25s cannot build an index over texts without one. Checked word by word up to the first
+    kept one, as bm25s reads them (lower-cased, same pattern, same stopwords), rather than by
+    tokenizing the whole text.
+    """
+    sw = _bm25_stopwords()
+    return any(m.group(0) not in sw for m in _BM25_TOKEN.finditer(text.lower()))
 
 
 # ---------------------------------------------------------------- names

@@ -3,6 +3,7 @@ question handling; refused input gets a clear error; offsets always point into t
 
 from __future__ import annotations
 
+import codecs
 import tempfile
 from pathlib import Path
 
@@ -33,13 +34,21 @@ def _write_and_check(name: str, data: bytes) -> None:
         _check_document(p)
 
 
+def _user_text(path: Path) -> str:
+    """What a user reads: ``open(path).read()``, with ``encoding="utf-16"`` for a UTF-16 file."""
+    if path.read_bytes().startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        with open(path, encoding="utf-16") as f:
+            return f.read()
+    return read_file(str(path))
+
+
 def _check_document(path: Path) -> None:
     try:
         doc = load_document(path)
     except RagError as exc:
         assert str(exc).startswith(path.name) and "\n" not in str(exc)
         return
-    raw = read_file(str(path))
+    raw = _user_text(path)
     for s, e in doc.segments:
         assert 0 <= s < e <= len(raw)
     for c in chunk_document(doc, raw, CHUNK, 1):
@@ -79,3 +88,33 @@ def test_any_question_is_cleaned_or_refused_clearly(rag, q):
         return
     assert cleaned and cleaned == cleaned.strip() and len(cleaned) <= 2000
     assert not any(ord(ch) < 32 and ch not in "\t\n" for ch in cleaned)
+
+
+# Long lines built from any repeated unit after any furniture-like start: loading and splitting
+# each stay under two seconds a megabyte of this process's CPU time. (Many-line shapes are timed
+# in test_hostile_files.py.)
+TIMED = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+line_units = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x00"), min_size=1, max_size=6)
+line_starts = st.sampled_from(["", "March 25, 2014", "Sign up for", "More from", "(photo credit:", "AB CD ", "Dear Reader", "<p>", "<div", "by "])
+
+
+@TIMED
+@given(line_starts, line_units, st.sampled_from(["shape.txt", "shape.html"]))
+def test_no_long_line_shape_takes_over_two_seconds_a_megabyte(start, unit, name):
+    import time
+
+    data = (start + unit * (200_000 // len(unit))).encode("utf-8")
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_bytes(data)
+        budget = 2.0 * len(data) / 1e6 + 0.05  # plus a little for fixed per-call work
+        t0 = time.process_time()
+        try:
+            doc = load_document(p)
+        except RagError:
+            doc = None
+        assert time.process_time() - t0 < budget
+        if doc is not None:
+            t0 = time.process_time()
+            chunk_document(doc, _user_text(p), CHUNK, 1)
+            assert time.process_time() - t0 < budget
