@@ -186,3 +186,40 @@ def test_a_sentence_that_adds_what_no_source_says_is_replaced_by_the_quote_stati
     assert a.text.startswith("Rhode Island: “Rhode Island, known as the Ocean State, opened its state beaches on Friday.”")
     assert a.sentences[0].quoted and a.citations[0].source_file == "rhode.txt"
     assert a.dropped and "1896" in a.dropped[0].text and "1896" in a.dropped[0].reason and "replaced by the quote" in a.dropped[0].reason
+
+
+EASTBROOK = (
+    "Eastbrook elects a mayor\n\nMarch 12, 2024\n\nVoters in Eastbrook elected Jane Morrow as mayor on Sunday with 58 percent of the vote.\n\n"
+    "Mayor Jane Morrow opened the Eastbrook solar farm in May.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def eastbrook(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eastbrook")
+    (d / "a").mkdir()
+    (d / "a" / "eastbrook.txt").write_text(EASTBROOK)
+    build(d / "index", [d / "a"])
+    return RAG.open(d / "index")
+
+
+@pytest.mark.parametrize(
+    "draft",
+    [
+        "Answer: Victor Hale\nVictor Hale opened the Eastbrook solar farm in May [1].",
+        "Mayor Victor Hale opened the Eastbrook solar farm in May [1].",
+        # half the name matches, the other half is someone else's
+        "Answer: Jane Hale\nMayor Jane Hale opened the Eastbrook solar farm in May [1].",
+        "Jane Hale opened the Eastbrook solar farm in May [1].",
+    ],
+)
+def test_a_claim_naming_another_person_than_its_quote_is_withheld(eastbrook, draft):
+    a = _draft(eastbrook, "Who opened the Eastbrook solar farm?", draft)
+    assert a.abstained and "Hale" not in a.text and not a.citations
+    assert "hale" in a.abstain_reason
+
+
+def test_a_claim_naming_the_person_its_quote_names_stands(eastbrook):
+    for draft in ("Answer: Jane Morrow\nMayor Jane Morrow opened the Eastbrook solar farm in May [1].", "Morrow opened the Eastbrook solar farm in May [1]."):
+        a = _draft(eastbrook, "Who opened the Eastbrook solar farm?", draft)
+        assert not a.abstained and "Morrow" in a.citations[0].quote
