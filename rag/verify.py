@@ -35,6 +35,8 @@ _QUESTION_WORDS = frozenset(
         "according announced said reported named called known"
     )
 )
+# auxiliaries and reporting verbs: a sentence that shares only these with a question is not about it
+_FILLER_WORDS = frozenset(content_words("did does do has had have was were about say says tell"))
 _CAUSE = re.compile(
     r"\b(because|since|due to|owing to|prompt\w*|led to|leading to|caus\w*|as a result|result\w* in|in response|in protest|"
     r"in retaliation|after|following|given|so that|therefore|thus|hence|spurred|triggered|sparked|reason\w*|angered|consider\w*|amid)\b",
@@ -274,6 +276,11 @@ class Aboutness:
     def score(self) -> float:
         """One figure: the quotes' own words count most, their passage and the question's names the rest."""
         return 0.5 * self.words + 0.25 * self.context_words + 0.25 * self.names
+
+
+def asked_words(question: str) -> frozenset[str]:
+    """The content words that say what ``question`` is about: not its question words, auxiliaries or years."""
+    return content_words(question) - _QUESTION_WORDS - _FILLER_WORDS - years(question)
 
 
 def about_question(question: str, quotes: list[SourceSentence], common: frozenset[str], lead_in: str = "") -> Aboutness:

@@ -223,3 +223,29 @@ def test_a_claim_naming_the_person_its_quote_names_stands(eastbrook):
     for draft in ("Answer: Jane Morrow\nMayor Jane Morrow opened the Eastbrook solar farm in May [1].", "Morrow opened the Eastbrook solar farm in May [1]."):
         a = _draft(eastbrook, "Who opened the Eastbrook solar farm?", draft)
         assert not a.abstained and "Morrow" in a.citations[0].quote
+
+
+TOWN_2021 = {
+    "bus.txt": "City council approves new bus lanes\n\nMarch 3, 2021\n\nThe city council approved three new bus lanes on Tuesday. Work will start in the summer and cost 4 million dollars.\n",
+    "bakery.txt": "Local bakery wins award\n\nJune 12, 2021\n\nA family bakery on Main Street won the regional bread award in 2021. The owners said they would hire two more bakers.\n",
+    "library.txt": "Library extends opening hours\n\nSeptember 8, 2021\n\nThe central library will open until 9 p.m. on weekdays from October. The change follows a survey of 2,000 readers.\n",
+    "storm.txt": "Storm damages harbour\n\nNovember 20, 2021\n\nA winter storm damaged two piers in the harbour on Friday. No one was hurt, the coast guard said.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def town_2021(tmp_path_factory):
+    d = tmp_path_factory.mktemp("town")
+    (d / "a").mkdir()
+    for name, text in TOWN_2021.items():
+        (d / "a" / name).write_text(text)
+    build(d / "index", [d / "a"])
+    return RAG.open(d / "index")
+
+
+def test_the_extractive_backend_abstains_when_no_sentence_is_about_what_was_asked(town_2021):
+    # every article is from 2021 and one says "won ... in 2021": none is about a marathon
+    a = town_2021.ask("Who won the city marathon in 2021?", llm="extractive")
+    assert a.abstained and not a.citations, a.text
+    a = town_2021.ask("Who won the regional bread award?", llm="extractive")
+    assert not a.abstained and "bakery" in a.citations[0].quote
