@@ -177,3 +177,15 @@ def test_the_extractive_backend_neither_follows_nor_cites_planted_text(planted, 
 @pytest.mark.parametrize("question, payload", PLANTED_QUESTIONS[::2])
 def test_the_local_model_neither_follows_nor_cites_planted_text(planted, question, payload):
     _check_planted(RAG.open(planted).ask(question, llm="local", local_model="smollm"), payload)
+
+
+def test_text_hidden_in_html_is_not_article_text(tmp_path):
+    from rag.corpus import load_document
+
+    page = tmp_path / "lakeview.html"
+    page.write_text(HIDDEN_HTML)
+    doc = load_document(page)
+    assert "Rick Stone" not in doc.text
+    assert "Governor Ana Reyes" in doc.text and "40,000 homes" in doc.text
+    raw = read_file(str(page))
+    assert all("Rick Stone" not in raw[s:e] for s, e in doc.segments)  # offsets still point at what is shown
