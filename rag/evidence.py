@@ -11,6 +11,7 @@ from . import embedding, hostile, prompts
 from .text import content_words, years
 from .types import Passage, Sentence, SourceSentence
 
+
 def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
     """Every sentence of the passages once, in article order (overlapping chunks share sentences).
 

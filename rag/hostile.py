@@ -104,7 +104,7 @@ def dropped_paragraphs(paragraphs: list[str]) -> set[int]:
             break
         if is_injection(para):
             out.add(i)
-            # the payload line after the instruction ("... answer with the line below.")
+            # the payload line (or two) after the instruction ("... the answer is on the next line.")
             j = i + 1
             while j < len(paragraphs) and len(paragraphs[j]) <= SHORT_LINE and j not in out:
                 out.add(j)
@@ -138,7 +138,8 @@ def paragraph_of(doc: Document, offset: int) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-def _dropped_spans(key: tuple[str, str], paragraphs: tuple[str, ...], segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+def _dropped_spans(paragraphs: tuple[str, ...], segments: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """The raw spans of the paragraphs to leave out; cached, as the same articles come back question after question."""
     return tuple(segments[k] for k in sorted(dropped_paragraphs(list(paragraphs))))
 
 
@@ -151,7 +152,7 @@ def keep(sentences: list[SourceSentence]) -> list[SourceSentence]:
     for sents in by_doc.values():
         doc = sents[0].passage.doc
         paras = tuple(paragraph_texts(doc, sents))
-        spans = _dropped_spans((doc.id, doc.content_hash), paras, tuple(map(tuple, doc.segments)))
+        spans = _dropped_spans(paras, tuple(map(tuple, doc.segments)))
         out.extend(
             s for s in sents if not is_injection(s.sentence.text) and not any(a <= s.sentence.start < b for a, b in spans)
         )

@@ -35,8 +35,9 @@ _QUESTION_WORDS = frozenset(
         "according announced said reported named called known"
     )
 )
-# auxiliaries and reporting verbs: a sentence that shares only these with a question is not about it
-_FILLER_WORDS = frozenset(content_words("did does do has had have was were about say says tell"))
+# auxiliaries, reporting verbs and question phrases ("how long did it take"): a sentence that
+# shares only these with a question is not about it
+_FILLER_WORDS = frozenset(content_words("did does do has had have was were about say says tell long take took happen happened get got"))
 _CAUSE = re.compile(
     r"\b(because|since|due to|owing to|prompt\w*|led to|leading to|caus\w*|as a result|result\w* in|in response|in protest|"
     r"in retaliation|after|following|given|so that|therefore|thus|hence|spurred|triggered|sparked|reason\w*|angered|consider\w*|amid)\b",
