@@ -29,7 +29,7 @@ from .compose import abstained, compose, is_aside, is_why, quoted, restates, tim
 from .evidence import Evidence
 from .llm import TokenProb
 from .settings import Settings
-from .text import sentence_spans, years
+from .text import content_words, sentence_spans, years
 from .types import Answer, Draft, Dropped, Passage, SourceSentence
 
 CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
@@ -114,6 +114,26 @@ def extractive_draft(ev: Evidence) -> Draft:
     return Draft(None, body)
 
 
+def unasked(question: str, ev: Evidence) -> str | None:
+    """Why the extractive backend has nothing to quote, or None.
+
+    With no model to say "not in the sources", the best-matching sentences would be quoted even
+    when they share only a year or a verb with the question ("won ... in 2021" for a question
+    about a marathon): at least one must speak of half of what was asked, read with the sentence
+    before it (which often names the event).
+    """
+    asked = verify.asked_words(question)
+    if not asked:
+        return None
+    for i in ev.best():
+        text = ev.srcs[i].sentence.text
+        if (b := ev.before(i)) is not None:
+            text += " " + ev.srcs[b].sentence.text
+        if 2 * len(asked & content_words(text)) >= len(asked):
+            return None
+    return "no source sentence speaks of what the question asks"
+
+
 def _time_key(s: SourceSentence) -> tuple:
     return (s.passage.doc.date or "", s.passage.doc.id, s.sentence.start)
 
@@ -165,6 +185,10 @@ def run(
         yield answer
         return
     if llm is None:
+        if why := unasked(question, ev):
+            timings["total_s"] = time.perf_counter() - t0
+            yield abstained(question, passages, timings, backend, why)
+            return
         draft = extractive_draft(ev)
         timings["first_token_s"] = time.perf_counter() - t0
         yield draft.body

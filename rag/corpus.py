@@ -308,6 +308,17 @@ def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
 
 _BLOCK_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "div", "section", "article", "td", "br", "tr", "figcaption", "pre", "title"}
 _SKIP_TAGS = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "button", "select", "template", "iframe", "figcaption"}
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+# inline styles that keep an element off the screen: text a reader never sees is no article text
+_HIDDEN_STYLE = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*(hidden|collapse)|(font-size|opacity|max-height|height)\s*:\s*0+(\.0+)?\s*(px|pt|em|rem|%)?\s*(;|!|$)", re.I
+)
+
+
+def _is_hidden(attrs: dict[str, str | None]) -> bool:
+    """An element a browser does not show (``hidden``, a hiding inline style) or hides from readers (``aria-hidden``)."""
+    style = attrs.get("style") or ""
+    return "hidden" in attrs or (attrs.get("aria-hidden") or "").strip().lower() == "true" or bool(_HIDDEN_STYLE.search(style))
 
 
 class _HTMLBlocks(HTMLParser):
@@ -322,6 +333,7 @@ class _HTMLBlocks(HTMLParser):
         self.skip = 0
         self.meta: dict[str, str] = {}
         self.in_title = False
+        self.hidden: list[str | int] | None = None  # [tag, depth] of the hidden element being skipped
 
     def _offset(self) -> int:
         line, col = self.getpos()
@@ -354,6 +366,7 @@ class _HTMLBlocks(HTMLParser):
                     self.meta.setdefault(field, html.unescape(val))
         if tag == "link" and (a.get("rel") or "") == "canonical" and a.get("href"):
             self.meta.setdefault("url", a["href"])
+        self._hide(tag, a)
         if tag in _SKIP_TAGS:
             self._flush()  # a text run never spans hidden content such as a script
             self.skip += 1
@@ -362,7 +375,28 @@ class _HTMLBlocks(HTMLParser):
         if tag in _BLOCK_TAGS:
             self._flush()
 
+    def _hide(self, tag: str, attrs: dict[str, str | None]) -> None:
+        """Skip a hidden element's content up to its matching end tag (same-name elements inside it nest)."""
+        if self.hidden and self.hidden[1] == 1 and ((tag == self.hidden[0] and tag in ("p", "li")) or (self.hidden[0] == "p" and tag in _BLOCK_TAGS)):
+            self._unhide()  # a <p> or <li> left open ends where the next block starts, as in a browser
+        if self.hidden is None:
+            if tag not in _VOID_TAGS and _is_hidden(attrs):
+                self._flush()
+                self.hidden = [tag, 1]
+                self.skip += 1
+        elif tag == self.hidden[0]:
+            self.hidden[1] += 1
+
+    def _unhide(self) -> None:
+        self._flush()
+        self.hidden = None
+        self.skip -= 1
+
     def handle_endtag(self, tag):
+        if self.hidden and tag == self.hidden[0]:
+            self.hidden[1] -= 1
+            if not self.hidden[1]:
+                self._unhide()
         if tag in _SKIP_TAGS and self.skip:
             self._flush()
             self.skip -= 1

@@ -7,35 +7,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import embedding, prompts
+from . import embedding, hostile, prompts
 from .text import content_words, years
 from .types import Passage, Sentence, SourceSentence
-
-_INJECTION = re.compile(
-    r"\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions?|prompts?|rules|context)\b|"
-    r"^\W*(system|assistant|user|developer)\s*(prompt|message)?\s*:|<\s*/?\s*(source|system|im_start|im_end)\b|<\|im_(start|end)\|>|"
-    r"\byou are (now )?(an? )?(ai|assistant|language model|chatbot)\b|\b(reply|respond|answer) only with\b",
-    re.I,
-)
-
-
-def is_injection(text: str) -> bool:
-    """True for a sentence written to steer a model (prompt injection) rather than to inform."""
-    return bool(_INJECTION.search(text))
 
 
 def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
     """Every sentence of the passages once, in article order (overlapping chunks share sentences).
 
-    Sentences that try to instruct the model are left out: the model never reads them and
-    nothing can cite them.
+    Text planted to steer a model is left out (:mod:`rag.hostile`): the model never reads it and
+    nothing can cite it, whichever backend answers.
     """
     seen: dict[tuple[str, int], SourceSentence] = {}
     for p in passages:
         for s in p.chunk.sentences:
-            if not is_injection(s.text):
-                seen.setdefault((p.doc.id, s.start), SourceSentence(p, s))
-    return [seen[k] for k in sorted(seen)]
+            seen.setdefault((p.doc.id, s.start), SourceSentence(p, s))
+    kept = hostile.keep(list(seen.values()))
+    return sorted(kept, key=lambda s: (s.passage.doc.id, s.sentence.start))
 
 
 def number_articles(passages: list[Passage]) -> dict[str, int]:

@@ -35,6 +35,9 @@ _QUESTION_WORDS = frozenset(
         "according announced said reported named called known"
     )
 )
+# auxiliaries, reporting verbs and question phrases ("how long did it take"): a sentence that
+# shares only these with a question is not about it
+_FILLER_WORDS = frozenset(content_words("did does do has had have was were about say says tell long take took happen happened get got"))
 _CAUSE = re.compile(
     r"\b(because|since|due to|owing to|prompt\w*|led to|leading to|caus\w*|as a result|result\w* in|in response|in protest|"
     r"in retaliation|after|following|given|so that|therefore|thus|hence|spurred|triggered|sparked|reason\w*|angered|consider\w*|amid)\b",
@@ -116,18 +119,35 @@ def missing_terms(claim: str, question: str, quotes: list[SourceSentence], commo
     for q in quotes:
         have |= meta_words(q.passage)
     names, nums, _ = new_terms(claim, question, common)
-    missing = [" ".join(n) for n in names if not carries(n, have)]
+    quoted = name_tokens(text, common)
+    missing = [" ".join(n) for n in names if not carries(n, have) or swaps_name(n, have, quoted)]
     known = numbers(text) | {w for q in quotes for w in date_words(q.passage.doc.date) if w.isdigit()}
     missing += sorted(nums - known)
     # a weekday is the article's own dateline more often than the quote's: it is no fact to check
     return [m for m in missing if m not in WEEKDAYS]
 
 
+def swaps_name(name: tuple[str, ...], have: set[str], quoted: list[tuple[str, ...]]) -> bool:
+    """Whether the quote names someone else who shares only part of ``name``: "Jane Hale" against a quote naming "Jane Morrow".
+
+    Half a name is enough to carry it ("al-Zahar" for "Mahmoud al-Zahar"), but not when the quote
+    puts another word where the rest of the name was.
+    """
+    if all(any(same_word(t, w) for w in have) for t in name):
+        return False
+    for other in quoted:
+        shared = sum(any(same_word(t, w) for w in other) for t in name)
+        if shared and any(not any(same_word(w, t) for t in name) for w in other):
+            return True
+    return False
+
+
 def names_answer(short: str, text: str, question: str, common: frozenset[str]) -> bool:
     """Whether ``text`` states the short answer: its names, numbers and most of its other words (those not in the question)."""
     names, nums, words = new_terms(short, question, common)
     have = words_of(text)
-    if any(not carries(n, have) for n in names) or nums - numbers(text):
+    quoted = name_tokens(text, common)
+    if any(not carries(n, have) or swaps_name(n, have, quoted) for n in names) or nums - numbers(text):
         return False
     return not words or len(words & content_words(text)) / len(words) >= 0.5
 
@@ -257,6 +277,11 @@ class Aboutness:
     def score(self) -> float:
         """One figure: the quotes' own words count most, their passage and the question's names the rest."""
         return 0.5 * self.words + 0.25 * self.context_words + 0.25 * self.names
+
+
+def asked_words(question: str) -> frozenset[str]:
+    """The content words that say what ``question`` is about: not its question words, auxiliaries or years."""
+    return content_words(question) - _QUESTION_WORDS - _FILLER_WORDS - years(question)
 
 
 def about_question(question: str, quotes: list[SourceSentence], common: frozenset[str], lead_in: str = "") -> Aboutness:

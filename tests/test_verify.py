@@ -186,3 +186,66 @@ def test_a_sentence_that_adds_what_no_source_says_is_replaced_by_the_quote_stati
     assert a.text.startswith("Rhode Island: “Rhode Island, known as the Ocean State, opened its state beaches on Friday.”")
     assert a.sentences[0].quoted and a.citations[0].source_file == "rhode.txt"
     assert a.dropped and "1896" in a.dropped[0].text and "1896" in a.dropped[0].reason and "replaced by the quote" in a.dropped[0].reason
+
+
+EASTBROOK = (
+    "Eastbrook elects a mayor\n\nMarch 12, 2024\n\nVoters in Eastbrook elected Jane Morrow as mayor on Sunday with 58 percent of the vote.\n\n"
+    "Mayor Jane Morrow opened the Eastbrook solar farm in May.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def eastbrook(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eastbrook")
+    (d / "a").mkdir()
+    (d / "a" / "eastbrook.txt").write_text(EASTBROOK)
+    build(d / "index", [d / "a"])
+    return RAG.open(d / "index")
+
+
+@pytest.mark.parametrize(
+    "draft",
+    [
+        "Answer: Victor Hale\nVictor Hale opened the Eastbrook solar farm in May [1].",
+        "Mayor Victor Hale opened the Eastbrook solar farm in May [1].",
+        # half the name matches, the other half is someone else's
+        "Answer: Jane Hale\nMayor Jane Hale opened the Eastbrook solar farm in May [1].",
+        "Jane Hale opened the Eastbrook solar farm in May [1].",
+    ],
+)
+def test_a_claim_naming_another_person_than_its_quote_is_withheld(eastbrook, draft):
+    a = _draft(eastbrook, "Who opened the Eastbrook solar farm?", draft)
+    assert a.abstained and "Hale" not in a.text and not a.citations
+    assert "hale" in a.abstain_reason
+
+
+def test_a_claim_naming_the_person_its_quote_names_stands(eastbrook):
+    for draft in ("Answer: Jane Morrow\nMayor Jane Morrow opened the Eastbrook solar farm in May [1].", "Morrow opened the Eastbrook solar farm in May [1]."):
+        a = _draft(eastbrook, "Who opened the Eastbrook solar farm?", draft)
+        assert not a.abstained and "Morrow" in a.citations[0].quote
+
+
+TOWN_2021 = {
+    "bus.txt": "City council approves new bus lanes\n\nMarch 3, 2021\n\nThe city council approved three new bus lanes on Tuesday. Work will start in the summer and cost 4 million dollars.\n",
+    "bakery.txt": "Local bakery wins award\n\nJune 12, 2021\n\nA family bakery on Main Street won the regional bread award in 2021. The owners said they would hire two more bakers.\n",
+    "library.txt": "Library extends opening hours\n\nSeptember 8, 2021\n\nThe central library will open until 9 p.m. on weekdays from October. The change follows a survey of 2,000 readers.\n",
+    "storm.txt": "Storm damages harbour\n\nNovember 20, 2021\n\nA winter storm damaged two piers in the harbour on Friday. No one was hurt, the coast guard said.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def town_2021(tmp_path_factory):
+    d = tmp_path_factory.mktemp("town")
+    (d / "a").mkdir()
+    for name, text in TOWN_2021.items():
+        (d / "a" / name).write_text(text)
+    build(d / "index", [d / "a"])
+    return RAG.open(d / "index")
+
+
+def test_the_extractive_backend_abstains_when_no_sentence_is_about_what_was_asked(town_2021):
+    # every article is from 2021 and one says "won ... in 2021": none is about a marathon
+    a = town_2021.ask("Who won the city marathon in 2021?", llm="extractive")
+    assert a.abstained and not a.citations, a.text
+    a = town_2021.ask("Who won the regional bread award?", llm="extractive")
+    assert not a.abstained and "bakery" in a.citations[0].quote
