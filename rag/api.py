@@ -47,8 +47,7 @@ class RAG:
 
     def refresh(self) -> bool:
         """Re-open the index if a writer has published a new generation; True when it changed."""
-        cur = (self.index.root / "CURRENT").read_text().strip()
-        if cur == self.index.gen.name:
+        if index.current_name(self.index.root) == self.index.gen.name:
             return False
         with self._lock:
             self.index = index.Index.open(self.index.root)

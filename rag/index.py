@@ -104,7 +104,7 @@ class Index:
         import faiss
 
         root = Path(root)
-        gen = root / _current_name(root)
+        gen = root / current_name(root)
         fix = _rebuild_hint(root)
         part = gen / "manifest.json"  # the file being read, named when it turns out damaged
         try:
@@ -173,7 +173,7 @@ def _not_a_folder(root: Path) -> None:
         raise RagError(f"{root} is a file, not an index folder: give --index a folder (it is created if missing)")
 
 
-def _current_name(root: Path) -> str:
+def current_name(root: Path) -> str:
     """The live generation's name from ``CURRENT``; raises RagError naming the file when it is missing or damaged."""
     _not_a_folder(root)
     cur = root / "CURRENT"
@@ -193,7 +193,7 @@ def _current_name(root: Path) -> str:
 
 def _current_or_none(root: Path) -> str | None:
     try:
-        return _current_name(root)
+        return current_name(root)
     except RagError:
         return None
 

@@ -115,7 +115,7 @@ class Corpus:
         if size > settings.max_file_bytes:
             raise RagError(f"{name}: file is {size:,} bytes, over the {settings.max_file_bytes:,}-byte limit")
         try:
-            load_document(upload, settings.max_file_bytes)  # binary, not UTF-8, empty, no article text
+            load_document(upload, settings.max_file_bytes)  # binary, not UTF-8/UTF-16, empty, no article text
         except RagError as exc:
             msg = str(exc)
             raise RagError(name + msg[len(upload.name):] if msg.startswith(upload.name + ":") else f"{name}: {msg}") from exc
@@ -333,7 +333,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                 table = gr.HTML(corpus.table(), elem_id="rag-corpus-table")
                 files = gr.File(
                     file_count="multiple",
-                    label=f"Add articles: .txt, .md or .html, UTF-8, up to {settings.max_file_bytes // 1_000_000} MB each",
+                    label=f"Add articles: .txt, .md or .html (UTF-8, or UTF-16 with a byte-order mark), up to {settings.max_file_bytes // 1_000_000} MB each",
                     elem_id="rag-upload",
                     height=140,
                 )
