@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from . import hostile
 from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date, strip_tags
 from .types import Document, RagError
 
@@ -205,9 +206,15 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
     meta.update(_sidecar(path))
     if not meta.get("outlet"):
         meta["outlet"] = _outlet(raw)
+    shown = [_display(raw[s:e], path) for s, e in segments]
+    # text planted to steer a model is no article text: it never reaches the index (see rag.hostile)
+    planted = hostile.dropped_paragraphs(shown)
+    segments = [seg for k, seg in enumerate(segments) if k not in planted]
+    shown = [t for k, t in enumerate(shown) if k not in planted]
     if not segments:
-        raise RagError(f"{path.name}: no article text found after cleaning")
-    text = "\n\n".join(_display(raw[s:e], path) for s, e in segments)
+        why = "its text addresses an AI model, not readers" if planted else "no article text found after cleaning"
+        raise RagError(f"{path.name}: {why}")
+    text = "\n\n".join(shown)
     if not has_index_words(text):
         raise RagError(f"{path.name}: no words to index (only numbers, punctuation or single letters)")
     return Document(

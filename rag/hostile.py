@@ -18,6 +18,7 @@ characters removed); the stored text is never rewritten, so quotes stay exact sl
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from functools import lru_cache
@@ -28,16 +29,22 @@ from .types import Document, SourceSentence
 # Unicode's confusables skeleton (ICU's SpoofChecker) would cover every script, but it needs the
 # native ICU library; the letters that can spell English words are these few, so they are listed
 # here. NFKC already folds full-width and mathematical letters.
-_LOOKALIKES = str.maketrans(
-    "АВЕЅІЈКМНОРСТХУаеіјорсхуѕһԁԛԝвкмнтѵӏΑΒΕΖΗΙΚΜΝΟΡΤΥΧαβεικνορτυχϲ",
-    "ABESIJKMHOPCTXYaeijopcxyshdqwbkmhtvlABEZHIKMNOPTYXabeiknoptuxc",
-)
+_LOOKALIKE_FROM = "АВЕЅІЈКМНОРСТХУаеіјорсхуѕһԁԛԝвкмнтѵӏΑΒΕΖΗΙΚΜΝΟΡΤΥΧαβεικνορτυχϲ"
+_LOOKALIKE_TO = "ABESIJKMHOPCTXYaeijopcxyshdqwbkmhtvlABEZHIKMNOPTYXabeiknoptuxc"
+
+
+@lru_cache(maxsize=1)
+def _fold_table() -> dict[int, int | None]:
+    """Look-alikes to Latin and invisible format characters (zero-width, bidi; category Cf) removed, in one table for ``str.translate``."""
+    planes = itertools.chain(range(0x20000), range(0xE0000, 0xE1000))  # format characters live in planes 0, 1 and 14
+    table: dict[int, int | None] = {cp: None for cp in planes if unicodedata.category(chr(cp)) == "Cf"}
+    table.update(str.maketrans(_LOOKALIKE_FROM, _LOOKALIKE_TO))
+    return table
 
 
 def fold(text: str) -> str:
     """``text`` as detection reads it: NFKC, look-alikes as Latin, format characters (zero-width, bidi) removed, lower case."""
-    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES)
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").lower()
+    return unicodedata.normalize("NFKC", text).translate(_fold_table()).lower()
 
 
 # Words for an AI reader. Those that name one unambiguously may stand alone; the ones with

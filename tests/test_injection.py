@@ -136,7 +136,8 @@ def planted(tmp_path_factory):
         (d / "corpus" / name).write_text(text)
     (d / "corpus" / "lakeview-water.html").write_text(HIDDEN_HTML)
     report = build(d / "index", [d / "corpus"])
-    assert not report.errors
+    # an article whose one paragraph is an instruction is refused at indexing, with its name
+    assert report.errors == ["brookline-library.txt: its text addresses an AI model, not readers"]
     return d / "index"
 
 

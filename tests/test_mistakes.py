@@ -151,6 +151,17 @@ def test_ui_port_out_of_range_is_refused(capsys, idx, port):
     assert stop.value.code == 2 and f"argument --port: '{port}' is not a port number" in err and "unexpected" not in err
 
 
+def test_ui_on_a_port_already_taken_is_one_line(capsys, idx):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run(capsys, "ui", "--port", port, "--index", idx)
+    assert code == 1 and f"cannot serve the UI on 127.0.0.1:{port}" in err and "unexpected" not in err
+
+
 @pytest.mark.parametrize(
     "name, value, expected",
     [
@@ -196,7 +207,7 @@ def test_index_folder_that_cannot_be_written_is_named(capsys, idx, built):
 def test_list_escapes_names_that_would_spoof_rows(capsys, idx, tmp_path):
     rlo = tmp_path / "report\u202etxt.exe.txt"
     rlo.write_text("Ferry note\n\nThe Vesna ferry resumed in June 2019 after repairs.\n")
-    named = tmp_path / "evil\n2099-01-01  Fake News               9 chunks  fake.txt"
+    named = tmp_path / "spoof\n2099-01-01  Fake News               9 chunks  fake.txt"
     named.write_text("Third note\n\nA third ferry note was filed in July 2019.\n")
     code, out, err = run(capsys, "index", "add", rlo, named, "--index", idx)
     assert code == 0, err
@@ -204,4 +215,4 @@ def test_list_escapes_names_that_would_spoof_rows(capsys, idx, tmp_path):
     assert len(rows) == 6  # one row per article: a newline in a name cannot add one
     assert not any(r.startswith("2099") for r in rows)
     assert "\u202e" not in "".join(rows) and any("report\\u202etxt.exe.txt" in r for r in rows)
-    assert any("evil\\n2099-01-01" in r for r in rows)
+    assert any("spoof\\n2099-01-01" in r for r in rows)

@@ -375,7 +375,10 @@ def launch_options(settings: Settings) -> dict:
 
 def launch(demo: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, quiet: bool = True) -> str:
     """Start the server; returns its URL (after it stops, when ``block``)."""
-    demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, **launch_options(settings))
+    try:
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, **launch_options(settings))
+    except OSError as exc:  # Gradio's "Cannot find empty port", or an address this machine does not have
+        raise RagError(f"cannot serve the UI on {host}:{port} (the port is taken or the address is not this machine's): choose another with --port/--host") from exc
     url = f"http://{host}:{demo.server_port}/"
     if block:
         print(f"newsrag UI running at {url} (Ctrl+C to stop)", flush=True)
