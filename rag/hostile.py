@@ -89,13 +89,29 @@ _INSTRUCTION = re.compile(
 # Markup that fakes the prompt's own structure: a source tag, a chat template token.
 _MARKER = re.compile(r"[<‹]\s*/?\s*(source|sources|system|document|context|instructions?|im_start|im_end)\b|<\|im_(start|end)\|>", re.I)
 
+# Words at least one of which every pattern above needs, in folded text. Checking them is a fast
+# substring search, where the patterns cost about a microsecond a character: most paragraphs, and
+# most whole articles, hold none of them and skip the patterns.
+_GATE = (
+    "ignore", "disregard", "forget", "override", "bypass", "system", "assistant", "developer", "###", "inst]", "<<", "<|",
+    "a.i.", "intelligence", "language model", "llm", "bot", "chatgpt", "summar", "model", "agent", "crawler", "scraper",
+    "asked", "answering", "questioned", "only with", "cite", "do not", "you must", "you should", "make sure", "be sure",
+    "always", "source", "document", "context", "instruction", "im_start", "im_end",
+)  # fmt: skip
+_AI_WORD = re.compile(r"\bai\b")
+
+
+def _may_instruct(folded: str) -> bool:
+    return any(k in folded for k in _GATE) or bool(_AI_WORD.search(folded))
+
+
 SHORT_LINE = 200  # characters: a line this short right after a dropped paragraph is taken for its payload
 
 
 def is_injection(text: str) -> bool:
     """True for text written to steer a model (an instruction, an address to an AI, a fake prompt marker) rather than to inform."""
     folded = fold(text)
-    return bool(_INSTRUCTION.search(folded) or _MARKER.search(folded))
+    return _may_instruct(folded) and bool(_INSTRUCTION.search(folded) or _MARKER.search(folded))
 
 
 def has_marker(text: str) -> bool:
@@ -105,11 +121,18 @@ def has_marker(text: str) -> bool:
 def dropped_paragraphs(paragraphs: list[str]) -> set[int]:
     """Indices of the paragraphs to leave out (see the module's rules)."""
     out: set[int] = set()
+    # one pass over the whole article first: nearly every article has nothing to find, and a file of
+    # many short paragraphs would otherwise pay the folding and both patterns once per paragraph
+    if not _may_instruct(fold("\n\n".join(paragraphs))):
+        return out
     for i, para in enumerate(paragraphs):
-        if has_marker(para):
+        folded = fold(para)
+        if not _may_instruct(folded):
+            continue
+        if _MARKER.search(folded):
             out.update(range(i, len(paragraphs)))  # the rest pretends to be another source, or the system
             break
-        if is_injection(para):
+        if _INSTRUCTION.search(folded):
             out.add(i)
             # the payload line (or two) after the instruction ("... the answer is on the next line.")
             j = i + 1
