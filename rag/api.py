@@ -80,8 +80,17 @@ class RAG:
         return self.retriever.retrieve(self.check_question(question), top_k, as_of=as_of)
 
     def llm(self, settings: Settings):
-        key = (settings.llm, settings.local_model, settings.openai_base_url, settings.openai_model, settings.llm_threads,
-               settings.openai_api_key, settings.openai_timeout_s, settings.openai_connect_timeout_s)  # a client is built for one key
+        # an endpoint client is built for one key and one set of timeouts
+        key = (
+            settings.llm,
+            settings.local_model,
+            settings.openai_base_url,
+            settings.openai_model,
+            settings.llm_threads,
+            settings.openai_api_key,
+            settings.openai_timeout_s,
+            settings.openai_connect_timeout_s,
+        )
         with self._lock:
             if key not in self._llms:
                 self._llms[key] = make_llm(settings)

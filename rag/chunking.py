@@ -59,6 +59,8 @@ def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sen
         budget -= ends if split else 0
         out.append(split_sentences(raw, s, e, max_chars, is_html, split))
     return out
+
+
 def chunk_document(doc: Document, raw: str, chunk_chars: int = 900, overlap: int = 1) -> list[Chunk]:
     """Pack consecutive sentences into chunks of at most ``chunk_chars``; ``overlap`` sentences repeat."""
     paragraphs = document_sentences(doc, raw, chunk_chars)

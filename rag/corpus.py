@@ -173,6 +173,13 @@ def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark
     ``mark=False`` leaves duplicate marking to a caller that merges these with other documents.
     """
     files, errors = iter_article_files(paths)
+    loaded = load_files(files, max_bytes, mark)
+    return LoadResult(loaded.documents, errors + loaded.errors)
+
+
+def load_files(files: list[Path], max_bytes: int = 5_000_000, mark: bool = True) -> LoadResult:
+    """Load and clean article files already listed (by :func:`iter_article_files`); bad files are reported, not fatal."""
+    errors: list[str] = []
     docs: list[Document] = []
     seen: dict[str, Path] = {}
     for f in files:

@@ -114,10 +114,6 @@ def is_injection(text: str) -> bool:
     return _may_instruct(folded) and bool(_INSTRUCTION.search(folded) or _MARKER.search(folded))
 
 
-def has_marker(text: str) -> bool:
-    return bool(_MARKER.search(fold(text)))
-
-
 def dropped_paragraphs(paragraphs: list[str]) -> set[int]:
     """Indices of the paragraphs to leave out (see the module's rules)."""
     out: set[int] = set()

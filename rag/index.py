@@ -31,7 +31,7 @@ import numpy as np
 
 from . import embedding
 from .chunking import chunk_document
-from .corpus import iter_article_files, load_documents, mark_duplicates, read_text
+from .corpus import iter_article_files, load_files, mark_duplicates, read_text
 from .settings import Settings
 from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
@@ -346,11 +346,13 @@ def update(
             paths = [str(Path(p).resolve()) for p in given]
             if add is None:
                 _refuse_missing(paths, named=sync is not None)
-            listed = {p: iter_article_files([p])[0] for p in paths}
+            walked = {p: iter_article_files([p]) for p in paths}  # each folder walked once, here
+            listed = {p: files for p, (files, _) in walked.items()}
             n_files = sum(map(len, listed.values()))
             if n_files > settings.max_files_per_add:
                 raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
-            loaded = load_documents(paths, settings.max_file_bytes, mark=False)  # marked below, with the kept ones
+            loaded = load_files([f for files in listed.values() for f in files], settings.max_file_bytes, mark=False)  # marked below, with the kept ones
+            loaded.errors = [e for _, errs in walked.values() for e in errs] + loaded.errors
             new_docs = {d.id: d for d in loaded.documents}
             if add is not None:
                 new_docs = {**old_docs, **new_docs}

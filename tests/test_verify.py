@@ -15,17 +15,19 @@ OCEAN = "Memorial Day weekend in Florida\n\nMay 30, 2022\n\nFlorida beaches were
 RHODE = "Rhode Island opens its beaches\n\nMay 27, 2022\n\nRhode Island, known as the Ocean State, opened its state beaches on Friday. Lifeguards will be on duty from 9 a.m.\n"
 
 
+def _rag_of(d, name: str, articles: dict[str, str]) -> RAG:
+    """A RAG over an index of ``articles`` (file name -> text) written under ``d / name``."""
+    (d / name).mkdir()
+    for file, text in articles.items():
+        (d / name / file).write_text(text)
+    build(d / f"index-{name}", [d / name])
+    return RAG.open(d / f"index-{name}")
+
+
 @pytest.fixture(scope="module")
 def beaches(tmp_path_factory):
     d = tmp_path_factory.mktemp("beaches")
-    (d / "a").mkdir()
-    (d / "a" / "florida.txt").write_text(OCEAN)
-    build(d / "index", [d / "a"])
-    (d / "b").mkdir()
-    (d / "b" / "florida.txt").write_text(OCEAN)
-    (d / "b" / "rhode.txt").write_text(RHODE)
-    build(d / "index-both", [d / "b"])
-    return RAG.open(d / "index"), RAG.open(d / "index-both")
+    return _rag_of(d, "a", {"florida.txt": OCEAN}), _rag_of(d, "b", {"florida.txt": OCEAN, "rhode.txt": RHODE})
 
 
 def _draft(rag, question, draft):
@@ -196,11 +198,7 @@ EASTBROOK = (
 
 @pytest.fixture(scope="module")
 def eastbrook(tmp_path_factory):
-    d = tmp_path_factory.mktemp("eastbrook")
-    (d / "a").mkdir()
-    (d / "a" / "eastbrook.txt").write_text(EASTBROOK)
-    build(d / "index", [d / "a"])
-    return RAG.open(d / "index")
+    return _rag_of(tmp_path_factory.mktemp("eastbrook"), "a", {"eastbrook.txt": EASTBROOK})
 
 
 @pytest.mark.parametrize(
