@@ -378,7 +378,7 @@ def launch(demo: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: i
     try:
         demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=quiet, **launch_options(settings))
     except OSError as exc:  # Gradio's "Cannot find empty port", or an address this machine does not have
-        raise RagError(f"cannot serve the UI on {host}:{port} (the port is taken or the address is not this machine's): choose another with --port/--host") from exc
+        raise RagError(_cannot_serve(host, port)) from exc
     url = f"http://{host}:{demo.server_port}/"
     if block:
         print(f"newsrag UI running at {url} (Ctrl+C to stop)", flush=True)
@@ -391,7 +391,22 @@ def launch(demo: gr.Blocks, settings: Settings, host: str = "127.0.0.1", port: i
     return url
 
 
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise RagError(_cannot_serve(host, port)) from exc
+
+
+def _cannot_serve(host: str, port: int) -> str:
+    return f"cannot serve the UI on {host}:{port} (the port is taken or the address is not this machine's): choose another with --port/--host"
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Open the index named by ``settings`` and serve the chat UI until interrupted (``rag ui``)."""
+    _check_port(host, port)  # before loading the models, so a taken port fails in a second, not after them
     demo = build_app(settings)
     launch(demo, settings, host, port, block=True)
