@@ -441,10 +441,7 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
             folder.mkdir(parents=True, exist_ok=True)
             for e in entries:
                 report.entries += 1
-                if not e.url:
-                    # No page, no article. A feed's summary is not indexed in its place: it is a
-                    # teaser cut to fit, and an entry stored from it would count as fetched, so
-                    # the full page would never replace it. The entry is retried at the next poll.
+                if not e.url:  # no page, no article: its summary is not indexed either (see below)
                     report.errors.append(f"{feed}: entry {e.title or e.id or '(untitled)'!r} has no link; skipped")
                 elif e.url in planned or (e.id and e.id in planned):
                     report.skipped.append(e.url)  # listed twice in the feed
@@ -467,6 +464,10 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
         # the first of two entries with the same text is the one kept.
         with ThreadPoolExecutor(max(1, settings.fetch_workers)) as pool:
             results = list(pool.map(get, todo))
+        # A page that cannot be fetched is an error even when its feed entry carries a summary or
+        # content: a summary is a teaser cut to fit, not the report a citation should quote, and an
+        # entry stored from it would count as fetched, so the full page would never replace it.
+        # Left unstored, the entry is tried again at the next poll.
         for e, got in zip(todo, results):
             try:
                 if isinstance(got, _Refused):
@@ -476,6 +477,8 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
                 report.errors.append(f"{e.url}: {exc}")
             except OSError as exc:
                 report.errors.append(f"{e.url}: cannot store the page in {folder}/ ({exc.strerror or exc})")
+            except Exception as exc:  # noqa: BLE001 - one page that trips the parser must not stop the rest
+                report.errors.append(f"{e.url}: cannot be read as an article ({type(exc).__name__}: {exc})")
     finally:
         fetcher.close()
     return report
