@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import answer as ans
 from . import embedding, index, prompts
@@ -14,6 +15,9 @@ from .llm import make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
 from .types import Answer, Passage, RagError
+
+if TYPE_CHECKING:
+    from .feeds import FetchReport
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _UNDECODED = re.compile(r"[\ud800-\udfff]")
@@ -44,6 +48,31 @@ class RAG:
         if report.errors and not report.n_chunks:
             raise RagError("; ".join(report.errors))
         return cls.open(index_dir, settings)
+
+    @classmethod
+    def add_feeds(cls, index_dir: str | Path, feeds: Iterable[str], settings: Settings | None = None, **overrides) -> FetchReport:
+        """Fetch the pages of the feeds' entries not indexed yet and index them; the feeds are followed from then on.
+
+        Each page or feed that fails is one line in ``report.errors``; the rest goes on and nothing
+        indexed is lost. ``report.index`` is the index update (``added``, ``embedded_chunks``).
+        """
+        from . import feeds as fetching
+
+        return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), feeds=list(feeds))
+
+    @classmethod
+    def add_urls(cls, index_dir: str | Path, urls: Iterable[str], settings: Settings | None = None, **overrides) -> FetchReport:
+        """Fetch web pages and index them (a page fetched before is re-indexed only if its text changed)."""
+        from . import feeds as fetching
+
+        return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), urls=list(urls))
+
+    @classmethod
+    def poll_feeds(cls, index_dir: str | Path, settings: Settings | None = None, **overrides) -> FetchReport:
+        """Poll the feeds the index follows, index their new entries, and sync the recorded sources (``rag index``)."""
+        from . import feeds as fetching
+
+        return fetching.sync(index_dir, (settings or Settings.from_env()).with_(**overrides))
 
     def refresh(self) -> bool:
         """Re-open the index if a writer has published a new generation; True when it changed."""

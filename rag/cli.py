@@ -72,12 +72,23 @@ def parser() -> argparse.ArgumentParser:
         description="rag index [PATH...] mirrors the given files and folders (same as `rag index sync`); "
         "`rag index add PATH...` adds or refreshes articles and keeps the rest; `rag index remove DOC...` drops "
         "documents by file name. A sync refuses, changing nothing, when a path does not exist or when it would "
-        "remove more than half of the indexed articles (use `rag index remove` or --allow-remove for that).",
+        "remove more than half of the indexed articles (use `rag index remove` or --allow-remove for that). "
+        "`rag index add --feed URL` and `--url URL...` fetch web pages into the index; a sync without paths polls the feeds again.",
     )
     _common(p)
     p.add_argument("paths", nargs="*", metavar="[add|remove|sync] PATH", help="files or folders (default: the sources of the last build)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch (from the last sources)")
     p.add_argument("--allow-remove", action="store_true", help="let a sync remove more than half of the indexed articles")
+    p.add_argument(
+        "--feed",
+        dest="feeds",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="with add: an RSS or Atom feed; its entries' pages are fetched and indexed, and a sync without paths polls it "
+        "again for new entries (with remove: stop following it)",
+    )
+    p.add_argument("--url", dest="urls", nargs="+", action="extend", default=[], metavar="URL", help="with add: web pages to fetch and index")
 
     p = sub.add_parser("ask", help="answer a question with verified citations")
     _common(p)
@@ -147,21 +158,7 @@ def _run(args) -> int:
         print(qwen_path(settings.cache_dir, progress=True))
         return 0
     if args.cmd == "index":
-        from .index import update
-
-        verb, paths = "sync", args.paths
-        if paths and paths[0] in ("add", "remove", "sync") and not os.path.exists(paths[0]):
-            verb, paths = paths[0], paths[1:]
-        if verb in ("add", "remove") and not paths:
-            raise RagError(f"`rag index {verb}` needs at least one {'path' if verb == 'add' else 'document name'}")
-        kwargs = {"add": {"add": paths}, "remove": {"remove": paths}, "sync": {"sync": paths or None}}[verb]
-        report = update(
-            settings.index_dir, settings, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=sys.stderr.isatty(), **kwargs
-        )
-        for e in report.errors:
-            print(f"error: skipped {shown(e)}", file=sys.stderr)
-        print(f"index {settings.index_dir}/: {report.summary()}")
-        return 1 if report.errors else 0
+        return _index(args, settings)
     if args.cmd == "list":
         from .index import Index
 
@@ -195,6 +192,45 @@ def _run(args) -> int:
     if args.cmd == "eval":
         return _eval(rag, args, settings)
     raise AssertionError(args.cmd)
+
+
+def _index(args, settings: Settings) -> int:
+    from . import feeds
+    from .index import forget_feeds, is_url, update
+
+    verb, paths = "sync", args.paths
+    if paths and paths[0] in ("add", "remove", "sync") and not os.path.exists(paths[0]):
+        verb, paths = paths[0], paths[1:]
+    web = next((p for p in paths if is_url(p)), None)
+    if web:
+        raise RagError(f"{web} is a web address: fetch a page with `rag index add --url URL`, follow a feed with `rag index add --feed URL`")
+    if verb == "remove" and args.feeds and not (paths or args.urls):
+        forget_feeds(settings.index_dir, args.feeds)
+        print(f"index {settings.index_dir}/: no longer follows {', '.join(map(shown, args.feeds))}; its pages stay indexed")
+        return 0
+    if (args.feeds or args.urls) and verb != "add":
+        raise RagError("--feed and --url go with `rag index add` (e.g. `rag index add --feed URL`); `rag index remove --feed URL` stops following a feed")
+    if verb in ("add", "remove") and not (paths or args.feeds or args.urls):
+        raise RagError(f"`rag index {verb}` needs at least one {'path' if verb == 'add' else 'document name'}")
+    root, progress = settings.index_dir, sys.stderr.isatty()
+    if verb == "add" and (args.feeds or args.urls):
+        report = feeds.add(root, settings, feeds=args.feeds, urls=args.urls, paths=paths, progress=progress)
+    elif verb == "sync":  # without paths, the feeds the index follows are polled first
+        report = feeds.sync(root, settings, paths=paths or None, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=progress)
+    else:
+        kwargs = {"add": {"add": paths}, "remove": {"remove": paths}}[verb]
+        report = feeds.FetchReport(index=update(root, settings, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=progress, **kwargs))
+    if report.index:
+        print(f"index {root}/: {report.index.summary()}")
+    if report.entries or report.feeds or report.errors:
+        print(f"fetched: {report.summary()}")
+    # every problem at the end, one line each, so a long run's failures are not lost in its output
+    errors = [*report.errors, *(f"skipped {e}" for e in (report.index.errors if report.index else []))]
+    if errors:
+        print(f"{len(errors)} error{'s' * (len(errors) != 1)}:", file=sys.stderr)
+    for e in errors:
+        print(f"error: {shown(e)}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _ask(rag, args, settings: Settings, open_s: float) -> int:

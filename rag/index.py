@@ -5,7 +5,8 @@ Layout of an index folder::
     index/
       CURRENT          name of the live generation, replaced atomically
       gen-000007/      manifest.json, documents.json, chunks.jsonl, raw.jsonl, vectors.faiss, dense_ids.npy, bm25/
-      sources.json     the files and folders of the last build that indexed something, replaced atomically
+      sources.json     the files and folders of the last build that indexed something, and the feeds followed
+      fetched/         pages fetched from feeds and urls (rag.feeds), indexed like any folder
       .lock            held by the one writer
 
 A write builds a complete new generation beside the live one and then swaps ``CURRENT``
@@ -38,6 +39,7 @@ from .types import Chunk, Document, RagError, Sentence
 
 FORMAT_VERSION = 3
 SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
+FETCHED_DIR = "fetched"  # pages rag.feeds fetched, stored as .html files with sidecars
 _GEN_NAME = re.compile(r"gen-\d{6,}")
 
 
@@ -240,6 +242,27 @@ def _recorded_sources(root: Path) -> list[str]:
     return []
 
 
+def is_url(source: str) -> bool:
+    """A recorded source that is a feed to poll (rag.feeds), not a file or folder."""
+    return source.startswith(("http://", "https://"))
+
+
+def recorded_feeds(root: str | Path) -> list[str]:
+    """The feed URLs the index follows: a sync without named paths polls them again."""
+    return [s for s in _recorded_sources(Path(root)) if is_url(s)]
+
+
+def forget_feeds(root: str | Path, urls: Iterable[str]) -> None:
+    """Stop following feeds; the pages fetched from them stay indexed."""
+    root = Path(root)
+    with writer_lock(root):
+        recorded = _recorded_sources(root)
+        unknown = [u for u in urls if u not in recorded or not is_url(u)]
+        if unknown:
+            raise RagError(f"{unknown[0]}: not a feed this index follows; nothing changed")
+        _save_sources(root, [s for s in recorded if s not in set(urls)])
+
+
 def _recorded_ids(root: Path) -> set[str]:
     """The document ids of the live index, read leniently (for a rebuild, which does not open it)."""
     docs = _recorded_manifest(root).get("documents")
@@ -314,12 +337,14 @@ def update(
     rebuild: bool = False,
     allow_remove: bool = False,
     progress: bool = False,
+    feeds: Iterable[str] = (),
 ) -> UpdateReport:
     """The one write path behind sync, add and remove: publish a new generation atomically.
 
     A sync (or rebuild) refuses, changing nothing, when a given path does not exist or when it
     would drop more than half of the indexed articles, unless ``allow_remove``: a mistyped
-    folder must not empty the index.
+    folder must not empty the index. ``feeds``: feed URLs (already polled by :mod:`rag.feeds`)
+    to record among the sources.
     """
     settings = settings or Settings.from_env()
     root = Path(root)
@@ -340,10 +365,16 @@ def update(
                 raise RagError(f"not in the index: {', '.join(unknown)} (`rag list` shows what is)")
             new_docs = {k: v for k, v in old_docs.items() if k not in set(remove)}
         else:
-            given = add if add is not None else sync if sync is not None else recorded
+            # feeds are polled by rag.feeds before an update; here they are only kept on record, and
+            # a sync of named folders keeps them and the pages fetched: those are the index's own
+            followed = list(dict.fromkeys(s for s in (*recorded, *feeds) if is_url(s)))
+            given = add if add is not None else sync if sync is not None else [s for s in recorded if not is_url(s)]
+            given = list(given)
+            if add is None and (root / FETCHED_DIR).is_dir():
+                given.append(root / FETCHED_DIR)
             if not given:
                 raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
-            paths = [str(Path(p).resolve()) for p in given]
+            paths = list(dict.fromkeys(str(Path(p).resolve()) for p in given))
             if add is None:
                 _refuse_missing(paths, named=sync is not None)
             walked = {p: iter_article_files([p]) for p in paths}  # each folder walked once, here
@@ -366,6 +397,7 @@ def update(
             indexed = [p for p in paths if any(f.name in new_docs for f in listed[p])]
             if indexed:
                 sources = [*sources, *(p for p in indexed if p not in sources)] if add is not None else indexed
+            sources = [*(s for s in sources if not is_url(s)), *followed]
 
         cache: dict[str, np.ndarray] = {}
         old_by_doc: dict[str, list[int]] = {}
@@ -443,10 +475,23 @@ def update(
             _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
             if sources:
                 _save_sources(root, sources)
+            if remove is not None:
+                _drop_fetched(root, [old_docs[i] for i in report.removed])
         except OSError as exc:  # a full disk or a folder made read-only: the live generation is untouched
             raise RagError(f"cannot write the index at {root}/ ({exc.strerror or exc}); nothing changed: free space or fix its permissions") from exc
         report.seconds = time.perf_counter() - t0
         return report
+
+
+def _drop_fetched(root: Path, docs: list[Document]) -> None:
+    """Delete the files of fetched pages that were removed, or every sync would index them again.
+
+    Their sidecars stay: they record the entry as seen, so a feed re-poll does not fetch it back.
+    """
+    folder = (root / FETCHED_DIR).resolve()
+    for d in docs:
+        if Path(d.path).is_relative_to(folder):
+            Path(d.path).unlink(missing_ok=True)
 
 
 def _refuse_missing(paths: list[str], named: bool) -> None:

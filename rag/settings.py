@@ -81,6 +81,12 @@ class Settings:
     max_pending: int = 16  # questions in flight per process; more are refused as busy
     busy_wait_s: float = 30.0  # how long a question waits for a free slot before it is refused
 
+    # fetching feeds and pages (rag index add --feed/--url); a page is refused past max_file_bytes
+    fetch_timeout_s: float = 10.0  # longest wait to connect, or for the next part of a reply
+    fetch_total_s: float = 60.0  # longest one page or feed may take in all (a server can drip bytes forever)
+    fetch_max_redirects: int = 5
+    fetch_workers: int = 4  # pages fetched at once
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Defaults, then ``RAG_*`` environment variables, then explicit overrides (None is ignored)."""

@@ -1,0 +1,528 @@
+"""Fetch RSS/Atom feeds and web pages into the index's own folder, as .html articles with sidecars.
+
+A fetched page is stored as the server sent it (decoded to UTF-8) under
+``<index>/fetched/<host>/<slug>-<hash>.html``, with a ``.meta.json`` sidecar holding the url it
+came from and what the feed says of it. From there the ordinary file pipeline takes over: the
+same offset-keeping HTML cleaner and planted-text check at load, quotes that are exact slices of
+the stored file, re-embedding by content hash. The sidecars are also the record of what was
+fetched: the entry ids, urls and text hashes that a re-poll skips without fetching again.
+
+Every fetch is bounded (timeouts, a total deadline, a size limit read as a stream, a redirect
+limit, http and https only) and honours the host's robots.txt; a page or feed that fails gives
+one line naming its url, and the others go on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
+
+import feedparser
+import httpx
+
+from . import __version__, hostile, index
+from .corpus import _SIDECAR_FIELDS, load_document
+from .settings import Settings
+from .text import parse_date
+from .types import Document, RagError
+
+USER_AGENT = f"newsrag/{__version__} (offline news question answering; fetches the feeds and pages its user adds)"
+ROBOTS_AGENT = "newsrag"  # the name robots.txt rules address
+_HTML_TYPES = {"text/html", "application/xhtml+xml"}
+_ROBOTS_BYTES = 500_000  # what Google reads of a robots.txt; rules past it are ignored there too
+_STAGING = ".staging"  # a dot-folder: folder walks skip it, so a page being checked is never indexed
+
+
+class _Refused(Exception):
+    """A fetch that did not give a usable reply; the message is the problem, without the url."""
+
+    def __init__(self, problem: str, status: int | None = None):
+        super().__init__(problem)
+        self.status = status
+
+
+@dataclass
+class Entry:
+    """A page to fetch: a feed's entry, or a url given by hand, with what the feed says of it."""
+
+    url: str
+    feed: str | None = None
+    id: str | None = None  # the feed's guid (RSS) or id (Atom)
+    updated: str | None = None  # as the feed gives it; a change means the entry was revised
+    title: str | None = None
+    author: str | None = None
+    date: str | None = None
+    outlet: str | None = None  # the feed's own title
+
+
+@dataclass
+class Fetched:
+    url: str  # after redirects
+    content_type: str
+    charset: str | None
+    body: bytes
+
+
+@dataclass
+class FetchReport:
+    """What a run fetched and skipped, its problems (one line each, naming the url), and the index update."""
+
+    feeds: list[str] = field(default_factory=list)  # feeds read as RSS or Atom this run
+    entries: int = 0  # pages asked for: feed entries and urls
+    fetched: list[str] = field(default_factory=list)  # urls stored, new or changed
+    skipped: list[str] = field(default_factory=list)  # urls not fetched again, or whose text was already stored
+    errors: list[str] = field(default_factory=list)
+    index: index.UpdateReport | None = None
+
+    @property
+    def all_errors(self) -> list[str]:
+        """The fetch problems, then the files the index update refused."""
+        return self.errors + (self.index.errors if self.index else [])
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.feeds)} feed{'s' * (len(self.feeds) != 1)} read, {self.entries} pages asked for: "
+            f"{len(self.fetched)} fetched, {len(self.skipped)} already indexed, {len(self.errors)} failed"
+        )
+
+
+# ---------------------------------------------------------------- fetching
+class Fetcher:
+    """One HTTP client with the limits of ``settings``, and the robots.txt rules of each host it visits."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(settings.fetch_timeout_s),
+            follow_redirects=False,  # followed by hand: each hop is checked for scheme and robots.txt
+            headers={"User-Agent": USER_AGENT},
+        )
+        self._robots: dict[str, RobotFileParser | _Refused] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get(self, url: str, kind: str = "page") -> Fetched:
+        """GET ``url`` (kind "page", "feed" or "robots") within the limits; raises _Refused with the problem."""
+        try:
+            return self._get(url, kind)
+        except _Refused:
+            raise
+        except httpx.TimeoutException as exc:
+            raise _Refused(f"timed out (no reply within {self.settings.fetch_timeout_s:g}s)") from exc
+        except httpx.ConnectError as exc:
+            raise _Refused(f"cannot connect ({exc})") from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise _Refused(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+
+    def _get(self, url: str, kind: str) -> Fetched:
+        deadline = time.monotonic() + self.settings.fetch_total_s
+        accept = {
+            "page": "text/html,application/xhtml+xml",
+            "feed": "application/rss+xml,application/atom+xml,application/xml;q=0.9,*/*;q=0.5",
+        }
+        for hop in range(self.settings.fetch_max_redirects + 1):
+            try:
+                check_url(url)
+            except _Refused as exc:
+                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
+            if kind != "robots":
+                self._check_robots(url)
+            with self.client.stream("GET", url, headers={"Accept": accept.get(kind, "*/*")}) as r:
+                if r.is_redirect:
+                    url = urldefrag(urljoin(url, r.headers["location"])).url
+                    continue
+                if r.status_code >= 400:
+                    raise _Refused(f"HTTP {r.status_code} {r.reason_phrase}".strip(), r.status_code)
+                ctype = r.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind == "page" and ctype and ctype not in _HTML_TYPES:
+                    raise _Refused(f"serves {ctype}, not an HTML page")
+                body = self._read(r, deadline, _ROBOTS_BYTES if kind == "robots" else self.settings.max_file_bytes)
+                return Fetched(str(r.url), ctype, r.charset_encoding, body)
+        raise _Refused(f"more than {self.settings.fetch_max_redirects} redirects")
+
+    def _read(self, r: httpx.Response, deadline: float, limit: int) -> bytes:
+        """The body, read as a stream so that an endless or huge reply stops at the limit, not in memory."""
+        length = r.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise _Refused(f"is {int(length):,} bytes, over the {limit:,}-byte limit")
+        body = bytearray()
+        for part in r.iter_bytes():  # decompressed: a small gzip bomb counts at its full size
+            body += part
+            if len(body) > limit:
+                raise _Refused(f"is over the {limit:,}-byte limit; stopped reading")
+            if time.monotonic() > deadline:
+                raise _Refused(f"took over {self.settings.fetch_total_s:g}s; stopped reading")
+        return bytes(body)
+
+    def _check_robots(self, url: str) -> None:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        with self._lock:
+            lock = self._locks.setdefault(origin, threading.Lock())
+        with lock:  # one robots.txt request per host, however many pages wait on it
+            if origin not in self._robots:
+                try:
+                    self._robots[origin] = self._read_robots(origin)
+                except _Refused as exc:
+                    self._robots[origin] = exc  # an unreachable host costs its timeout once, not once per page
+        rules = self._robots[origin]
+        if isinstance(rules, _Refused):
+            raise _Refused(str(rules), rules.status)
+        if not rules.can_fetch(ROBOTS_AGENT, url):
+            raise _Refused(f"disallowed by {origin}/robots.txt")
+
+    def _read_robots(self, origin: str) -> RobotFileParser:
+        rp = RobotFileParser(f"{origin}/robots.txt")
+        try:
+            got = self.get(f"{origin}/robots.txt", "robots")
+        except _Refused as exc:
+            # the conventions of RFC 9309: no robots.txt (4xx) allows everything, an unavailable
+            # one (5xx, no reply) allows nothing for now
+            if exc.status and 400 <= exc.status < 500:
+                rp.allow_all = True
+                return rp
+            if exc.status is None:
+                raise  # no reply at all (cannot connect, timed out): the page would get none either
+            raise _Refused(f"{origin}/robots.txt answered {exc}, so nothing there may be fetched for now") from exc
+        rp.parse(got.body.decode("utf-8", errors="replace").splitlines())
+        return rp
+
+
+def check_url(url: str) -> None:
+    """Only http and https: a feed must not make us read ``file:///etc/passwd`` or speak another protocol."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise _Refused("not an http or https URL; only web pages and feeds are fetched")
+
+
+# ---------------------------------------------------------------- feeds
+def read_feed(fetcher: Fetcher, url: str) -> list[Entry]:
+    """The entries of an RSS or Atom feed, parsed by feedparser from the bytes our client fetched."""
+    got = fetcher.get(url, "feed")
+    # feedparser never fetches: its own client would bypass our limits and robots.txt
+    d = feedparser.parse(got.body, response_headers={"content-location": got.url, "content-type": got.content_type or "application/xml"})
+    if not d.get("version") and not d.entries:
+        if got.content_type and "xml" not in got.content_type:
+            why = f"the server sent {got.content_type}"
+        else:  # said to be XML: the parser's reason is the useful part
+            why = " ".join(str(d.get("bozo_exception") or "no feed elements").split())
+        raise _Refused(f"not an RSS or Atom feed ({why})")
+    outlet = _one_line(d.feed.get("title"))
+    entries = []
+    for e in d.entries:
+        link = e.get("link") or next((ln.get("href") for ln in e.get("links", []) if ln.get("href")), None)
+        author = (e.get("author_detail") or {}).get("name") or e.get("author")
+        when = e.get("published_parsed") or e.get("updated_parsed")
+        entries.append(
+            Entry(
+                url=urldefrag(urljoin(got.url, link)).url if link else "",
+                feed=url,
+                id=e.get("id") or None,
+                updated=e.get("updated") or None,
+                title=_one_line(e.get("title")),
+                author=_one_line(author),
+                date=time.strftime("%Y-%m-%d", when) if when else None,
+                outlet=outlet,
+            )
+        )
+    return entries
+
+
+# ---------------------------------------------------------------- what was fetched before
+@dataclass
+class _Seen:
+    """The sidecars under ``fetched/``: entry ids and urls to their record, text hashes to file names."""
+
+    by_key: dict[str, dict] = field(default_factory=dict)
+    by_text: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def scan(cls, folder: Path) -> _Seen:
+        seen = cls()
+        for side in sorted(folder.glob("*/*.html.meta.json")):
+            try:
+                rec = json.loads(side.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # the loader reports a damaged sidecar with its article
+            if isinstance(rec, dict):
+                seen.add({**rec, "file": str(side.with_name(side.name.removesuffix(".meta.json")))})
+        return seen
+
+    def add(self, rec: dict) -> None:
+        for key in ("entry_id", "fetched_from", "url"):
+            if isinstance(rec.get(key), str):
+                self.by_key[rec[key]] = rec
+        if isinstance(rec.get("text_sha256"), str) and Path(rec["file"]).exists():
+            self.by_text.setdefault(rec["text_sha256"], rec["file"])
+
+    def record(self, entry: Entry) -> dict | None:
+        return (entry.id and self.by_key.get(entry.id)) or self.by_key.get(entry.url)
+
+
+def _known(rec: dict | None, entry: Entry) -> bool:
+    """An entry fetched before that the feed does not say was revised (or that was removed on purpose)."""
+    if rec is None:
+        return False
+    if not Path(rec["file"]).exists():
+        return True  # removed with `rag index remove`: its sidecar stays so that it is not fetched back
+    return entry.updated is None or rec.get("entry_updated") == entry.updated
+
+
+# ---------------------------------------------------------------- storing
+def _file_for(folder: Path, url: str) -> Path:
+    """``<folder>/<host>/<slug>-<hash>.html``: the name a citation shows, unique across hosts (ids are file names)."""
+    parts = urlsplit(url)
+    host = re.sub(r"[^a-z0-9.-]+", "_", (parts.hostname or "host") + (f"_{parts.port}" if parts.port else ""))
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    last = re.sub(r"\.(s?html?|php|aspx?|jsp)$", "", last, flags=re.I)
+    slug = re.sub(r"[^a-z0-9]+", "-", last.lower()).strip("-")[:60].strip("-") or "page"
+    return folder / host / f"{slug}-{hashlib.sha1(url.encode('utf-8')).hexdigest()[:10]}.html"
+
+
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?([\w.:-]{1,40})""", re.I)
+
+
+def _decode(got: Fetched) -> str:
+    """The page as text: a byte-order mark, else the charset the server or the page declares, else UTF-8."""
+    body = got.body
+    if body.startswith(codecs.BOM_UTF8):
+        charset, body = "utf-8", body[3:]
+    elif body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        charset = "utf-16"
+    else:
+        m = _META_CHARSET.search(body[:4096])
+        charset = got.charset or (m.group(1).decode("ascii") if m else "utf-8")
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "utf-8"
+    try:
+        text = body.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise _Refused(f"is not valid {charset} text (bad byte at offset {exc.start})") from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as open() reads the stored file back
+
+
+_JSON_LD = re.compile(r"""<script[^>]{0,200}?type\s*=\s*["']?application/ld\+json["']?[^>]{0,200}>(.*?)</script>""", re.I | re.S)
+
+
+def _json_ld(raw: str) -> dict[str, str]:
+    """datePublished and the author's name from the page's JSON-LD, where it states them simply."""
+    found: dict[str, str] = {}
+    for m in list(_JSON_LD.finditer(raw))[:5]:
+        try:
+            data = json.loads(m.group(1))
+        except ValueError:
+            continue
+        items = data if isinstance(data, list) else data.get("@graph", [data]) if isinstance(data, dict) else []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            if isinstance(item.get("datePublished"), str) and (d := parse_date(item["datePublished"])):
+                found.setdefault("date", d)
+            author = item.get("author")
+            author = author[0] if isinstance(author, list) and author else author
+            name = author.get("name") if isinstance(author, dict) else author
+            if isinstance(name, str) and name.strip():
+                found.setdefault("author", name.strip())
+    return found
+
+
+def _one_line(value: object) -> str | None:
+    """A feed's value as a sidecar takes it: one line, no control characters."""
+    if not isinstance(value, str):
+        return None
+    return " ".join(re.sub(r"[\x00-\x08\x0e-\x1f\x7f]", "", value).split()) or None
+
+
+def _sidecar(doc: Document, entry: Entry, got: Fetched, raw: str) -> dict[str, str]:
+    """What the citation shows beyond the page itself: the url it came from, and what the page does not state.
+
+    The page's own metadata wins (meta tags, <title>, its dateline), as for any .html file; then
+    its JSON-LD; then the feed entry. The url is always the one fetched (after redirects): a
+    page's canonical link can claim any site. Feed values that address a model are dropped.
+    """
+    meta: dict[str, str] = {}
+    if len(got.url) <= _SIDECAR_FIELDS["url"]:
+        meta["url"] = got.url
+    ld = _json_ld(raw)
+    offered = {
+        "title": [entry.title],
+        "outlet": [entry.outlet],
+        "author": [ld.get("author"), entry.author],
+        "date": [ld.get("date"), entry.date],
+    }
+    for key, values in offered.items():
+        value = next((_one_line(v) for v in values if _one_line(v)), None)
+        if getattr(doc, key) or not value or hostile.is_injection(value):
+            continue
+        meta[key] = value[: _SIDECAR_FIELDS[key]]
+    return meta
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchReport, max_bytes: int) -> None:
+    """Check the page with the product's own loader, then store it with its sidecar (or say why not)."""
+    raw = _decode(got)
+    rec = seen.record(entry)
+    target = Path(rec["file"]) if rec else _file_for(folder, got.url)
+    staging = folder / _STAGING / target.name
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_text(raw, encoding="utf-8")
+    try:
+        # the same load path as any .html file: cleaning, metadata, planted text left out
+        doc = load_document(staging, max_bytes)
+    except RagError as exc:
+        raise _Refused(str(exc).removeprefix(f"{staging.name}: ")) from exc
+    finally:
+        staging.unlink(missing_ok=True)
+    text_hash = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
+    same = seen.by_text.get(text_hash)
+    if same is not None:  # the same article at another url, or unchanged since the last fetch
+        report.skipped.append(entry.url)
+        return
+    meta = {
+        **_sidecar(doc, entry, got, raw),
+        "fetched_from": entry.url,
+        "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "text_sha256": text_hash,
+        **{k: v for k, v in (("feed", entry.feed), ("entry_id", entry.id), ("entry_updated", entry.updated)) if v},
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # the page first: a crash before its sidecar leaves an article the next poll completes, never
+    # a sidecar that marks as seen an entry that was not stored
+    _write(target, raw.encode("utf-8"))
+    _write(target.with_name(target.name + ".meta.json"), json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"))
+    seen.add({**meta, "file": str(target)})
+    report.fetched.append(entry.url)
+
+
+# ---------------------------------------------------------------- runs
+def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls: Iterable[str] = ()) -> FetchReport:
+    """Fetch the feeds' new entries and the given pages into ``<root>/fetched/``; the index is not touched.
+
+    A feed entry fetched before is skipped unless the feed says it was revised; a url given by
+    hand is fetched again (and re-indexed only if its text changed).
+    """
+    folder = Path(root) / index.FETCHED_DIR
+    report = FetchReport()
+    seen = _Seen.scan(folder)
+    fetcher = Fetcher(settings)
+    try:
+        todo: list[Entry] = []
+        planned: set[str] = set()
+        for feed in dict.fromkeys(feeds):
+            try:
+                check_url(feed)
+                entries = read_feed(fetcher, feed)
+            except _Refused as exc:
+                report.errors.append(f"{feed}: {exc}")
+                continue
+            report.feeds.append(feed)
+            folder.mkdir(parents=True, exist_ok=True)
+            for e in entries:
+                report.entries += 1
+                if not e.url:  # no page, no article: its summary is not indexed either (see below)
+                    report.errors.append(f"{feed}: entry {e.title or e.id or '(untitled)'!r} has no link; skipped")
+                elif e.url in planned or (e.id and e.id in planned):
+                    report.skipped.append(e.url)  # listed twice in the feed
+                elif _known(seen.record(e), e):
+                    report.skipped.append(e.url)
+                else:
+                    todo.append(e)
+                planned.update(k for k in (e.url, e.id) if k)
+        for url in dict.fromkeys(urls):
+            report.entries += 1
+            todo.append(Entry(url=urldefrag(url.strip()).url))
+
+        def get(e: Entry) -> Fetched | _Refused:
+            try:
+                return fetcher.get(e.url, "page")
+            except _Refused as exc:
+                return exc
+
+        # Fetched at once (a slow server costs its timeout once, not per page), stored in order:
+        # the first of two entries with the same text is the one kept.
+        with ThreadPoolExecutor(max(1, settings.fetch_workers)) as pool:
+            results = list(pool.map(get, todo))
+        # A page that cannot be fetched is an error even when its feed entry carries a summary or
+        # content: a summary is a teaser cut to fit, not the report a citation should quote, and an
+        # entry stored from it would count as fetched, so the full page would never replace it.
+        # Left unstored, the entry is tried again at the next poll.
+        for e, got in zip(todo, results):
+            try:
+                if isinstance(got, _Refused):
+                    raise got
+                _store(folder, e, got, seen, report, settings.max_file_bytes)
+            except _Refused as exc:
+                report.errors.append(f"{e.url}: {exc}")
+            except OSError as exc:
+                report.errors.append(f"{e.url}: cannot store the page in {folder}/ ({exc.strerror or exc})")
+            except Exception as exc:  # noqa: BLE001 - one page that trips the parser must not stop the rest
+                report.errors.append(f"{e.url}: cannot be read as an article ({type(exc).__name__}: {exc})")
+    finally:
+        fetcher.close()
+    return report
+
+
+def add(
+    root: str | Path,
+    settings: Settings | None = None,
+    *,
+    feeds: Iterable[str] = (),
+    urls: Iterable[str] = (),
+    paths: Iterable[str | Path] = (),
+    progress: bool = False,
+) -> FetchReport:
+    """``rag index add --feed URL --url URL... [PATH...]``: fetch, then add the pages (and ``paths``) to the index.
+
+    The feeds read as RSS or Atom are recorded among the index's sources, so that a later sync
+    polls them again. Nothing indexed is dropped, whatever fails.
+    """
+    settings = settings or Settings.from_env()
+    root = Path(root)
+    report = fetch(root, settings, feeds, urls)
+    given = [*paths] + ([root / index.FETCHED_DIR] if (root / index.FETCHED_DIR).is_dir() else [])
+    if given:
+        report.index = index.update(root, settings, add=given, feeds=report.feeds, progress=progress)
+    return report
+
+
+def sync(
+    root: str | Path,
+    settings: Settings | None = None,
+    *,
+    paths: Iterable[str | Path] | None = None,
+    rebuild: bool = False,
+    allow_remove: bool = False,
+    progress: bool = False,
+) -> FetchReport:
+    """``rag index [sync]``: without named paths, poll the recorded feeds first; then sync as :func:`rag.index.update`.
+
+    A feed that cannot be read this time keeps its pages: they are files under ``fetched/``,
+    which every sync indexes.
+    """
+    settings = settings or Settings.from_env()
+    followed = index.recorded_feeds(root) if paths is None else []
+    report = fetch(root, settings, followed) if followed else FetchReport()
+    report.index = index.update(root, settings, sync=paths, rebuild=rebuild, allow_remove=allow_remove, progress=progress)
+    return report
