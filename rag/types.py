@@ -164,6 +164,7 @@ class Answer:
     signals: dict[str, float] = field(default_factory=dict)  # the figures the answer/abstain decision used
     draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
     kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
+    notes: list[str] = field(default_factory=list)  # what the reader should know about how the sources were chosen (dates)
 
     def to_dict(self) -> dict:
         """The stable JSON shape of ``rag ask --json``."""
@@ -175,6 +176,7 @@ class Answer:
             "short_answer": self.short_answer,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "abstain_reason": self.abstain_reason,
+            "notes": self.notes,
             "citations": [c.to_dict() for c in self.citations],
             "sentences": [asdict(s) for s in self.sentences],
             "dropped": [asdict(d) for d in self.dropped],
