@@ -6,11 +6,13 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import answer as ans
-from . import embedding, index, prompts
+from . import dates, embedding, index, prompts
+from .compose import abstained
 from .llm import make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
@@ -98,15 +100,23 @@ class RAG:
             raise RagError(f"the question is {len(q):,} characters long; the limit is {self.settings.max_question_chars:,}")
         return q
 
-    def retrieve(self, question: str, top_k: int | None = None, as_of: str | None = None) -> list[Passage]:
+    def retrieve(
+        self, question: str, top_k: int | None = None, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None
+    ) -> list[Passage]:
         """The top passages for a question, duplicates folded, numbered from 1.
 
         ``as_of`` (YYYY-MM-DD): the date the question is asked as of; articles published in the
-        days before it rank higher, later ones lower.
+        days before it rank higher, later ones lower. ``since``/``until`` (YYYY-MM-DD, YYYY-MM or
+        YYYY, the whole period): only articles published in that range, none undated.
         """
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise RagError(f"top_k is {top_k!r}: it must be a whole number of at least 1")
-        return self.retriever.retrieve(self.check_question(question), top_k, as_of=as_of)
+        question = self.check_question(question)
+        retriever = self.retriever
+        plan = dates.plan(question, as_of, dates.parse_range(since, until), retriever.index.docs.values())
+        if plan.empty:
+            return []
+        return retriever.retrieve(question, top_k, as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
 
     def llm(self, settings: Settings):
         # an endpoint client is built for one key and one set of timeouts
@@ -135,18 +145,24 @@ class RAG:
             return llm.load_s
         return 0.0
 
-    def ask(self, question: str, as_of: str | None = None, **overrides) -> Answer:
+    def ask(
+        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides
+    ) -> Answer:
         """Answer a question; overrides are Settings fields such as ``llm="extractive"`` or ``top_k=8``.
 
         ``as_of`` (YYYY-MM-DD) dates the question, for "this week"-style news questions.
+        ``since``/``until`` (YYYY-MM-DD, YYYY-MM or YYYY, each the whole period) limit the answer to
+        articles published in that range; undated ones are left out, and ``Answer.notes`` says how many.
         """
         result = None
-        for item in self.stream(question, as_of=as_of, **overrides):
+        for item in self.stream(question, as_of=as_of, since=since, until=until, **overrides):
             result = item
         assert isinstance(result, Answer)
         return result
 
-    def stream(self, question: str, as_of: str | None = None, **overrides) -> Iterator[str | Answer]:
+    def stream(
+        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides
+    ) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the verified :class:`Answer` last.
 
         At most ``max_pending`` questions are in flight at once; one that finds no free slot
@@ -154,26 +170,40 @@ class RAG:
         """
         settings = self.settings.with_(**overrides)
         question = self.check_question(question)
+        explicit = dates.parse_range(since, until)  # a bad date is refused before the question waits for a slot
         if not self._slots.acquire(timeout=settings.busy_wait_s):
             raise RagError(f"busy: {self.settings.max_pending} questions are being answered; try again in a moment")
         try:
-            yield from self._stream(question, settings, as_of)
+            yield from self._stream(question, settings, as_of, explicit)
         finally:
             self._slots.release()
 
-    def _stream(self, question: str, settings: Settings, as_of: str | None = None) -> Iterator[str | Answer]:
+    def _stream(self, question: str, settings: Settings, as_of: str | None = None, explicit: dates.DateRange | None = None) -> Iterator[str | Answer]:
         llm = self.llm(settings)  # raises on an unknown backend before any work
         # one generation for the whole question: a writer publishing meanwhile (an upload) cannot
         # pull the article text from under the quotes cut from it
         retriever = self.retriever
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        plan = dates.plan(question, as_of, explicit, retriever.index.docs.values())
+        if plan.empty:  # nothing to retrieve from: say so, and spend no model time
+            timings["retrieval_s"] = timings["total_s"] = time.perf_counter() - t0
+            answer = abstained(question, [], timings, settings.llm, plan.empty)
+            answer.notes = plan.notes
+            yield answer
+            return
+        how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
         if ans.is_timeline(question):  # a question over years needs every article it reaches, not the five best passages
-            passages = retriever.retrieve_across_articles(question, settings.top_k, as_of=as_of)
+            passages = retriever.retrieve_across_articles(question, settings.top_k, **how)
         else:
-            passages = retriever.retrieve(question, settings.top_k, as_of=as_of)
+            passages = retriever.retrieve(question, settings.top_k, **how)
         timings["retrieval_s"] = time.perf_counter() - t0
-        yield from ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of)
+        # the answer step sees the user's as_of: the "latest" rule's anchor chooses the passages, it
+        # does not date the question for the staleness check
+        for item in ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of):
+            if isinstance(item, Answer):
+                item.notes = plan.notes + item.notes
+            yield item
 
     def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides) -> str:
         """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""

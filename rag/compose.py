@@ -323,6 +323,7 @@ def _render(
                         path=src.passage.doc.path,
                         passage=src.passage.n,
                         score=chk.score,
+                        inherited=dict(src.passage.doc.inherited),
                     )
                 )
                 by_span[key] = citations[-1].n

@@ -574,7 +574,12 @@ def mark_duplicates(docs: list[Document], threshold: float = 0.8) -> None:
     so citations show a date wherever any copy of the report has one. Candidates come from an
     inverted index over a sample of each article's shingles (an eighth, all of a short one), so
     thousands of articles are not compared pair by pair; each candidate is then checked exactly.
+    Then each copy fills in what it does not state from the others (:func:`inherit_metadata`).
     """
+    for d in docs:  # values filled in by an earlier marking are not the page's own: judge each copy by what it states
+        for name in d.inherited:
+            setattr(d, name, None)
+        d.inherited = {}
     ordered = sorted(docs, key=lambda d: (-(bool(d.date) + bool(d.outlet) + bool(d.title)), d.id))
     postings: dict[int, list[int]] = {}
     sh: list[set[int]] = []
@@ -590,6 +595,30 @@ def mark_duplicates(docs: list[Document], threshold: float = 0.8) -> None:
         if d.duplicate_of is None:  # only canonical reports are matched against
             for h in sample:
                 postings.setdefault(h, []).append(i)
+    inherit_metadata(docs)
+
+
+INHERITED = ("date", "outlet", "title", "author")  # what one copy of a report says of all of them (never the url: each copy has its own)
+
+
+def inherit_metadata(docs: list[Document]) -> None:
+    """Fill in each copy's missing metadata from the copy of the same report that states it.
+
+    The canonical copy is asked first, then the others by id. What is filled in is recorded in
+    ``Document.inherited`` (field -> the copy it came from), so it can be shown as such.
+    """
+    copies: dict[str, list[Document]] = {}
+    for d in sorted(docs, key=lambda d: (d.duplicate_of is not None, d.id)):
+        copies.setdefault(d.duplicate_of or d.id, []).append(d)
+    for group in copies.values():
+        for name in INHERITED:
+            source = next((c for c in group if getattr(c, name)), None)
+            if source is None:
+                continue
+            for d in group:
+                if not getattr(d, name):
+                    setattr(d, name, getattr(source, name))
+                    d.inherited[name] = source.id
 
 
 def _sample(sh: set[int]) -> set[int]:

@@ -37,7 +37,7 @@ from .settings import Settings
 from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: Document.inherited (metadata filled in from another copy of the report)
 SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
 FETCHED_DIR = "fetched"  # pages rag.feeds fetched, stored as .html files with sidecars
 _GEN_NAME = re.compile(r"gen-\d{6,}")

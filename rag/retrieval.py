@@ -6,6 +6,7 @@ import numpy as np
 
 from . import embedding
 from .corpus import containment, shingles
+from .dates import DateRange
 from .index import Index, embed_text
 from .settings import Settings
 from .text import as_date, bm25_tokenize
@@ -22,6 +23,7 @@ class HybridRetriever:
         self._canonical = self._canonical_chunks()
         self._chunk_index = {c.id: i for i, c in enumerate(index.chunks)}
         self._priors: dict[str, dict[str, float]] = {}
+        self._masks: dict[DateRange, np.ndarray] = {}
 
     def _canonical_chunks(self) -> dict[int, int]:
         """Chunk of a duplicate report -> the matching chunk of the report it repeats."""
@@ -43,11 +45,16 @@ class HybridRetriever:
                     out[i] = best
         return out
 
-    def _fold(self, ranking: list[tuple[int, float]], folded: dict[int, set[str]]) -> list[tuple[int, float]]:
-        """Replace chunks of duplicate reports by their canonical chunk, so a repeat takes no rank."""
+    def _fold(self, ranking: list[tuple[int, float]], folded: dict[int, set[str]], allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Replace chunks of duplicate reports by their canonical chunk, so a repeat takes no rank.
+
+        A canonical chunk outside the date range (``allowed``) does not replace the copy inside it.
+        """
         out, seen = [], set()
         for i, s in ranking:
             j = self._canonical.get(i, i)
+            if j != i and allowed is not None and not allowed[j]:
+                j = i
             if j != i:
                 folded.setdefault(j, set()).add(self.index.chunks[i].doc_id)
             if j not in seen:
@@ -55,13 +62,21 @@ class HybridRetriever:
                 out.append((j, s))
         return out
 
-    def dense(self, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
-        if self.index.vectors.ntotal == 0:
+    def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``k`` nearest chunks, only among the ``allowed`` ones (a mask over chunks) when given."""
+        import faiss
+
+        n, params = self.index.vectors.ntotal, None
+        if allowed is not None:
+            rows = np.flatnonzero(allowed[self.index.dense_ids]).astype(np.int64)
+            n, params = len(rows), faiss.SearchParameters(sel=faiss.IDSelectorBatch(rows))
+        if n == 0:
             return []
-        scores, rows = self.index.vectors.search(qvec.reshape(1, -1), min(k, self.index.vectors.ntotal))
+        scores, rows = self.index.vectors.search(qvec.reshape(1, -1), min(k, n), params=params)
         return [(int(self.index.dense_ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
-    def sparse(self, query: str, k: int) -> list[tuple[int, float]]:
+    def sparse(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``k`` best BM25 matches, only among the ``allowed`` chunks when given."""
         bm = self.index.bm25
         if bm is None:
             return []
@@ -69,15 +84,38 @@ class HybridRetriever:
         words = [w for w, i in sorted(tokens.vocab.items(), key=lambda x: x[1]) if w in bm.vocab_dict]
         if not words:
             return []
-        ids, scores = bm.retrieve([words], k=min(k, len(self.index.chunks)), show_progress=False)
+        mask = None if allowed is None else allowed.astype(np.float32)
+        ids, scores = bm.retrieve([words], k=min(k, len(self.index.chunks)), show_progress=False, weight_mask=mask)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
 
-    def retrieve(self, query: str, top_k: int | None = None, as_of: str | None = None, group_by_article: bool = False) -> list[Passage]:
+    def _allowed(self, dates: DateRange | None) -> np.ndarray | None:
+        """Which chunks belong to articles published in ``dates`` (None: all). Kept for the last range, as priors are."""
+        if dates is None:
+            return None
+        mask = self._masks.get(dates)
+        if mask is None:
+            ok = {d.id for d in self.index.docs.values() if dates.holds(d.date)}
+            mask = np.fromiter((c.doc_id in ok for c in self.index.chunks), dtype=bool, count=len(self.index.chunks))
+            self._masks = {dates: mask}
+        return mask
+
+    def retrieve(
+        self,
+        query: str,
+        top_k: int | None = None,
+        as_of: str | None = None,
+        group_by_article: bool = False,
+        dates: DateRange | None = None,
+        newest_first: bool = False,
+    ) -> list[Passage]:
         """The top passages for ``query``, numbered 1..k; repeats of a passage are folded into it.
 
         ``as_of`` (ISO date) is when the question is asked: articles published in the days before
         it are preferred (news questions are mostly about the latest reports). With
         ``group_by_article`` each article gives at most its best passage, so the k passages rank k articles.
+        ``dates`` keeps every other article out before ranking, so the k passages all come from
+        articles in the range. ``newest_first`` (no ``as_of``): prefer the newest of the articles the
+        query reaches, as if asked on that article's date.
         """
         top_k = top_k or self.settings.top_k
         if not self.index.chunks:
@@ -86,13 +124,16 @@ class HybridRetriever:
         qvec = embedding.embed([query])[0]
         folded: dict[int, set[str]] = {}
         n_cand = max(s.candidates, 10 * top_k) if group_by_article else s.candidates
-        dense = self._fold(self.dense(qvec, n_cand), folded)
-        sparse = self._fold(self.sparse(query, n_cand), folded)
+        allowed = self._allowed(dates)
+        dense = self._fold(self.dense(qvec, n_cand, allowed), folded, allowed)
+        sparse = self._fold(self.sparse(query, n_cand, allowed), folded, allowed)
         cos = {i: sc for i, sc in dense}
         fused: dict[int, float] = {}
         for ranking, weight in ((dense, s.dense_weight), (sparse, 1.0)):
             for rank, (i, _) in enumerate(ranking):
                 fused[i] = fused.get(i, 0.0) + weight / (s.rrf_k + rank + 1)
+        if newest_first and not as_of and fused:
+            as_of = self._newest_reached(fused)
         if as_of and s.recency_weight:
             prior = self._recency(as_of)
             for i in fused:
@@ -128,13 +169,15 @@ class HybridRetriever:
         self._fill_cosines(passages, qvec, cos)
         return passages
 
-    def retrieve_across_articles(self, query: str, top_k: int | None = None, as_of: str | None = None) -> list[Passage]:
+    def retrieve_across_articles(
+        self, query: str, top_k: int | None = None, as_of: str | None = None, dates: DateRange | None = None, newest_first: bool = False
+    ) -> list[Passage]:
         """For questions that span years: the top passages, the best passage of each further article
         the query reaches, and each of those articles' first passage (a news story's lede sums it up)."""
         top_k = top_k or self.settings.top_k
-        passages = self.retrieve(query, 2 * top_k, as_of=as_of)
+        passages = self.retrieve(query, 2 * top_k, as_of=as_of, dates=dates, newest_first=newest_first)
         have = {p.chunk.id for p in passages}
-        for p in self.retrieve(query, 2 * top_k, as_of=as_of, group_by_article=True):
+        for p in self.retrieve(query, 2 * top_k, as_of=as_of, group_by_article=True, dates=dates, newest_first=newest_first):
             if p.chunk.id not in have and not any(p.doc.id in q.also_reported_by for q in passages):
                 have.add(p.chunk.id)
                 passages.append(p)
@@ -170,6 +213,13 @@ class HybridRetriever:
             vecs = embedding.embed([embed_text(p.chunk, p.doc) for p in unstored])
             for p, v in zip(unstored, vecs @ qvec):
                 p.score = float(v)
+
+    def _newest_reached(self, fused: dict[int, float]) -> str | None:
+        """The newest date among the articles of the passages scoring at least half the best: those about the query."""
+        best = max(fused.values())
+        dates = [as_date(self.index.docs[self.index.chunks[i].doc_id].date) for i, v in fused.items() if v >= 0.5 * best]
+        newest = max((d for d in dates if d), default=None)
+        return newest.isoformat() if newest else None
 
     def _recency(self, as_of: str) -> dict[str, float]:
         """Per article, 1.0 for one published on the day asked, decaying with age; less for a later one.

@@ -24,6 +24,25 @@ class Document:
     segments: list[tuple[int, int]] = field(default_factory=list)
     text: str = ""  # the cleaned text: segments joined by blank lines
     duplicate_of: str | None = None  # id of the earlier document this one repeats
+    # metadata this copy of a report does not state, filled in from another copy: field -> that copy's id
+    inherited: dict[str, str] = field(default_factory=dict)
+
+    def inherited_note(self, named: str | None = None) -> str:
+        """Which metadata came from another copy, e.g. "date and outlet from the copy 003.txt" ("" when none)."""
+        return inherited_note(self.inherited, named)
+
+
+def inherited_note(inherited: dict[str, str], named: str | None = None) -> str:
+    """"date and outlet from the copy 003.txt" for ``{"date": "003.txt", "outlet": "003.txt"}``; "" for none.
+
+    The copy ``named`` just before (in "same report as 003.txt") is "that copy".
+    """
+    by_source: dict[str, list[str]] = {}
+    for name, source in inherited.items():
+        by_source.setdefault(source, []).append(name)
+    return "; ".join(
+        f"{' and '.join(names)} from {'that copy' if source == named else f'the copy {source}'}" for source, names in by_source.items()
+    )
 
 
 @dataclass
@@ -65,6 +84,7 @@ class Passage:
             "end": self.chunk.end,
             "score": round(self.score, 4),
             "also_reported_by": self.also_reported_by,
+            "inherited": self.doc.inherited,
         }
 
 
@@ -91,6 +111,7 @@ class Citation:
     path: str = ""
     passage: int = 0  # number of the passage the quote lies in
     score: float = 0.0  # how strongly the quote supports the sentence (0..1)
+    inherited: dict[str, str] = field(default_factory=dict)  # title/outlet/date taken from another copy: field -> its id
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -143,6 +164,7 @@ class Answer:
     signals: dict[str, float] = field(default_factory=dict)  # the figures the answer/abstain decision used
     draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
     kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
+    notes: list[str] = field(default_factory=list)  # what the reader should know about how the sources were chosen (dates)
 
     def to_dict(self) -> dict:
         """The stable JSON shape of ``rag ask --json``."""
@@ -154,6 +176,7 @@ class Answer:
             "short_answer": self.short_answer,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "abstain_reason": self.abstain_reason,
+            "notes": self.notes,
             "citations": [c.to_dict() for c in self.citations],
             "sentences": [asdict(s) for s in self.sentences],
             "dropped": [asdict(d) for d in self.dropped],

@@ -172,6 +172,66 @@ def test_out_of_corpus_question_is_shown_as_abstained(server, browser):
     page.close()
 
 
+def _new_conversation(page) -> None:
+    page.click("#rag-new")
+    page.wait_for_function("document.querySelectorAll('#rag-chat .rag-answer').length === 0")
+
+
+def test_date_controls_limit_the_articles_and_latest_puts_2017_first(server, browser):
+    page = _page(browser, server)
+    page.fill("#rag-since input", "2014-01-01")
+    page.fill("#rag-until input", "2014-12-31")
+    answer = _ask(page, "Did Iran resume financial support for Hamas?", 0)
+    markers = answer.locator(".rag-cite")
+    assert markers.count() >= 1
+    # each marker's tooltip gives its article's outlet and date: all the 2014 report
+    assert {markers.nth(i).get_attribute("title").rsplit(", ", 1)[-1] for i in range(markers.count())} == {"2014-03-25"}
+    _new_conversation(page)  # each question on its own, not a follow-up of the last
+    page.fill("#rag-since input", "2015")
+    page.fill("#rag-until input", "2016")
+    empty = _ask(page, "Did Iran resume financial support for Hamas?", 0)
+    assert "no indexed article was published between 1 January 2015 and 31 December 2016" in empty.locator(".rag-abstain-why").inner_text()
+    _new_conversation(page)
+    page.fill("#rag-since input", "")
+    page.fill("#rag-until input", "")
+    latest = _ask(page, "What is the latest on Iran–Hamas ties?", 0)
+    first = latest.locator(".rag-cite").first
+    assert "The Jerusalem Post, 2017-05-30" in first.get_attribute("title")
+    assert "newest reports" in latest.locator(".rag-notes").inner_text()
+    first.click()
+    meta = page.locator('#rag-sources-panel .rag-view-passage[data-doc="003_40096b35d0a24c1b.txt"] .rag-also')
+    assert "The Jerusalem Post, 2017-05-30" in meta.inner_text()  # the copy in 001 shows the date and outlet of 003
+    # "as of" a day in 2014: "this week" is the week before it
+    _new_conversation(page)
+    page.fill("#rag-as-of input", "2014-03-28")
+    week = _ask(page, "What happened this week between Iran and Hamas?", 0)
+    assert "“this week” read as 22 March 2014 to 28 March 2014." in week.locator(".rag-notes").inner_text()
+    assert "2014-03-25" in week.locator(".rag-cite").first.get_attribute("title")
+    _shot(page, "ui-dates")
+    # the corpus tab sorts and filters by date and outlet; metadata from another copy is marked
+    page.get_by_role("tab", name="Corpus").click()
+    table = page.locator("#rag-corpus-table")
+    table.get_by_text("date and outlet from the copy 003_40096b35d0a24c1b.txt").wait_for()
+    page.fill("#rag-list-outlet input", "algemeiner")
+    page.press("#rag-list-outlet input", "Enter")
+    page.wait_for_function("document.querySelectorAll('#rag-corpus-table tbody tr').length === 1")
+    assert table.locator("tbody tr").get_attribute("data-doc") == "002_0cd934058d5d1ad9.txt"
+    page.fill("#rag-list-outlet input", "")
+    page.fill("#rag-list-since input", "2017")
+    page.press("#rag-list-since input", "Enter")
+    page.wait_for_function("document.querySelectorAll('#rag-corpus-table tbody tr').length === 2")
+    assert {table.locator("tbody tr").nth(i).get_attribute("data-doc") for i in range(2)} == {"001_fcf509d334208b0a.txt", "003_40096b35d0a24c1b.txt"}
+    page.fill("#rag-list-since input", "")
+    page.press("#rag-list-since input", "Enter")
+    page.locator("#rag-list-sort input").click()
+    page.get_by_role("option", name="Outlet").click()
+    page.wait_for_function(
+        "(() => { const r = document.querySelectorAll('#rag-corpus-table tbody tr'); return r.length > 3 && r[0].dataset.doc.startsWith('002_'); })()"
+    )
+    _shot(page, "ui-corpus-dates")
+    page.close()
+
+
 def test_upload_an_article_then_get_it_cited_and_binary_is_refused(server, browser, ui_root, tmp_path):
     page = _page(browser, server)
     page.get_by_role("tab", name="Corpus").click()

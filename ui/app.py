@@ -22,6 +22,7 @@ import gradio as gr
 
 from rag import RAG, RagError, Settings
 from rag.corpus import SUFFIXES, load_document
+from rag.dates import parse_range, select_documents
 from rag.index import add
 
 from . import render
@@ -102,9 +103,16 @@ class Corpus:
             counts[c.doc_id] = counts.get(c.doc_id, 0) + 1
         return counts
 
-    def table(self) -> str:
+    def table(self, sort: str = "date", since: str = "", until: str = "", outlet: str = "") -> str:
+        """The article list, sorted by date, outlet or title and filtered by date range and outlet."""
         self.rag.refresh()
-        return render.corpus_html(self.rag.index.docs, self.chunk_counts())
+        docs = self.rag.index.docs
+        try:
+            shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
+        except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
+            return render.corpus_html(docs, self.chunk_counts(), note=f"⚠ {exc}")
+        note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
+        return render.corpus_html(docs, self.chunk_counts(), shown, note)
 
     def _check(self, upload: Path, name: str) -> None:
         settings = self.rag.settings
@@ -221,7 +229,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
     if warm:
         threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
 
-    def respond(question, conv, backend, top_k, base_url, api_model, api_key=""):
+    def respond(question, conv, backend, top_k, base_url, api_model, api_key="", since="", until="", as_of=""):
         conv = list(conv or [])
         if not (question or "").strip():
             gr.Warning("Type a question about the articles first.")
@@ -246,7 +254,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
             yield render.messages(conv), conv, "", gr.skip()  # the rewritten question shows before retrieval
             rag.refresh()
             last = 0.0
-            for item in rag.stream(turn.standalone, **overrides):
+            for item in rag.stream(turn.standalone, as_of=(as_of or "").strip() or None, since=since, until=until, **overrides):
                 if isinstance(item, str):
                     turn.draft += item
                     if time.perf_counter() - last > 0.05:
@@ -279,12 +287,12 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
     def new_conversation():
         return [], [], render.EMPTY_SOURCES, ""
 
-    def upload(files):
+    def upload(files, *listing):
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not paths:
             return gr.skip(), gr.skip(), None
         lines = corpus.add(paths)
-        return render.upload_status_html(lines), corpus.table(), None
+        return render.upload_status_html(lines), corpus.table(*listing), None
 
     with gr.Blocks(title="News QA · verified citations", analytics_enabled=False) as demo:
         conv = gr.State([])
@@ -297,6 +305,15 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                 api_model = gr.Textbox(settings.openai_model, label="API model", elem_id="rag-api-model")
                 api_key = gr.Textbox(
                     "", type="password", label="Your API key (for an endpoint the server does not list)", elem_id="rag-api-key"
+                )
+            with gr.Group(elem_id="rag-dates"):
+                since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-since", max_lines=1)
+                until = gr.Textbox(
+                    "", label="Published until", placeholder="e.g. 2014 or 2014-03", info="A year or month counts whole; undated articles are left out.",
+                    elem_id="rag-until", max_lines=1,
+                )
+                as_of = gr.Textbox(
+                    "", label="As of", placeholder="YYYY-MM-DD", info="The question's date: “this week” is the week before it.", elem_id="rag-as-of", max_lines=1
                 )
             gr.Markdown(
                 "Answers cite exact sentences of the articles. Sentences no source supports are marked "
@@ -330,6 +347,11 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                     with gr.Column(scale=2, min_width=320):
                         sources = gr.HTML(render.EMPTY_SOURCES, js_on_load=CITE_JS, elem_id="rag-sources-panel", padding=True)
             with gr.Tab("Corpus", id="corpus") as corpus_tab:
+                with gr.Row(equal_height=True, elem_id="rag-corpus-filters"):
+                    list_sort = gr.Dropdown([("Date", "date"), ("Outlet", "outlet"), ("Title", "title")], value="date", label="Sort by", elem_id="rag-list-sort")
+                    list_outlet = gr.Textbox("", label="Outlet", placeholder="part of its name", elem_id="rag-list-outlet", max_lines=1)
+                    list_since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-list-since", max_lines=1)
+                    list_until = gr.Textbox("", label="Published until", placeholder="e.g. 2014 or 2014-03", elem_id="rag-list-until", max_lines=1)
                 table = gr.HTML(corpus.table(), elem_id="rag-corpus-table")
                 files = gr.File(
                     file_count="multiple",
@@ -340,14 +362,21 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                 status = gr.HTML("", elem_id="rag-upload-status")
 
         backend.change(lambda b: gr.update(visible=b == "openai"), backend, api_group, queue=False)
-        answer_io = dict(fn=respond, inputs=[question, conv, backend, top_k, base_url, api_model, api_key], outputs=[chatbot, conv, question, sources])
+        answer_io = dict(
+            fn=respond, inputs=[question, conv, backend, top_k, base_url, api_model, api_key, since, until, as_of], outputs=[chatbot, conv, question, sources]
+        )
         question.submit(**answer_io)
         ask.click(**answer_io)
         sources.click(show_source, [conv], [sources])
         new.click(new_conversation, None, [chatbot, conv, sources, question], queue=False)
         chatbot.clear(new_conversation, None, [chatbot, conv, sources, question], queue=False)  # its trash icon: same as "New conversation"
-        files.upload(upload, files, [status, table, files], concurrency_limit=1, concurrency_id="index")
-        corpus_tab.select(corpus.table, None, table)
+        listing = [list_sort, list_since, list_until, list_outlet]
+        files.upload(upload, [files, *listing], [status, table, files], concurrency_limit=1, concurrency_id="index")
+        corpus_tab.select(corpus.table, listing, table)
+        list_sort.change(corpus.table, listing, table, queue=False)
+        for box in (list_outlet, list_since, list_until):  # a date is applied when complete (Enter or leaving the box), not per keystroke
+            box.submit(corpus.table, listing, table, queue=False)
+            box.blur(corpus.table, listing, table, queue=False)
     # a bounded queue: past it, a request is refused ("queue is full") instead of waiting without end
     demo.queue(default_concurrency_limit=concurrency, max_size=4 * settings.max_pending)
     demo.rag = rag  # for callers and tests

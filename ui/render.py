@@ -55,13 +55,19 @@ def doc_title(doc: Document | None, fallback: str = "") -> str:
     return f"Untitled article ({doc.id if doc is not None else fallback})"
 
 
+def inherited_html(doc: Document | None) -> str:
+    """"date and outlet from the copy 003.txt": metadata this article does not state itself, shown as such."""
+    note = doc.inherited_note() if doc is not None else ""
+    return f' <span class="rag-inherited">({esc(note)})</span>' if note else ""
+
+
 def meta_line(doc: Document | None, *, author: bool = True) -> str:
     if doc is None:
         return ""
     parts = [doc.outlet or "outlet unknown", doc.date or "date unknown"]
     if author and doc.author:
         parts.append(f"by {doc.author}")
-    return " · ".join(esc(p) for p in parts)
+    return " · ".join(esc(p) for p in parts) + inherited_html(doc)
 
 
 # ------------------------------------------------------------------ offsets
@@ -134,7 +140,17 @@ def timings_html(answer: Answer, extra: Mapping[str, float]) -> str:
     return f'<details class="rag-timings"><summary>{summary}</summary><table>{rows}</table></details>'
 
 
+def notes_html(answer: Answer) -> str:
+    """How the sources were chosen (a date range, the "latest" rule), under the answer."""
+    items = "".join(f"<li>{esc(n)}</li>" for n in answer.notes)
+    return f'<ul class="rag-notes" role="note">{items}</ul>' if items else ""
+
+
 def answer_body(answer: Answer, turn: int) -> str:
+    return _answer_body(answer, turn) + notes_html(answer)
+
+
+def _answer_body(answer: Answer, turn: int) -> str:
     if answer.abstained:
         why = f'<div class="rag-abstain-why">Why: {esc(answer.abstain_reason)}.</div>' if answer.abstain_reason else ""
         related = "".join(
@@ -256,7 +272,7 @@ def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document
             f'<span class="rag-date">{esc(doc.date if doc else c.date) or "date unknown"}</span>']
     if doc is not None and doc.author:
         meta.append(f'<span class="rag-author">by {esc(doc.author)}</span>')
-    meta.append(f'<span class="rag-file">{esc(c.source_file)}</span>')
+    meta.append(f'<span class="rag-file">{esc(c.source_file)}</span>{inherited_html(doc)}')
     head = (
         f'{back}<div class="rag-src-head"><span class="rag-n">[{c.n}]</span> '
         f'<span class="rag-src-title">{esc(doc_title(doc, c.source_file))}</span></div>'
@@ -284,20 +300,29 @@ def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document
 
 
 # ------------------------------------------------------------------ corpus tab
-def corpus_html(docs: Mapping[str, Document], chunk_counts: Mapping[str, int]) -> str:
+def corpus_html(
+    docs: Mapping[str, Document], chunk_counts: Mapping[str, int], shown: list[Document] | None = None, note: str = ""
+) -> str:
+    """The indexed articles; ``shown`` is the sorted, filtered selection to list (default: all, by date), ``note`` says why some are not."""
+    if shown is None:
+        shown = sorted(docs.values(), key=lambda d: (d.date or "", d.id))
     rows = []
-    for d in sorted(docs.values(), key=lambda d: (d.date or "", d.id)):
+    for d in shown:
         dup = f'<div class="rag-dup">same report as {esc(d.duplicate_of)}</div>' if d.duplicate_of else ""
+        inherited = f'<div class="rag-inherited">{esc(d.inherited_note())}</div>' if d.inherited else ""
         rows.append(
-            f'<tr data-doc="{esc(d.id)}"><td>{esc(doc_title(d))}{dup}</td><td>{esc(d.outlet or "–")}</td>'
+            f'<tr data-doc="{esc(d.id)}"><td>{esc(doc_title(d))}{dup}{inherited}</td><td>{esc(d.outlet or "–")}</td>'
             f'<td>{esc(d.date or "–")}</td><td class="rag-num">{chunk_counts.get(d.id, 0)}</td><td class="rag-file">{esc(d.id)}</td></tr>'
         )
     n_chunks = sum(chunk_counts.values())
+    listed = "" if len(shown) == len(docs) else f" Showing {len(shown)}."
+    note = f'<div class="rag-corpus-note">{esc(note)}</div>' if note else ""
+    empty = "No articles indexed yet." if not docs else "No article matches."
     return (
-        f'<div class="rag-corpus"><div class="rag-corpus-head">{len(docs)} articles, {n_chunks} chunks indexed. '
-        "Uploaded articles are added to the corpus folder.</div>"
+        f'<div class="rag-corpus"><div class="rag-corpus-head">{len(docs)} articles, {n_chunks} chunks indexed.{listed} '
+        f"Uploaded articles are added to the corpus folder.</div>{note}"
         '<table class="rag-table"><thead><tr><th>Title</th><th>Outlet</th><th>Date</th><th>Chunks</th><th>File</th></tr></thead>'
-        f'<tbody>{"".join(rows) or "<tr><td colspan=5>No articles indexed yet.</td></tr>"}</tbody></table></div>'
+        f'<tbody>{"".join(rows) or f"<tr><td colspan=5>{empty}</td></tr>"}</tbody></table></div>'
     )
 
 
