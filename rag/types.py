@@ -13,7 +13,7 @@ class RagError(Exception):
 class Document:
     """A cleaned article. ``segments`` are the (start, end) spans of the raw file kept as content."""
 
-    id: str  # the file's base name: stable and what citations show
+    id: str  # the file's base name (a record: "<file name>#<record key>"): stable and what citations show
     path: str
     content_hash: str
     title: str | None = None
@@ -24,6 +24,8 @@ class Document:
     segments: list[tuple[int, int]] = field(default_factory=list)
     text: str = ""  # the cleaned text: segments joined by blank lines
     duplicate_of: str | None = None  # id of the earlier document this one repeats
+    record: str | None = None  # a record of a .jsonl/.json/.csv file (``path``): its key there (id, url or text hash)
+    html: bool = False  # a record whose text field is HTML (an .html file is known by its name)
 
 
 @dataclass
