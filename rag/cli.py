@@ -68,16 +68,23 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "index",
-        help="index articles (.txt, .md, .html); only what changed is embedded",
+        help="index articles (.txt, .md, .html) and record files (.jsonl, .json, .csv, each may be .gz); only what changed is embedded",
         description="rag index [PATH...] mirrors the given files and folders (same as `rag index sync`); "
         "`rag index add PATH...` adds or refreshes articles and keeps the rest; `rag index remove DOC...` drops "
-        "documents by file name. A sync refuses, changing nothing, when a path does not exist or when it would "
+        "documents by id (`rag list`; a record file's name drops all its records). A sync refuses, changing nothing, when a path does not exist or when it would "
         "remove more than half of the indexed articles (use `rag index remove` or --allow-remove for that).",
     )
     _common(p)
     p.add_argument("paths", nargs="*", metavar="[add|remove|sync] PATH", help="files or folders (default: the sources of the last build)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch (from the last sources)")
     p.add_argument("--allow-remove", action="store_true", help="let a sync remove more than half of the indexed articles")
+    p.add_argument(
+        "--fields",
+        metavar="FIELD=NAME,...",
+        default=None,
+        help="which keys of a record file's records hold text, title, date, url, outlet, author, id (e.g. text=body,date=published_at); "
+        "remembered for later syncs (default: common names such as body, headline, published_at, link, source, byline, guid)",
+    )
 
     p = sub.add_parser("ask", help="answer a question with verified citations")
     _common(p)
@@ -156,7 +163,13 @@ def _run(args) -> int:
             raise RagError(f"`rag index {verb}` needs at least one {'path' if verb == 'add' else 'document name'}")
         kwargs = {"add": {"add": paths}, "remove": {"remove": paths}, "sync": {"sync": paths or None}}[verb]
         report = update(
-            settings.index_dir, settings, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=sys.stderr.isatty(), **kwargs
+            settings.index_dir,
+            settings,
+            rebuild=args.rebuild,
+            allow_remove=args.allow_remove,
+            progress=sys.stderr.isatty(),
+            fields=args.fields,
+            **kwargs,
         )
         for e in report.errors:
             print(f"error: skipped {shown(e)}", file=sys.stderr)
@@ -229,7 +242,8 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
         print("\nSources:")
         for c in answer.citations:
             meta = ", ".join(x for x in (c.outlet, c.date) if x) or "undated"
-            print(f" [{c.n}] {c.source_file} ({meta}) chars {c.start}-{c.end}")
+            title = f": {c.title}" if c.title else ""
+            print(f" [{c.n}] {shown(c.source_file)}{shown(title)} ({shown(meta)}) chars {c.start}-{c.end}")
             print(f"     “{c.quote}”")
     if answer.dropped and not answer.abstained:
         print("\nLeft out of the draft:")
