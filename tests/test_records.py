@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from rag import RAG
+from rag.bench.rtqa_data import Page, write_corpus
 from rag.chunking import chunk_document
 from rag.cli import main
-from rag.corpus import load_document, load_documents
+from rag.corpus import load_document, load_documents, read_text
 from rag.index import Index, build
 
 RECORDS = [
@@ -284,6 +285,60 @@ def test_a_sync_reembeds_only_the_changed_record_and_drops_a_removed_one(tmp_pat
     opened = Index.open(idx)
     assert "archive.jsonl#library-4" not in opened.docs
     assert opened.raw("archive.jsonl#tram-2") == changed[1]["text"]
+
+
+# ---------------------------------------------------------------- the RealTime QA benchmark's two corpus formats
+def test_pages_written_as_files_and_as_one_jsonl_give_the_same_chunks_and_metadata(tmp_path):
+    pages = {
+        "https://www.gazette.example/velmar-storm": Page(
+            "https://www.gazette.example/velmar-storm",
+            "Storm closes Velmar harbour\r\nMarch 2, 2024\r\nA winter storm closed the Velmar harbour on Saturday morning. "
+            "Ferries to the Tarn islands were cancelled until Monday, the port authority said.\r\nShare this article\r\n",
+            "Storm closes Velmar harbour",
+            "2024-03-02",
+            ["Ann Lee", "Bo Kim", "Cy Doe", "Di Roe"],
+        ),
+        "https://citywire.example/orvin-tram": Page(
+            "https://citywire.example/orvin-tram",
+            "The Orvin city council approved a new tram line on Tuesday.\n\nConstruction starts in June and costs 240 million euros.",
+            None,
+            None,
+            [],
+        ),
+        "https://farmnews.example/dresk": Page(
+            "https://farmnews.example/dresk",
+            "Farmers in the Dresk valley picked the earliest cherry harvest in forty years, the growers' cooperative said.",
+            "Earliest cherry harvest",
+            "2024-04-11",
+            ["Ed Poe"],
+        ),
+        "https://copy.example/dresk": Page(
+            "https://copy.example/dresk",
+            "Farmers in the Dresk valley picked the earliest cherry harvest in forty years, the growers' cooperative said.",
+            None,
+            None,
+            [],
+        ),
+    }
+    files, records = tmp_path / "files", tmp_path / "jsonl"
+    file_ids = write_corpus(pages, files)
+    record_ids = write_corpus(pages, records, "jsonl")
+    assert sorted(p.name for p in records.iterdir()) == ["pages.jsonl"]
+    from_files, from_records = load_documents([files]), load_documents([records])
+    assert not from_files.errors and not from_records.errors
+    a = {d.id: d for d in from_files.documents}
+    b = {d.id: d for d in from_records.documents}
+    assert len(a) == len(b) == len(pages)
+    same_id = {file_ids[u]: record_ids[u] for u in pages}
+    for url in pages:
+        x, y = a[file_ids[url]], b[record_ids[url]]
+        for name in ("title", "outlet", "author", "date", "url", "segments", "text", "content_hash"):
+            assert getattr(x, name) == getattr(y, name), (url, name)
+        assert same_id.get(x.duplicate_of) == y.duplicate_of
+        chunks_x = chunk_document(x, read_text(Path(x.path), 5_000_000), 600)
+        chunks_y = chunk_document(y, from_records.raws[y.id], 600)
+        assert [c.text for c in chunks_x] == [c.text for c in chunks_y]
+    assert b[record_ids["https://www.gazette.example/velmar-storm"]].author == "Ann Lee, Bo Kim, Cy Doe"
 
 
 @pytest.mark.parametrize("name", ["notes.json", "data.csv"])
