@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,10 +43,20 @@ class RAG:
         return cls(index.Index.open(index_dir or settings.index_dir), settings)
 
     @classmethod
-    def build(cls, index_dir: str | Path, paths: Iterable[str | Path], settings: Settings | None = None, **overrides) -> RAG:
-        """Index the articles under ``paths`` into ``index_dir`` (incrementally) and open it."""
+    def build(
+        cls,
+        index_dir: str | Path,
+        paths: Iterable[str | Path],
+        settings: Settings | None = None,
+        fields: str | Mapping[str, str] | None = None,
+        **overrides,
+    ) -> RAG:
+        """Index the articles under ``paths`` into ``index_dir`` (incrementally) and open it.
+
+        ``fields`` maps the keys of record files (``{"text": "body"}`` or ``"text=body,date=published_at"``).
+        """
         settings = (settings or Settings.from_env()).with_(**overrides)
-        report = index.build(index_dir, paths, settings)
+        report = index.build(index_dir, paths, settings, fields=fields)
         if report.errors and not report.n_chunks:
             raise RagError("; ".join(report.errors))
         return cls.open(index_dir, settings)

@@ -46,7 +46,7 @@ def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: boo
 
 def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sentence]]:
     """Sentences of each kept segment (paragraph) of a document."""
-    is_html = doc.path.lower().endswith((".html", ".htm"))
+    is_html = doc.html or doc.path.lower().endswith((".html", ".htm"))
     budget = _PUNKT_BUDGET + sum(e - s for s, e in doc.segments) // _PUNKT_CHARS_PER_END
     out = []
     for s, e in doc.segments:

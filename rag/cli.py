@@ -74,10 +74,10 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "index",
-        help="index articles (.txt, .md, .html); only what changed is embedded",
+        help="index articles (.txt, .md, .html) and record files (.jsonl, .json, .csv, each may be .gz); only what changed is embedded",
         description="rag index [PATH...] mirrors the given files and folders (same as `rag index sync`); "
         "`rag index add PATH...` adds or refreshes articles and keeps the rest; `rag index remove DOC...` drops "
-        "documents by file name. A sync refuses, changing nothing, when a path does not exist or when it would "
+        "documents by id (`rag list`; a record file's name drops all its records). A sync refuses, changing nothing, when a path does not exist or when it would "
         "remove more than half of the indexed articles (use `rag index remove` or --allow-remove for that). "
         "`rag index add --feed URL` and `--url URL...` fetch web pages into the index; a sync without paths polls the feeds again.",
     )
@@ -95,6 +95,13 @@ def parser() -> argparse.ArgumentParser:
         "again for new entries (with remove: stop following it)",
     )
     p.add_argument("--url", dest="urls", nargs="+", action="extend", default=[], metavar="URL", help="with add: web pages to fetch and index")
+    p.add_argument(
+        "--fields",
+        metavar="FIELD=NAME,...",
+        default=None,
+        help="which keys of a record file's records hold text, title, date, url, outlet, author, id (e.g. text=body,date=published_at); "
+        "remembered for later syncs (default: common names such as body, headline, published_at, link, source, byline, guid)",
+    )
 
     p = sub.add_parser("ask", help="answer a question with verified citations")
     _common(p)
@@ -212,12 +219,12 @@ def _index(args, settings: Settings) -> int:
         raise RagError(f"`rag index {verb}` needs at least one {'path' if verb == 'add' else 'document name'}")
     root, progress = settings.index_dir, sys.stderr.isatty()
     if verb == "add" and (args.feeds or args.urls):
-        report = feeds.add(root, settings, feeds=args.feeds, urls=args.urls, paths=paths, progress=progress)
+        report = feeds.add(root, settings, feeds=args.feeds, urls=args.urls, paths=paths, progress=progress, fields=args.fields)
     elif verb == "sync":  # without paths, the feeds the index follows are polled first
-        report = feeds.sync(root, settings, paths=paths or None, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=progress)
+        report = feeds.sync(root, settings, paths=paths or None, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=progress, fields=args.fields)
     else:
         kwargs = {"add": {"add": paths}, "remove": {"remove": paths}}[verb]
-        report = feeds.FetchReport(index=update(root, settings, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=progress, **kwargs))
+        report = feeds.FetchReport(index=update(root, settings, rebuild=args.rebuild, allow_remove=args.allow_remove, progress=progress, fields=args.fields, **kwargs))
     if report.index:
         print(f"index {root}/: {report.index.summary()}")
     if report.entries or report.feeds or report.errors:
@@ -297,7 +304,8 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
             meta = ", ".join(x for x in (c.outlet, c.date) if x) or "undated"
             if note := inherited_note({k: v for k, v in c.inherited.items() if k in ("outlet", "date")}):  # what this line shows
                 meta += f"; {note}"
-            print(f" [{c.n}] {c.source_file} ({meta}) chars {c.start}-{c.end}")
+            title = f": {c.title}" if c.title else ""
+            print(f" [{c.n}] {shown(c.source_file)}{shown(title)} ({shown(meta)}) chars {c.start}-{c.end}")
             print(f"     “{c.quote}”")
     if answer.dropped and not answer.abstained:
         print("\nLeft out of the draft:")

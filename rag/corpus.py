@@ -1,8 +1,9 @@
-"""Load article files, strip news-page boilerplate, extract metadata, find duplicate reports.
+"""Load article files and record files, strip news-page boilerplate, extract metadata, find duplicate reports.
 
 Cleaning never rewrites text: it decides which spans of the raw file are article content
 (``Document.segments``), so every sentence and quote maps back to exact character offsets
-of ``open(path).read()``. No library does offset-preserving boilerplate removal for news
+of ``open(path).read()`` (for a record of a ``.jsonl``/``.json``/``.csv`` file: of its text
+field's string, kept in the index as the record's raw text). No library does offset-preserving boilerplate removal for news
 pages (trafilatura and friends return new strings), hence the hand-written rules below.
 """
 
@@ -14,12 +15,12 @@ import html
 import json
 import os
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
-from . import hostile
+from . import hostile, records
 from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date, strip_tags
 from .types import Document, RagError
 
@@ -81,7 +82,11 @@ _OUTLET_PATTERNS = [
 @dataclass
 class LoadResult:
     documents: list[Document]
-    errors: list[str]  # one line each: a file that was refused, and why
+    errors: list[str]  # one line each: a file (or a record of one) that was refused, and why
+    raws: dict[str, str] = field(default_factory=dict)  # records' raw texts by document id (an article's is its file)
+    # record file name -> ids of its records that did not load, or None when one could not even be
+    # identified (bad JSON, a cut-off file): their last indexed versions are kept
+    failed: dict[str, set[str] | None] = field(default_factory=dict)
 
 
 def read_text(path: Path, max_bytes: int) -> str:
@@ -132,13 +137,20 @@ def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[st
             files.extend(found)
             errors.extend(f"{f.relative_to(p)}: links outside {p}; skipped" for f in outside)
         elif p.is_file():
-            if p.suffix.lower() in SUFFIXES:
+            if _indexable(p.name):
                 files.append(p)
             else:
-                errors.append(f"{p.name}: unsupported file type {p.suffix or '(none)'}; use .txt, .md or .html")
+                errors.append(
+                    f"{p.name}: unsupported file type {p.suffix or '(none)'}; use .txt, .md or .html articles, "
+                    "or .jsonl, .json or .csv records (each may be .gz)"
+                )
         else:
             errors.append(f"{p}: no such file or folder")
     return files, errors
+
+
+def _indexable(name: str) -> bool:
+    return Path(name).suffix.lower() in SUFFIXES or records.record_format(name) is not None
 
 
 def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -152,13 +164,14 @@ def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
     outside: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        # an index folder inside the corpus holds .jsonl files of chunks, never articles
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d / "CURRENT").is_file())
         for d in dirnames:
             if (here / d).is_symlink() and not (here / d).resolve().is_relative_to(root):
                 outside.append(here / d)
         for name in sorted(filenames):
             f = here / name
-            if name.startswith(".") or f.suffix.lower() not in SUFFIXES:
+            if name.startswith(".") or not _indexable(name):
                 continue
             if not f.resolve().is_relative_to(root):
                 outside.append(f)
@@ -167,63 +180,65 @@ def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(files), outside
 
 
-def load_documents(paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark: bool = True) -> LoadResult:
+def load_documents(
+    paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark: bool = True, fields: Mapping[str, str] | None = None
+) -> LoadResult:
     """Load and clean every article under ``paths``; bad files are reported, not fatal.
 
-    ``mark=False`` leaves duplicate marking to a caller that merges these with other documents.
+    ``mark=False`` leaves duplicate marking to a caller that merges these with other documents;
+    ``fields`` is the field map of record files (see :func:`rag.records.parse_fields`).
     """
     files, errors = iter_article_files(paths)
-    loaded = load_files(files, max_bytes, mark)
-    return LoadResult(loaded.documents, errors + loaded.errors)
+    loaded = load_files(files, max_bytes, mark, {f: fields for f in files} if fields else None)
+    loaded.errors = errors + loaded.errors
+    return loaded
 
 
-def load_files(files: list[Path], max_bytes: int = 5_000_000, mark: bool = True) -> LoadResult:
-    """Load and clean article files already listed (by :func:`iter_article_files`); bad files are reported, not fatal."""
-    errors: list[str] = []
-    docs: list[Document] = []
+def load_files(
+    files: list[Path], max_bytes: int = 5_000_000, mark: bool = True, fields: Mapping[Path, Mapping[str, str] | None] | None = None
+) -> LoadResult:
+    """Load and clean files already listed (by :func:`iter_article_files`); bad files are reported, not fatal.
+
+    ``fields`` gives a record file its field map; ``max_bytes`` limits an article file, or each
+    record's text in a record file.
+    """
+    result = LoadResult([], [])
     seen: dict[str, Path] = {}
     for f in files:
+        is_records = records.record_format(f) is not None
         if f.name in seen:
-            errors.append(f"{f}: same file name as {seen[f.name]}; document ids are file names, rename one")
+            result.errors.append(f"{f}: same file name as {seen[f.name]}; document ids are file names, rename one")
+            if is_records:
+                result.failed[f.name] = None
             continue
         try:
-            docs.append(load_document(f, max_bytes))
-            seen[f.name] = f
+            if is_records:
+                seen[f.name] = f
+                part = load_record_file(f, max_bytes, (fields or {}).get(f))
+                result.documents.extend(part.documents)
+                result.errors.extend(part.errors)
+                result.raws.update(part.raws)
+                result.failed.update(part.failed)
+            else:
+                result.documents.append(load_document(f, max_bytes))
+                seen[f.name] = f
         except RagError as exc:
-            errors.append(str(exc))
+            result.errors.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - one file that trips the parser must not stop the rest
-            errors.append(f"{f.name}: cannot be read as an article ({type(exc).__name__}: {exc})")
+            result.errors.append(f"{f.name}: cannot be read as an article ({type(exc).__name__}: {exc})")
+            if is_records:
+                result.failed[f.name] = None
     if mark:
-        mark_duplicates(docs)
-    return LoadResult(docs, errors)
+        mark_duplicates(result.documents)
+    return result
 
 
 def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
     """Read one article file and clean it; raises RagError when the file cannot be used."""
     path = Path(path)
     raw = read_text(path, max_bytes)
-    meta: dict[str, str] = {}
-    if path.suffix.lower() in (".html", ".htm"):
-        blocks, meta = _html_blocks(raw, path.name)
-    else:
-        blocks, meta = _text_blocks(raw)
-    segments, found = clean_blocks(raw, blocks)
-    for k, v in found.items():
-        meta.setdefault(k, v)
-    meta.update(_sidecar(path))
-    if not meta.get("outlet"):
-        meta["outlet"] = _outlet(raw)
-    shown = [_display(raw[s:e], path) for s, e in segments]
-    # text planted to steer a model is no article text: it never reaches the index (see rag.hostile)
-    planted = hostile.dropped_paragraphs(shown)
-    segments = [seg for k, seg in enumerate(segments) if k not in planted]
-    shown = [t for k, t in enumerate(shown) if k not in planted]
-    if not segments:
-        why = "its text addresses an AI model, not readers" if planted else "no article text found after cleaning"
-        raise RagError(f"{path.name}: {why}")
-    text = "\n\n".join(shown)
-    if not has_index_words(text):
-        raise RagError(f"{path.name}: no words to index (only numbers, punctuation or single letters)")
+    is_html = path.suffix.lower() in (".html", ".htm")
+    segments, text, meta = clean_article(raw, path.name, is_html, _sidecar(path))
     return Document(
         id=path.name,
         path=str(path.resolve()),
@@ -238,11 +253,180 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
     )
 
 
-def _display(span: str, path: Path) -> str:
+def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) -> tuple[list[tuple[int, int]], str, dict[str, str]]:
+    """The kept spans of an article's raw text, its cleaned text, and its metadata.
+
+    ``given`` (a sidecar, a record's fields) overrides what the text states; RagError, starting
+    with ``name``, when nothing of the article is left to index.
+    """
+    blocks, meta = _html_blocks(raw, name) if is_html else _text_blocks(raw)
+    segments, found = clean_blocks(raw, blocks)
+    for k, v in found.items():
+        meta.setdefault(k, v)
+    meta.update(given)
+    if not meta.get("outlet"):
+        meta["outlet"] = _outlet(raw)
+    shown = [_display(raw[s:e], is_html) for s, e in segments]
+    # text planted to steer a model is no article text: it never reaches the index (see rag.hostile)
+    planted = hostile.dropped_paragraphs(shown)
+    segments = [seg for k, seg in enumerate(segments) if k not in planted]
+    shown = [t for k, t in enumerate(shown) if k not in planted]
+    if not segments:
+        why = "its text addresses an AI model, not readers" if planted else "no article text found after cleaning"
+        raise RagError(f"{name}: {why}")
+    text = "\n\n".join(shown)
+    if not has_index_words(text):
+        raise RagError(f"{name}: no words to index (only numbers, punctuation or single letters)")
+    return segments, text, meta
+
+
+def _display(span: str, is_html: bool) -> str:
     """A kept span as a reader sees it: for HTML, inline tags dropped and entities decoded."""
-    if path.suffix.lower() in (".html", ".htm"):
+    if is_html:
         return html.unescape(strip_tags(span))
     return span
+
+
+# ---------------------------------------------------------------- record files
+_MAX_RECORD_ERRORS = 100  # lines per file; a file of a million bad lines is summed up, not printed whole
+# Tags that mark a record's text field as an HTML page or fragment; plain news prose with one "<b>"
+# in it does not count.
+_HTML_TAG = re.compile(
+    r"<(?:!doctype html|/?(?:html|head|body|p|div|br|span|a|h[1-6]|li|ul|ol|article|section|strong|em|b|i|blockquote|figure|img|table|tr|td)\b[^<>]{0,500}>)",
+    re.I,
+)
+
+
+def looks_like_html(text: str) -> bool:
+    """A record's text that is marked up: two or more HTML tags in its first 100,000 characters."""
+    found = _HTML_TAG.finditer(text, 0, 100_000)
+    return next(found, None) is not None and next(found, None) is not None
+
+
+def load_record_file(path: Path, max_bytes: int = 5_000_000, fields: Mapping[str, str] | None = None) -> LoadResult:
+    """Every record of a .jsonl/.json/.csv file (each may be gzipped) as a Document; bad records are reported, not fatal.
+
+    A record's raw text is its text field's string (newlines made "\\n", as a text file's are),
+    cleaned as a .txt file is, or as an .html file when it is marked up. Its id is
+    ``<file name>#<key>`` (:func:`rag.records.record_key`). ``max_bytes`` limits each record's text.
+    """
+    fields = records.parse_fields(fields)
+    out = LoadResult([], [])
+    failed: set[str] | None = set()
+    n_bad = 0
+    first_line: dict[str, str] = {}  # record key -> where it was first seen ("line 3")
+    keys: dict[str, None] = {}  # the keys records have, in order of appearance (for error lines)
+    mapped: set[str] = set()  # fields of the map some record has
+    has_text_field = False
+    n_objects = 0
+
+    def refuse(line: str, key: str | None) -> None:
+        nonlocal failed, n_bad
+        n_bad += 1
+        if n_bad <= _MAX_RECORD_ERRORS:
+            out.errors.append(line)
+        if key is None:
+            failed = None
+        elif failed is not None:
+            failed.add(f"{path.name}#{key}")
+
+    try:
+        for item in records.iter_records(path, max_bytes):
+            label = f"{path.name} {item.where}" if isinstance(item, records.Record) else f"{path.name} line {item.line}"
+            if isinstance(item, records.BadRecord):
+                refuse(f"{label}: {item.problem}", None)
+                continue
+            if not isinstance(item.data, dict):
+                refuse(f"{label}: a JSON {_json_kind(item.data)}, not an object with the article's fields", None)
+                continue
+            n_objects += 1
+            for k in item.data:
+                if len(keys) < 60:
+                    keys.setdefault(str(k))
+            mapped.update(f for f, name in fields.items() if records.has_key(item.data, name))
+            values = records.field_values(item.data, fields)
+            has_text_field = has_text_field or records.has_text_key(item.data, fields)
+            try:
+                raw = _record_text(values.get("text"), label, max_bytes, fields)
+            except RagError as exc:
+                refuse(str(exc), records.given_key(values))
+                continue
+            key = records.record_key(values, raw)
+            if key in first_line:
+                n_bad += 1
+                if n_bad <= _MAX_RECORD_ERRORS:
+                    out.errors.append(f"{label}: same id as {first_line[key]} ({key}); kept the first")
+                continue
+            first_line[key] = item.where
+            try:
+                out.documents.append(_record_document(path, key, raw, values, label))
+                out.raws[f"{path.name}#{key}"] = raw
+            except RagError as exc:
+                refuse(str(exc), key)
+            except Exception as exc:  # noqa: BLE001 - one record that trips the parser must not stop the rest
+                refuse(f"{label}: cannot be read as an article ({type(exc).__name__}: {exc})", key)
+    except RagError as exc:  # the file, or the rest of it, cannot be read
+        out.errors.append(str(exc))
+        failed = None
+    have = ", ".join(keys) or "none"
+    missing = [f for f in fields if f not in mapped]
+    if n_objects and missing:
+        f = missing[0]
+        return LoadResult([], [f'{path.name}: no record has the field "{fields[f]}" (--fields {f}={fields[f]}); its records have: {have}'], failed={path.name: None})
+    if n_objects and not has_text_field:
+        names = ", ".join(records.DEFAULT_NAMES["text"])
+        return LoadResult([], [f"{path.name}: no record has a text field ({names}); its records have: {have}; name it with --fields text=NAME"], failed={path.name: None})
+    if not n_objects and not out.errors:
+        out.errors.append(f"{path.name}: no records in the file")
+        failed = None
+    if n_bad > _MAX_RECORD_ERRORS:
+        out.errors.append(f"{path.name} (more): {n_bad - _MAX_RECORD_ERRORS:,} more bad records skipped, not listed one by one")
+    if failed is None or failed:
+        out.failed[path.name] = failed
+    return out
+
+
+def _record_text(value: object, label: str, max_bytes: int, fields: Mapping[str, str]) -> str:
+    """A record's raw text: its text field's string with newlines as a text file has them; RagError when it has none."""
+    text = records.text_value(value)
+    if text is None or not text.strip():
+        where = f'field "{fields["text"]}"' if "text" in fields else f"fields {', '.join(records.DEFAULT_NAMES['text'])}"
+        raise RagError(f"{label}: no text (nothing in its {where})")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate, from an escape such as "\ud800" in JSON
+        raise RagError(f"{label}: text is not valid Unicode (a lone surrogate at character {exc.start + 1})") from exc
+    if size > max_bytes:
+        raise RagError(f"{label}: text is {size:,} bytes, over the {max_bytes:,}-byte limit for one article")
+    if "\x00" in text:  # as a text file with a NUL is refused as binary
+        raise RagError(f"{label}: text holds NUL characters, not article text")
+    return text
+
+
+def _record_document(path: Path, key: str, raw: str, values: Mapping[str, object], label: str) -> Document:
+    """A record cleaned as an article file is; its fields give the metadata, as a sidecar does."""
+    given: dict[str, str] = {}
+    for name in ("title", "outlet", "author", "date", "url"):
+        value = records.meta_value(name, values.get(name), _SIDECAR_FIELDS[name])
+        if value:
+            given[name] = (parse_date(value) or value) if name == "date" else value
+    is_html = looks_like_html(raw)
+    segments, text, meta = clean_article(raw, label, is_html, given)
+    return Document(
+        id=f"{path.name}#{key}",
+        path=str(path.resolve()),
+        content_hash=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
+        title=meta.get("title") or None,
+        outlet=meta.get("outlet") or None,
+        author=meta.get("author") or None,
+        date=meta.get("date") or None,
+        url=meta.get("url") or None,
+        segments=segments,
+        text=text,
+        record=key,
+        html=is_html,
+    )
 
 
 _SIDECAR_BYTES = 64_000

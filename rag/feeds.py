@@ -21,7 +21,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -492,6 +492,7 @@ def add(
     urls: Iterable[str] = (),
     paths: Iterable[str | Path] = (),
     progress: bool = False,
+    fields: str | Mapping[str, str] | None = None,
 ) -> FetchReport:
     """``rag index add --feed URL --url URL... [PATH...]``: fetch, then add the pages (and ``paths``) to the index.
 
@@ -503,7 +504,7 @@ def add(
     report = fetch(root, settings, feeds, urls)
     given = [*paths] + ([root / index.FETCHED_DIR] if (root / index.FETCHED_DIR).is_dir() else [])
     if given:
-        report.index = index.update(root, settings, add=given, feeds=report.feeds, progress=progress)
+        report.index = index.update(root, settings, add=given, feeds=report.feeds, progress=progress, fields=fields)
     return report
 
 
@@ -515,6 +516,7 @@ def sync(
     rebuild: bool = False,
     allow_remove: bool = False,
     progress: bool = False,
+    fields: str | Mapping[str, str] | None = None,
 ) -> FetchReport:
     """``rag index [sync]``: without named paths, poll the recorded feeds first; then sync as :func:`rag.index.update`.
 
@@ -524,5 +526,5 @@ def sync(
     settings = settings or Settings.from_env()
     followed = index.recorded_feeds(root) if paths is None else []
     report = fetch(root, settings, followed) if followed else FetchReport()
-    report.index = index.update(root, settings, sync=paths, rebuild=rebuild, allow_remove=allow_remove, progress=progress)
+    report.index = index.update(root, settings, sync=paths, rebuild=rebuild, allow_remove=allow_remove, progress=progress, fields=fields)
     return report

@@ -5,7 +5,8 @@ Layout of an index folder::
     index/
       CURRENT          name of the live generation, replaced atomically
       gen-000007/      manifest.json, documents.json, chunks.jsonl, raw.jsonl, vectors.faiss, dense_ids.npy, bm25/
-      sources.json     the files and folders of the last build that indexed something, and the feeds followed
+      sources.json     the files and folders of the last build that indexed something (a record file's with its
+                       field map), and the feeds followed; replaced atomically
       fetched/         pages fetched from feeds and urls (rag.feeds), indexed like any folder
       .lock            held by the one writer
 
@@ -23,21 +24,21 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import embedding
+from . import embedding, records
 from .chunking import chunk_document
 from .corpus import iter_article_files, load_files, mark_duplicates, read_text
 from .settings import Settings
 from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
 
-FORMAT_VERSION = 4  # 4: Document.inherited (metadata filled in from another copy of the report)
+FORMAT_VERSION = 4  # 4: Document.inherited (metadata filled in from another copy), .record and .html (records of a file)
 SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
 FETCHED_DIR = "fetched"  # pages rag.feeds fetched, stored as .html files with sidecars
 _GEN_NAME = re.compile(r"gen-\d{6,}")
@@ -226,20 +227,55 @@ def _generations(root: Path) -> list[Path]:
 
 
 def _recorded_sources(root: Path) -> list[str]:
-    """The sources of the last build that indexed something: ``sources.json``, else the newest readable manifest."""
+    """The paths of the last build that indexed something: ``sources.json``, else the newest readable manifest."""
+    return _recorded(root)[0]
+
+
+def _recorded(root: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The recorded sources: their paths, and the field map of each source that was read with one."""
     try:
-        data = json.loads((root / SOURCES_FILE).read_text(encoding="utf-8"))
-        if isinstance(data, list) and data and all(isinstance(p, str) for p in data):
-            return data
+        found = _parse_sources(json.loads((root / SOURCES_FILE).read_text(encoding="utf-8")))
+        if found:
+            return found
     except (OSError, ValueError):
         pass
     current = _current_or_none(root)
     gens = ([root / current] if current else []) + _generations(root)
     for gen in gens:
-        sources = _read_manifest(gen).get("sources")
-        if isinstance(sources, list) and sources and all(isinstance(p, str) for p in sources):
-            return sources
-    return []
+        found = _parse_sources(_read_manifest(gen).get("sources"))
+        if found:
+            return found
+    return [], {}
+
+
+def source_paths(manifest: dict) -> list[str]:
+    """The paths an index was built from, as its manifest records them (with or without a field map)."""
+    found = _parse_sources(manifest.get("sources"))
+    return found[0] if found else []
+
+
+def _parse_sources(data: object) -> tuple[list[str], dict[str, dict[str, str]]] | None:
+    """Sources as recorded: each a path, or ``{"path": ..., "fields": {"text": "body"}}``; None when not that."""
+    if not isinstance(data, list) or not data:
+        return None
+    paths: list[str] = []
+    fields: dict[str, dict[str, str]] = {}
+    for entry in data:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("fields"), dict):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in entry["fields"].items()):
+                return None
+            paths.append(entry["path"])
+            fields[entry["path"]] = dict(entry["fields"])
+        elif isinstance(entry, str):
+            paths.append(entry)
+        else:
+            return None
+    return paths, fields
+
+
+def _source_entries(paths: list[str], fields: Mapping[str, Mapping[str, str]]) -> list:
+    """What sources.json and the manifest record: a plain path, or a path with the field map it was read with."""
+    return [{"path": p, "fields": dict(fields[p])} if fields.get(p) else p for p in paths]
 
 
 def is_url(source: str) -> bool:
@@ -256,11 +292,11 @@ def forget_feeds(root: str | Path, urls: Iterable[str]) -> None:
     """Stop following feeds; the pages fetched from them stay indexed."""
     root = Path(root)
     with writer_lock(root):
-        recorded = _recorded_sources(root)
+        recorded, fields = _recorded(root)
         unknown = [u for u in urls if u not in recorded or not is_url(u)]
         if unknown:
             raise RagError(f"{unknown[0]}: not a feed this index follows; nothing changed")
-        _save_sources(root, [s for s in recorded if s not in set(urls)])
+        _save_sources(root, _source_entries([s for s in recorded if s not in set(urls)], fields))
 
 
 def _recorded_ids(root: Path) -> set[str]:
@@ -306,24 +342,32 @@ def build(
     rebuild: bool = False,
     progress: bool = False,
     allow_remove: bool = False,
+    fields: str | Mapping[str, str] | None = None,
 ) -> UpdateReport:
     """Sync: make the index at ``root`` mirror the articles under ``paths``, embedding only what changed.
 
     With ``paths`` None the sources recorded by the last build are used. Files that cannot be
     read are reported in ``errors`` and, if an earlier version was indexed, that version is kept.
     A missing path, or dropping more than half of the indexed articles without ``allow_remove``,
-    raises RagError and changes nothing.
+    raises RagError and changes nothing. ``fields`` maps the fields of record files
+    (``"text=body,date=published_at"``); it is recorded with the sources.
     """
-    return update(root, settings, sync=paths, rebuild=rebuild, allow_remove=allow_remove, progress=progress)
+    return update(root, settings, sync=paths, rebuild=rebuild, allow_remove=allow_remove, progress=progress, fields=fields)
 
 
-def add(root: str | Path, paths: Iterable[str | Path], settings: Settings | None = None, progress: bool = False) -> UpdateReport:
+def add(
+    root: str | Path,
+    paths: Iterable[str | Path],
+    settings: Settings | None = None,
+    progress: bool = False,
+    fields: str | Mapping[str, str] | None = None,
+) -> UpdateReport:
     """Add (or refresh) the articles under ``paths``; everything already indexed stays."""
-    return update(root, settings, add=list(paths), progress=progress)
+    return update(root, settings, add=list(paths), progress=progress, fields=fields)
 
 
 def remove(root: str | Path, doc_ids: Iterable[str], settings: Settings | None = None) -> UpdateReport:
-    """Drop documents by id (file name) from the index; nothing is re-embedded."""
+    """Drop documents by id (file name; a record file's name drops all its records) from the index; nothing is re-embedded."""
     return update(root, settings, remove=list(doc_ids))
 
 
@@ -338,16 +382,21 @@ def update(
     allow_remove: bool = False,
     progress: bool = False,
     feeds: Iterable[str] = (),
+    fields: str | Mapping[str, str] | None = None,
 ) -> UpdateReport:
     """The one write path behind sync, add and remove: publish a new generation atomically.
 
     A sync (or rebuild) refuses, changing nothing, when a given path does not exist or when it
     would drop more than half of the indexed articles, unless ``allow_remove``: a mistyped
     folder must not empty the index. ``feeds``: feed URLs (already polled by :mod:`rag.feeds`)
-    to record among the sources.
+    to record among the sources. ``fields``: the field map for the record files of the given
+    paths; without it, each source's recorded map (or the default names) is used.
     """
     settings = settings or Settings.from_env()
     root = Path(root)
+    field_map = records.parse_fields(fields) or None
+    if field_map and remove is not None:
+        raise RagError("--fields is for reading record files; `rag index remove` reads none")
     t0 = time.perf_counter()
     with writer_lock(root):
         old: Index | None = None
@@ -356,14 +405,14 @@ def update(
             if {k: old.manifest.get(k) for k in ("embedder", "precision", "dim", "chunker")} != _settings_key(settings):
                 old = None  # a different embedder or chunker: everything is re-embedded
         old_docs = old.docs if old else {}
-        recorded = _recorded_sources(root)
+        recorded, recorded_fields = _recorded(root)
         sources = list(recorded)
+        source_fields = dict(recorded_fields)
+        fresh_raws: dict[str, str] = {}
         report = UpdateReport()
         if remove is not None:
-            unknown = sorted(set(remove) - set(old_docs))
-            if unknown:
-                raise RagError(f"not in the index: {', '.join(unknown)} (`rag list` shows what is)")
-            new_docs = {k: v for k, v in old_docs.items() if k not in set(remove)}
+            dropped = _removal(old_docs, remove)
+            new_docs = {k: v for k, v in old_docs.items() if k not in dropped}
         else:
             # feeds are polled by rag.feeds before an update; here they are only kept on record, and
             # a sync of named folders keeps them and the pages fetched: those are the index's own
@@ -382,21 +431,34 @@ def update(
             n_files = sum(map(len, listed.values()))
             if n_files > settings.max_files_per_add:
                 raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
-            loaded = load_files([f for files in listed.values() for f in files], settings.max_file_bytes, mark=False)  # marked below, with the kept ones
+            maps = {p: field_map if field_map is not None else recorded_fields.get(p, {}) for p in paths}
+            loaded = load_files(
+                [f for files in listed.values() for f in files],
+                settings.max_file_bytes,
+                mark=False,  # marked below, with the kept ones
+                fields={f: maps[p] for p, files in listed.items() for f in files},
+            )
             loaded.errors = [e for _, errs in walked.values() for e in errs] + loaded.errors
+            fresh_raws = loaded.raws
             new_docs = {d.id: d for d in loaded.documents}
             if add is not None:
                 new_docs = {**old_docs, **new_docs}
                 kept: list[str] = []
             else:
-                kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files})
+                kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
                 if not allow_remove:
                     _refuse_mass_removal(set(old_docs) or _recorded_ids(root), set(new_docs))
-            report.errors = _note_kept(loaded.errors, kept)
+            report.errors = _note_kept(loaded.errors, kept, old_docs)
             # only a path something was indexed from is remembered: `rag index` and --rebuild reuse them
-            indexed = [p for p in paths if any(f.name in new_docs for f in listed[p])]
+            from_files = set(new_docs) | {_file_of(d) for d in new_docs.values()}
+            indexed = [p for p in paths if any(f.name in from_files for f in listed[p])]
             if indexed:
                 sources = [*sources, *(p for p in indexed if p not in sources)] if add is not None else indexed
+            # a map is remembered once it has read something, so a sync that failed keeps the one that worked
+            fresh = {_file_of(d) for d in loaded.documents}
+            for p in indexed:
+                if maps[p] and any(f.name in fresh for f in listed[p]):
+                    source_fields[p] = maps[p]
             sources = [*(s for s in sources if not is_url(s)), *followed]
 
         cache: dict[str, np.ndarray] = {}
@@ -422,7 +484,7 @@ def update(
                 raws[doc_id] = old.raw(doc_id)
             else:
                 (report.updated if prev is not None else report.added).append(doc_id)
-                raws[doc_id] = read_text(Path(d.path), settings.max_file_bytes)
+                raws[doc_id] = fresh_raws[doc_id] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
                 doc_chunks = chunk_document(d, raws[doc_id], settings.chunk_chars, settings.chunk_overlap_sentences)
             chunks.extend(doc_chunks)
             texts.extend(embed_text(c, d) for c in doc_chunks)
@@ -436,7 +498,7 @@ def update(
             and all(asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs)
         ):
             if sources:  # the same articles may come from a new place, or an older index has no sources.json yet
-                _save_sources(root, sources)
+                _save_sources(root, _source_entries(sources, source_fields))
             report.seconds = time.perf_counter() - t0
             return report  # nothing changed: no new generation
 
@@ -461,7 +523,7 @@ def update(
         manifest = {
             "format_version": FORMAT_VERSION,
             **_settings_key(settings),
-            "sources": sources,
+            "sources": _source_entries(sources, source_fields),
             "n_chunks": len(chunks),
             "dense_chunks_per_article": limit,
             "n_dense": len(dense_ids),
@@ -474,7 +536,7 @@ def update(
         try:
             _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
             if sources:
-                _save_sources(root, sources)
+                _save_sources(root, _source_entries(sources, source_fields))
             if remove is not None:
                 _drop_fetched(root, [old_docs[i] for i in report.removed])
         except OSError as exc:  # a full disk or a folder made read-only: the live generation is untouched
@@ -518,24 +580,77 @@ def _refuse_mass_removal(before: set[str], after: set[str], share: float = 0.5) 
     )
 
 
-def _keep_unloadable(old_docs: dict[str, Document], new_docs: dict[str, Document], listed: set[str]) -> list[str]:
-    """Put back the indexed version of each file that is still there but failed to load this time."""
-    kept = sorted(doc_id for doc_id in old_docs if doc_id not in new_docs and doc_id in listed)
+def _file_of(doc: Document) -> str:
+    """The name of the file a document was read from: its id, or for a record the part before "#<key>"."""
+    return doc.id[: -len(doc.record) - 1] if doc.record is not None else doc.id
+
+
+def _removal(old_docs: dict[str, Document], names: Iterable[str]) -> set[str]:
+    """The ids ``rag index remove`` drops: each name a document id, or a record file's name for all its records."""
+    by_file: dict[str, set[str]] = {}
+    for d in old_docs.values():
+        if d.record is not None:
+            by_file.setdefault(_file_of(d), set()).add(d.id)
+    dropped: set[str] = set()
+    unknown: list[str] = []
+    for name in names:
+        if name in old_docs:
+            dropped.add(name)
+        elif name in by_file:
+            dropped |= by_file[name]
+        else:
+            unknown.append(name)
+    if unknown:
+        raise RagError(f"not in the index: {', '.join(sorted(unknown))} (`rag list` shows what is)")
+    return dropped
+
+
+def _keep_unloadable(
+    old_docs: dict[str, Document], new_docs: dict[str, Document], listed: set[str], failed: Mapping[str, set[str] | None]
+) -> list[str]:
+    """Put back the indexed version of each file that is still there but failed to load this time.
+
+    A record file's records are put back when the file failed, or when some of its records did
+    and one of those could be the record (a line too broken to name its record hides which).
+    """
+    kept = []
+    for doc_id, d in old_docs.items():
+        if doc_id in new_docs:
+            continue
+        if d.record is None:
+            if doc_id in listed:
+                kept.append(doc_id)
+            continue
+        name = _file_of(d)
+        if name in failed and (failed[name] is None or doc_id in failed[name]):
+            kept.append(doc_id)
     for doc_id in kept:
         new_docs[doc_id] = old_docs[doc_id]
-    return kept
+    return sorted(kept)
 
 
-def _note_kept(errors: list[str], kept: list[str]) -> list[str]:
+def _note_kept(errors: list[str], kept: list[str], old_docs: Mapping[str, Document]) -> list[str]:
     """The load errors, each kept file's line saying that its last indexed version stays."""
     errors = list(errors)
+    by_file: dict[str, list[str]] = {}
     for doc_id in kept:
+        if old_docs[doc_id].record is not None:
+            by_file.setdefault(_file_of(old_docs[doc_id]), []).append(doc_id)
+            continue
         # a line about the file or its sidecar (the loader starts each line with the name it refused)
         at = next((i for i, e in enumerate(errors) if e.startswith((f"{doc_id}:", f"{doc_id}.meta.json:"))), None)
         if at is None:
             errors.append(f"{doc_id}: could not be loaded; kept the last indexed version")
         else:
             errors[at] += "; kept the last indexed version"
+    for name, ids in by_file.items():
+        what = f"{len(ids)} record{'s' if len(ids) > 1 else ''} indexed earlier"
+        at = next((i for i, e in enumerate(errors) if e.startswith(f"{name}: ")), None)  # the file as a whole failed
+        if at is None:
+            shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            errors.append(f"{name}: kept the last indexed version of {what} that did not load this time ({shown})")
+        else:
+            errors[at] += f"; kept its {what}"
     return errors
 
 

@@ -13,7 +13,7 @@ class RagError(Exception):
 class Document:
     """A cleaned article. ``segments`` are the (start, end) spans of the raw file kept as content."""
 
-    id: str  # the file's base name: stable and what citations show
+    id: str  # the file's base name (a record: "<file name>#<record key>"): stable and what citations show
     path: str
     content_hash: str
     title: str | None = None
@@ -26,6 +26,9 @@ class Document:
     duplicate_of: str | None = None  # id of the earlier document this one repeats
     # metadata this copy of a report does not state, filled in from another copy: field -> that copy's id
     inherited: dict[str, str] = field(default_factory=dict)
+
+    record: str | None = None  # a record of a .jsonl/.json/.csv file (``path``): its key there (id, url or text hash)
+    html: bool = False  # a record whose text field is HTML (an .html file is known by its name)
 
     def inherited_note(self, named: str | None = None) -> str:
         """Which metadata came from another copy, e.g. "date and outlet from the copy 003.txt" ("" when none)."""

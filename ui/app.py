@@ -23,7 +23,7 @@ import gradio as gr
 from rag import RAG, RagError, Settings
 from rag.corpus import SUFFIXES, load_document
 from rag.dates import parse_range, select_documents
-from rag.index import add
+from rag.index import add, source_paths
 
 from . import render
 from .render import Turn
@@ -89,7 +89,7 @@ class Corpus:
         self.folder = Path(folder or os.environ.get("RAG_CORPUS_DIR") or self._default_folder()).resolve()
 
     def _default_folder(self) -> Path:
-        sources = [Path(s) for s in self.rag.index.manifest.get("sources") or []]
+        sources = [Path(s) for s in source_paths(self.rag.index.manifest)]
         for s in sources:
             if s.is_dir():
                 return s

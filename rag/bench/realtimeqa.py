@@ -2,8 +2,8 @@
 
 The corpus is every gold article and every web-search result page of the data set's weeks,
 de-duplicated by url (about 2,100 scraped pages). Each page is written as an article file with
-a ``.meta.json`` sidecar (title, publication date, url, site) and indexed by the product's own
-pipeline (``rag.index.build``: cleaning, chunking, embedding, BM25) into a separate index folder.
+a ``.meta.json`` sidecar (title, publication date, url, site), or with ``--corpus-format jsonl``
+as one record of a single ``pages.jsonl``, and indexed by the product's own pipeline (``rag.index.build``: cleaning, chunking, embedding, BM25) into a separate index folder.
 The questions with a gold article are asked with their quiz date as ``as_of``; a hit is a
 retrieved passage from a gold url, ranked by article.
 
@@ -31,7 +31,7 @@ from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
 from ..types import RagError
 from .report import comparison_table
-from .rtqa_data import Dataset, QuizQuestion, load_dataset, read_jsonl, write_corpus
+from .rtqa_data import CORPUS_FORMATS, Dataset, QuizQuestion, load_dataset, read_corpus, read_jsonl, write_corpus
 
 PEER_NAME = "llama-index VectorStoreIndex + FaissVectorStore"
 METRIC_KEYS = ("hits@1", "hits@5", "hits@10", "mrr@10")
@@ -127,13 +127,11 @@ def run_peer(corpus: str, questions: list[dict], url_ids: dict[str, str], top_k:
     from ..embedding import EMBEDDER_DIM, as_llama_embedding
 
     embed_model = as_llama_embedding()  # set explicitly: llama-index's default embedder is OpenAI's
-    documents = []
-    for path in sorted(Path(corpus).glob("*.txt")):
-        meta = json.loads(path.with_name(path.name + ".meta.json").read_text(encoding="utf-8"))
-        # the page's title and date as metadata, which llama-index puts into what it embeds
-        documents.append(
-            Document(id_=path.name, text=path.read_text(encoding="utf-8"), metadata={k: meta[k] for k in ("title", "date") if k in meta})
-        )
+    # the page's title and date as metadata, which llama-index puts into what it embeds
+    documents = [
+        Document(id_=doc_id, text=text, metadata={k: meta[k] for k in ("title", "date") if k in meta})
+        for doc_id, text, meta in read_corpus(Path(corpus))
+    ]
     t = time.perf_counter()
     store = FaissVectorStore(faiss_index=faiss.IndexFlatL2(EMBEDDER_DIM))
     index = VectorStoreIndex.from_documents(
@@ -402,23 +400,27 @@ def realtimeqa_bench(
     answer_limit: int | None = None,
     reuse: bool = False,
     progress: bool = False,
+    corpus_format: str = "files",
 ) -> dict:
     """Build the index over the data set's pages, rank articles for each gold question (against the peer), and answer.
 
     ``answer``: multiple choice with the local model; ``open_answers``: the questions asked without
-    their choices through ``RAG.ask``, scored right / abstained / wrong.
+    their choices through ``RAG.ask``, scored right / abstained / wrong. ``corpus_format``: the
+    pages as article files (``files``) or as the records of one ``pages.jsonl`` (``jsonl``); each
+    format has its own corpus and index folder under ``out``, so the two can be compared.
     """
     settings = settings or Settings.from_env()
     ds = load_dataset(data, weeks)
     out = Path(out)
-    corpus = out / "corpus"
-    url_ids = write_corpus(ds.pages, corpus)
+    suffix = "" if corpus_format == "files" else f"-{corpus_format}"
+    corpus, index_dir = out / f"corpus{suffix}", str(out / f"index{suffix}")
+    url_ids = write_corpus(ds.pages, corpus, corpus_format)
     scored = [_question_dict(q) for q in ds.scored_questions]
     if not scored and not (answer or open_answers):
         raise RagError(f"no question with a gold article in the weeks read from {data}: nothing to rank (try --open)")
     ctx = multiprocessing.get_context("spawn")  # each side gets a fresh process: its own time and peak memory
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        ours = pool.submit(run_ours, str(corpus), str(out / "index"), scored, url_ids, settings, reuse, progress).result()
+        ours = pool.submit(run_ours, str(corpus), index_dir, scored, url_ids, settings, reuse, progress).result()
     theirs = None
     if peer and scored:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
@@ -440,6 +442,7 @@ def realtimeqa_bench(
             for k in ("chunk_chars", "dense_chunks_per_article", "recency_weight", "recency_half_life_days", "article_support", "rrf_k", "top_k")
         },
         "precision": ours["precision"],
+        "corpus_format": corpus_format,
         "reused_index": reuse,
         "rows": ours["rows"],
         "peer": None,
@@ -459,12 +462,12 @@ def realtimeqa_bench(
     if answer_limit and answer_limit < len(asked):  # an even spread over the weeks, not the first ones
         asked = asked[:: -(-len(asked) // answer_limit)][:answer_limit]
     if answer:
-        mc = answer_choices(str(out / "index"), asked, settings, progress)
+        mc = answer_choices(index_dir, asked, settings, progress)
         mc["baselines"] = baseline_accuracy(Path(data), {q["id"] for q in asked}, {q["id"]: q["answer"] for q in asked})
         result["answer"] = mc
     if open_answers:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            result["open"] = pool.submit(answer_open, str(out / "index"), asked, settings, progress).result()
+            result["open"] = pool.submit(answer_open, index_dir, asked, settings, progress).result()
     return result
 
 
@@ -524,7 +527,8 @@ def markdown(result: dict) -> str:
         lines.append("")
     lines += [
         f"RealTime QA weeks {result['weeks'][0]}–{result['weeks'][-1]}: {result['n_pages']:,} pages (gold articles and search results, "
-        f"one per url), {result['n_questions']} questions with a real gold article"
+        f"one per url{', written as one pages.jsonl' if result.get('corpus_format') == 'jsonl' else ''}), "
+        f"{result['n_questions']} questions with a real gold article"
         + ("; a hit is a retrieved passage of a gold page, ranked by article." if result["n_questions"] else " (retrieval is not scored)."),
         f"Ours: cleaned pages, {s['chunk_chars']}-character sentence chunks with title and date, all-MiniLM-L6-v2 ({result['precision']}) "
         f"vectors for the first {s['dense_chunks_per_article'] or 'all'} passages of each article ({result['n_dense']:,} of {result['n_chunks']:,}), "
@@ -708,6 +712,13 @@ def add_parser(bench_subparsers) -> None:
         "--answer-limit", type=int, default=None, metavar="N", help="with --answer or --open, N questions spread evenly over the weeks (default: all)"
     )
     p.add_argument(
+        "--corpus-format",
+        choices=CORPUS_FORMATS,
+        default="files",
+        help="write the pages as NNNNN.txt article files with .meta.json sidecars (files) or as the records of one pages.jsonl (jsonl); "
+        "each has its own corpus and index folder under --out (default: %(default)s)",
+    )
+    p.add_argument(
         "--reuse-index",
         action="store_true",
         help="keep our index from the last run (re-embeds only what changed; build time is then not a cold build)",
@@ -730,6 +741,7 @@ def run(args) -> int:
         answer_limit=args.answer_limit,
         reuse=args.reuse_index,
         progress=True,
+        corpus_format=args.corpus_format,
     )
     md = markdown(result)
     files = write_outputs(result, md, args.out)

@@ -129,29 +129,68 @@ def _page(r: dict) -> Page:
 
 
 # ---------------------------------------------------------------- corpus files
-def write_corpus(pages: dict[str, Page], folder: Path) -> dict[str, str]:
-    """Write each page as ``NNNNN.txt`` plus ``.meta.json``; returns url -> document id.
+CORPUS_FORMATS = ("files", "jsonl")
+PAGES_FILE = "pages.jsonl"
 
-    Unchanged files are not rewritten, so re-running the benchmark over a kept index re-embeds nothing.
+
+def page_meta(url: str, p: Page) -> dict[str, str]:
+    """What the corpus states of a page besides its text: title, date, url, site, the first three authors."""
+    site = urlparse(url).netloc.removeprefix("www.")
+    return {
+        k: v for k, v in (("title", p.title), ("date", p.date), ("url", url), ("outlet", site), ("author", ", ".join(p.authors[:3]))) if v
+    }
+
+
+def write_corpus(pages: dict[str, Page], folder: Path, corpus_format: str = "files") -> dict[str, str]:
+    """Write the pages into ``folder``; returns url -> document id.
+
+    ``files``: each page as ``NNNNN.txt`` plus ``.meta.json``. ``jsonl``: all of them as the
+    records of one ``pages.jsonl`` (id NNNNN, title, date, url, outlet, author, text), whose
+    documents are ``pages.jsonl#NNNNN``. Unchanged files are not rewritten, so re-running the
+    benchmark over a kept index re-embeds nothing.
     """
+    if corpus_format not in CORPUS_FORMATS:
+        raise RagError(f"corpus format {corpus_format!r}: use one of {', '.join(CORPUS_FORMATS)}")
     folder.mkdir(parents=True, exist_ok=True)
     ids: dict[str, str] = {}
-    wanted: set[str] = set()
+    wanted: dict[str, str] = {}  # file name -> content
+    lines: list[str] = []
     for n, url in enumerate(sorted(pages)):
         p = pages[url]
-        name = f"{n:05d}.txt"
-        ids[url] = name
-        site = urlparse(url).netloc.removeprefix("www.")
-        meta = {
-            k: v
-            for k, v in (("title", p.title), ("date", p.date), ("url", url), ("outlet", site), ("author", ", ".join(p.authors[:3])))
-            if v
-        }
-        for path, content in ((folder / name, p.text), (folder / f"{name}.meta.json", json.dumps(meta, ensure_ascii=False, indent=1))):
-            wanted.add(path.name)
-            if not path.exists() or path.read_text(encoding="utf-8") != content:
-                path.write_text(content, encoding="utf-8")
+        meta = page_meta(url, p)
+        if corpus_format == "jsonl":
+            ids[url] = f"{PAGES_FILE}#{n:05d}"
+            # authors as the list the data has: the record reader joins them as the sidecar has them
+            record = {"id": f"{n:05d}", **meta, "author": p.authors[:3], "text": p.text}
+            lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            name = f"{n:05d}.txt"
+            ids[url] = name
+            wanted[name] = p.text
+            wanted[f"{name}.meta.json"] = json.dumps(meta, ensure_ascii=False, indent=1)
+    if corpus_format == "jsonl":
+        wanted[PAGES_FILE] = "".join(lines)
+    for name, content in wanted.items():
+        path = folder / name
+        if not path.exists() or path.read_text(encoding="utf-8") != content:
+            path.write_text(content, encoding="utf-8")
     for stale in folder.iterdir():
         if stale.name not in wanted:
             stale.unlink()
     return ids
+
+
+def read_corpus(folder: Path) -> list[tuple[str, str, dict]]:
+    """The pages :func:`write_corpus` wrote, in either format, as (document id, text, metadata)."""
+    if (folder / PAGES_FILE).is_file():
+        out = []
+        with open(folder / PAGES_FILE, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                meta = {k: v for k, v in r.items() if k not in ("id", "text")}
+                out.append((f"{PAGES_FILE}#{r['id']}", r["text"], meta))
+        return out
+    return [
+        (path.name, path.read_text(encoding="utf-8"), json.loads(path.with_name(path.name + ".meta.json").read_text(encoding="utf-8")))
+        for path in sorted(folder.glob("*.txt"))
+    ]
