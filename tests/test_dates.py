@@ -137,7 +137,7 @@ def test_a_duplicate_report_shows_the_date_and_outlet_of_its_copy_in_rag_list(se
 def test_a_citation_says_which_metadata_came_from_another_copy(bridge):
     p = rag_cmd("ask", RIBBON, "--llm", "extractive", "--index", str(bridge / "index"))
     assert p.returncode == 0, p.stderr
-    assert "a.txt (Vesna Courier, 2019-05-05; date from the copy b.txt)" in p.stdout
+    assert "a.txt: Zorblat Bridge opens to traffic (Vesna Courier, 2019-05-05; date from the copy b.txt)" in p.stdout
     answer = RAG.open(bridge / "index", llm="extractive").ask(RIBBON)
     c = next(c for c in answer.citations if c.source_file == "a.txt")
     assert (c.source_file, c.date, c.inherited) == ("a.txt", "2019-05-05", {"date": "b.txt"})

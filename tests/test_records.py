@@ -196,6 +196,7 @@ def test_malformed_lines_are_reported_by_line_and_the_rest_is_indexed(tmp_path, 
     code, out, err = rag(capsys, "index", str(f), str(rows), "--index", idx)
     assert code == 1 and "5 added" in out
     assert err == [
+        "5 errors:",
         "error: skipped archive.jsonl line 3: bad JSON (Unterminated string starting at column 26)",
         "error: skipped archive.jsonl line 4: a JSON array, not an object with the article's fields",
         "error: skipped archive.jsonl line 5: no text (nothing in its fields text, body, content, article, maintext)",
@@ -227,8 +228,8 @@ def test_unknown_field_is_one_line_and_a_field_map_is_remembered(tmp_path, capsy
     assert code == 0 and not err and "4 unchanged" in out and "(0 embedded)" in out
 
     code, out, err = rag(capsys, "index", str(f), "--index", idx, "--fields", "text=bdy")
-    assert code == 1 and len(err) == 1
-    assert err[0].startswith('error: skipped feed.jsonl: no record has the field "bdy" (--fields text=bdy); its records have: ref, story, when')
+    assert code == 1 and len(err) == 2 and err[0] == "1 error:"
+    assert err[1].startswith('error: skipped feed.jsonl: no record has the field "bdy" (--fields text=bdy); its records have: ref, story, when')
     assert Index.open(idx).gen == opened.gen  # nothing changed
     code, _, err = rag(capsys, "index", str(f), "--index", idx, "--fields", "txt=story")
     assert code == 1 and err == ["error: --fields: no field called 'txt'; the fields are text, title, date, url, outlet, author, id"]
