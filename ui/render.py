@@ -52,6 +52,9 @@ def _ws(text: str) -> str:
 def doc_title(doc: Document | None, fallback: str = "") -> str:
     if doc is not None and doc.title:
         return doc.title
+    if doc is not None and (lead := doc.text.strip().split("\n", 1)[0].strip()):
+        # an article without a headline is named by its opening words, as a news list would; never by an invented title
+        return f"“{lead if len(lead) <= 90 else lead[:89].rsplit(' ', 1)[0] + '…'}” (untitled, {doc.id})"
     return f"Untitled article ({doc.id if doc is not None else fallback})"
 
 
