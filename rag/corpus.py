@@ -238,9 +238,15 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
     path = Path(path)
     raw = read_text(path, max_bytes)
     is_html = path.suffix.lower() in (".html", ".htm")
-    segments, text, meta = clean_article(raw, path.name, is_html, _sidecar(path))
+    return _document(path.name, path, raw, *clean_article(raw, path.name, is_html, _sidecar(path)))
+
+
+def _document(
+    doc_id: str, path: Path, raw: str, segments: list[tuple[int, int]], text: str, meta: Mapping[str, str], **record: object
+) -> Document:
+    """A cleaned article (a file, or a record of one when ``record`` gives its key), hashed by its raw text."""
     return Document(
-        id=path.name,
+        id=doc_id,
         path=str(path.resolve()),
         content_hash=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
         title=meta.get("title") or None,
@@ -250,6 +256,7 @@ def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
         url=meta.get("url") or None,
         segments=segments,
         text=text,
+        **record,
     )
 
 
@@ -412,21 +419,7 @@ def _record_document(path: Path, key: str, raw: str, values: Mapping[str, object
         if value:
             given[name] = (parse_date(value) or value) if name == "date" else value
     is_html = looks_like_html(raw)
-    segments, text, meta = clean_article(raw, label, is_html, given)
-    return Document(
-        id=f"{path.name}#{key}",
-        path=str(path.resolve()),
-        content_hash=hashlib.sha256(raw.encode("utf-8")).hexdigest(),
-        title=meta.get("title") or None,
-        outlet=meta.get("outlet") or None,
-        author=meta.get("author") or None,
-        date=meta.get("date") or None,
-        url=meta.get("url") or None,
-        segments=segments,
-        text=text,
-        record=key,
-        html=is_html,
-    )
+    return _document(f"{path.name}#{key}", path, raw, *clean_article(raw, label, is_html, given), record=key, html=is_html)
 
 
 _SIDECAR_BYTES = 64_000
