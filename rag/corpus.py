@@ -415,7 +415,7 @@ def _record_document(path: Path, key: str, raw: str, values: Mapping[str, object
     """A record cleaned as an article file is; its fields give the metadata, as a sidecar does."""
     given: dict[str, str] = {}
     for name in ("title", "outlet", "author", "date", "url"):
-        value = records.meta_value(name, values.get(name), _SIDECAR_FIELDS[name])
+        value = records.meta_value(name, values.get(name), SIDECAR_FIELDS[name])
         if value:
             given[name] = (parse_date(value) or value) if name == "date" else value
     is_html = looks_like_html(raw)
@@ -423,7 +423,7 @@ def _record_document(path: Path, key: str, raw: str, values: Mapping[str, object
 
 
 _SIDECAR_BYTES = 64_000
-_SIDECAR_FIELDS = {"title": 500, "outlet": 200, "author": 200, "date": 40, "url": 2_000}  # longest value allowed
+SIDECAR_FIELDS = {"title": 500, "outlet": 200, "author": 200, "date": 40, "url": 2_000}  # longest value allowed
 
 
 def _sidecar(path: Path) -> dict[str, str]:
@@ -448,7 +448,7 @@ def _sidecar(path: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise bad(f'holds a JSON {_json_kind(data)}, not an object such as {{"date": "2013-08"}}')
     meta: dict[str, str] = {}
-    for key, limit in _SIDECAR_FIELDS.items():
+    for key, limit in SIDECAR_FIELDS.items():
         value = data.get(key)
         if value is None or value == "":
             continue

@@ -7,40 +7,20 @@ as that whole period, and an article is in a range when its period overlaps it: 
 
 from __future__ import annotations
 
-import calendar
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from .text import human_date
+from .text import human_date, iso_period
 from .types import Document, RagError
-
-_PERIOD = re.compile(r"(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?")
-
-
-def _period(text: str) -> tuple[date, date] | None:
-    """The first and last day of "YYYY-MM-DD", "YYYY-MM" or "YYYY", or None when ``text`` is none of them."""
-    m = _PERIOD.fullmatch(text.strip())
-    if not m:
-        return None
-    y, mo, d = (int(g) if g else None for g in m.groups())
-    try:
-        if d is not None:
-            day = date(y, mo, d)
-            return day, day
-        if mo is not None:
-            return date(y, mo, 1), date(y, mo, calendar.monthrange(y, mo)[1])
-        return date(y, 1, 1), date(y, 12, 31)
-    except ValueError:  # month 13, 30 February, year 0
-        return None
 
 
 def period(value: str | date, name: str) -> tuple[date, date]:
     """The first and last day ``value`` stands for; a RagError naming ``name`` when it is no date."""
     if isinstance(value, date):
         return value, value
-    found = _period(value) if isinstance(value, str) else None
+    found = iso_period(value) if isinstance(value, str) else None
     if found is None:
         raise RagError(f"{name} {value!r} is not a date: use YYYY-MM-DD, YYYY-MM or YYYY (e.g. 2014-03-25, 2014-03 or 2014)")
     return found
@@ -48,7 +28,7 @@ def period(value: str | date, name: str) -> tuple[date, date]:
 
 def article_period(doc_date: str | None) -> tuple[date, date] | None:
     """The days an article's date covers; None when it has none (or one that is no ISO date: unknown)."""
-    return _period(doc_date[:10]) if doc_date else None
+    return iso_period(doc_date[:10]) if doc_date else None
 
 
 @dataclass(frozen=True)

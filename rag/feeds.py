@@ -32,7 +32,7 @@ import feedparser
 import httpx
 
 from . import __version__, hostile, index
-from .corpus import _SIDECAR_FIELDS, load_document
+from .corpus import SIDECAR_FIELDS, load_document
 from .settings import Settings
 from .text import parse_date
 from .types import Document, RagError
@@ -357,7 +357,7 @@ def _sidecar(doc: Document, entry: Entry, got: Fetched, raw: str) -> dict[str, s
     page's canonical link can claim any site. Feed values that address a model are dropped.
     """
     meta: dict[str, str] = {}
-    if len(got.url) <= _SIDECAR_FIELDS["url"]:
+    if len(got.url) <= SIDECAR_FIELDS["url"]:
         meta["url"] = got.url
     ld = _json_ld(raw)
     offered = {
@@ -370,7 +370,7 @@ def _sidecar(doc: Document, entry: Entry, got: Fetched, raw: str) -> dict[str, s
         value = next((_one_line(v) for v in values if _one_line(v)), None)
         if getattr(doc, key) or not value or hostile.is_injection(value):
             continue
-        meta[key] = value[: _SIDECAR_FIELDS[key]]
+        meta[key] = value[: SIDECAR_FIELDS[key]]
     return meta
 
 

@@ -5,6 +5,7 @@ Nothing here knows about documents or indexes; every other module may import it.
 
 from __future__ import annotations
 
+import calendar
 import re
 from datetime import date
 from functools import lru_cache
@@ -262,6 +263,26 @@ def parse_date(text: str) -> str | None:
         except ValueError:
             continue
     return None
+
+
+_ISO_PERIOD = re.compile(r"(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?")
+
+
+def iso_period(text: str) -> tuple[date, date] | None:
+    """The first and last day of "YYYY-MM-DD", "YYYY-MM" or "YYYY", or None when ``text`` is none of them."""
+    m = _ISO_PERIOD.fullmatch(text.strip())
+    if not m:
+        return None
+    y, mo, d = (int(g) if g else None for g in m.groups())
+    try:
+        if d is not None:
+            day = date(y, mo, d)
+            return day, day
+        if mo is not None:
+            return date(y, mo, 1), date(y, mo, calendar.monthrange(y, mo)[1])
+        return date(y, 1, 1), date(y, 12, 31)
+    except ValueError:  # month 13, 30 February, year 0
+        return None
 
 
 def as_date(text: str | None) -> date | None:
