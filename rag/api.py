@@ -147,13 +147,12 @@ class RAG:
 
     def warm(self, **overrides) -> float:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""
-        embedding.model()
         settings = self.settings.with_(**overrides)
         llm = self.llm(settings)
         if llm is not None and settings.llm == "local":
-            llm.model()
-            return llm.load_s
-        return 0.0
+            llm.model()  # first: a question being retrieved meanwhile loads the embedder itself
+        embedding.warm()
+        return llm.load_s if llm is not None and settings.llm == "local" else 0.0
 
     def ask(
         self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides

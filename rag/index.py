@@ -513,7 +513,7 @@ def update(
             per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
         todo = [i for i in dense_ids if _key(texts[i]) not in cache]
         if todo:
-            vecs = embedding.embed([texts[i] for i in todo], progress=progress)
+            vecs = embedding.embed([texts[i] for i in todo], progress=progress, bulk=True)
             for i, v in zip(todo, vecs):
                 cache[_key(texts[i])] = v
         report.embedded_chunks = len(todo)

@@ -17,13 +17,25 @@ from functools import lru_cache
 def punkt():
     """NLTK's Punkt sentence splitter, which gives sentence *spans* (offsets need them).
 
-    Punkt ships inside llama-index-core's wheel; llama-index's helper points NLTK at it (leave
-    NLTK_DATA unset).
+    Punkt ships inside llama-index-core's wheel (leave NLTK_DATA unset). Its folder is found
+    without importing llama-index (a second of start-up); llama-index's own helper, which points
+    NLTK at the same folder, is the fallback.
     """
-    from llama_index.core.utils import globals_helper
+    import importlib.util
+    import os
+
+    import nltk
     from nltk.tokenize.punkt import PunktTokenizer
 
-    globals_helper.wait_for_nltk_check()  # adds the bundled nltk_cache to nltk.data.path
+    spec = importlib.util.find_spec("llama_index.core")
+    bundled = os.path.join(next(iter(spec.submodule_search_locations)), "_static", "nltk_cache") if spec else ""
+    if "NLTK_DATA" not in os.environ and os.path.isdir(os.path.join(bundled, "tokenizers", "punkt_tab")):
+        if bundled not in nltk.data.path:
+            nltk.data.path.append(bundled)
+    else:
+        from llama_index.core.utils import globals_helper
+
+        globals_helper.wait_for_nltk_check()  # adds the bundled nltk_cache to nltk.data.path
     return PunktTokenizer("english")
 
 
