@@ -183,7 +183,8 @@ class RAG:
         if not self._slots.acquire(timeout=settings.busy_wait_s):
             raise RagError(f"busy: {self.settings.max_pending} questions are being answered; try again in a moment")
         try:
-            yield from self._stream(question, settings, as_of, explicit)
+            with embedding.answering():  # an upload being indexed in this process waits meanwhile
+                yield from self._stream(question, settings, as_of, explicit)
         finally:
             self._slots.release()
 

@@ -178,6 +178,9 @@ def _run(args) -> int:
         print(export_onnx(settings.cache_dir))
         return 0
     if args.cmd == "index":
+        # a background job: a question answered meanwhile by another process (the UI) gets the CPU
+        # first, as llama.cpp slows several-fold when a core is taken
+        os.nice(10)
         return _index(args, settings)
     if args.cmd == "list":
         return _list(args, settings)
@@ -283,15 +286,21 @@ def _ask(rag, args, settings: Settings, open_s: float) -> int:
 
     # the embedder and, for the local backend, the model load while the question is retrieved; the
     # answer waits for the model only if it is not ready by then
-    threading.Thread(target=load, daemon=True).start()
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
     show = not args.json and sys.stderr.isatty()
     answer = None
-    for item in rag.stream(question, as_of=args.as_of, since=args.since, until=args.until):
-        if isinstance(item, str):
-            if show:
-                print(f"\x1b[2m{item}\x1b[0m", end="", file=sys.stderr, flush=True)
-        else:
-            answer = item
+    try:
+        for item in rag.stream(question, as_of=args.as_of, since=args.since, until=args.until):
+            # llama-cpp-python points stdout and stderr at /dev/null while it loads a model: print after
+            loader.join()
+            if isinstance(item, str):
+                if show:
+                    print(f"\x1b[2m{item}\x1b[0m", end="", file=sys.stderr, flush=True)
+            else:
+                answer = item
+    finally:
+        loader.join()  # an error's one line, too, is printed after
     if show:
         print("\r\x1b[2K", end="", file=sys.stderr)
     answer.timings["index_open_s"] = open_s

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -70,16 +71,64 @@ def embed(texts: list[str], batch_size: int = 16, progress: bool = False, bulk: 
     onnx = None if bulk else _onnx_model()
     if onnx is not None:
         vecs = _embed_onnx(onnx, texts, batch_size)
+    elif bulk:
+        vecs = _embed_bulk(texts, batch_size, progress)
     else:
-        import torch
-
-        bf16 = precision() == "bf16"
-        with _lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            # one encode at a time: torch already uses every core
-            vecs = model().encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=progress)
+        vecs = _embed_torch(texts, batch_size)
     vecs = np.asarray(vecs, dtype=np.float32)
     # normalised here, in float32: bf16 rounding would leave norms a little off 1
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+
+
+def _embed_torch(texts: list[str], batch_size: int) -> np.ndarray:
+    import torch
+
+    bf16 = precision() == "bf16"
+    with _lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        # one encode at a time: torch already uses every core
+        return model().encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+
+
+# Bulk embedding gives way to questions between steps of this many texts (~2 s on 2 cores), for at
+# most ANSWER_FIRST_MAX_WAIT_S at a time, so a steady stream of questions cannot stall indexing.
+BULK_STEP = 64
+ANSWER_FIRST_MAX_WAIT_S = 60.0
+_answering = 0
+_answering_changed = threading.Condition()
+
+
+@contextmanager
+def answering():
+    """Mark a question in flight: bulk embedding in this process pauses at its next step meanwhile.
+
+    llama.cpp's threads spin-wait for each other, so an indexing job that takes one of two cores
+    slows the answer several-fold; the upload waits the few seconds an answer takes instead.
+    """
+    global _answering
+    with _answering_changed:
+        _answering += 1
+    try:
+        yield
+    finally:
+        with _answering_changed:
+            _answering -= 1
+            _answering_changed.notify_all()
+
+
+def _embed_bulk(texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    """Embed in steps, longest texts first (as sentence-transformers orders a batch), pausing while questions are answered."""
+    from tqdm import tqdm
+
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), EMBEDDER_DIM), dtype=np.float32)
+    with tqdm(total=len(texts), desc="embedding", unit="passage", disable=not progress, file=sys.stderr) as bar:
+        for i in range(0, len(texts), BULK_STEP):
+            with _answering_changed:
+                _answering_changed.wait_for(lambda: _answering == 0, timeout=ANSWER_FIRST_MAX_WAIT_S)
+            rows = order[i : i + BULK_STEP]
+            out[rows] = _embed_torch([texts[j] for j in rows], batch_size)
+            bar.update(len(rows))
+    return out
 
 
 def warm() -> None:

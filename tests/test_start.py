@@ -56,6 +56,13 @@ def test_a_one_shot_extractive_answer_needs_no_torch(seed_index):
     assert json.loads(r.stderr.strip().splitlines()[-1]) == []  # none of the heavy libraries was imported
 
 
+def test_a_question_answered_while_the_model_loads_is_printed(seed_index):
+    """The model loads alongside retrieval; an answer ready before it (an abstention) is still printed."""
+    r = _ask(seed_index, "--llm", "local", "--model", "qwen", "What is the capital of Australia?")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["abstained"]
+
+
 def test_the_evaluated_prompt_prefix_is_saved_once_and_reused(seed_index, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
