@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib
 import importlib.util
@@ -172,25 +173,32 @@ def prime(llm, path: Path, cache_dir: str | Path) -> None:
     prompt, so the placeholder question after the prefix costs nothing. Every process starts from
     the same saved state, so a one-shot answer is the one a long-running process gives.
     """
-    from llama_cpp import LlamaState, __version__
+    import llama_cpp
 
     from . import prompts
 
     messages = prompts.answer_messages([], _PRIME_QUESTION)
     st = path.stat()
     ident = json.dumps(
-        [PREFIX_FORMAT, __version__, str(path.resolve()), st.st_size, st.st_mtime_ns, llm.n_ctx(), llm.n_batch, messages], sort_keys=True
+        [PREFIX_FORMAT, llama_cpp.__version__, str(path.resolve()), st.st_size, st.st_mtime_ns, llm.n_ctx(), llm.n_batch, messages], sort_keys=True
     )
     file = Path(cache_dir) / "prefix" / f"{path.stem}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.npz"
     if file.is_file():
         try:
             with np.load(file) as saved:
-                ids = np.zeros(llm.n_ctx(), dtype=np.intc)
                 n = int(saved["n_tokens"])
-                ids[:n] = saved["input_ids"]
-                blob = saved["state"].tobytes()
-            # the saved logits are not needed: the question's own tokens are evaluated after the prefix
-            llm.load_state(LlamaState(ids, np.zeros((1, llm.n_vocab()), np.single), n, blob, len(blob), 0))
+                ids = saved["input_ids"]
+                blob = saved["state"]
+            # Llama.load_state would also clear its 300 MB logits buffer, which the question's own
+            # tokens, evaluated after the prefix, overwrite anyway: the context state and the token
+            # list are set directly, as load_state does
+            if not 0 < n == len(ids) <= llm.n_ctx():
+                raise ValueError("saved prefix does not fit this context")
+            buf = (ctypes.c_uint8 * blob.size).from_buffer(blob)
+            if llama_cpp.llama_state_set_data(llm.ctx, buf, blob.size) != blob.size:
+                raise RuntimeError("llama.cpp refused the saved state")
+            llm.input_ids[:n] = ids
+            llm.n_tokens = n
             return
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile):
             llm.reset()  # a damaged or foreign file: evaluate the prefix again and replace it
