@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 
 from . import embedding
 from .corpus import containment, shingles
-from .dates import DateRange
+from .dates import NO_DAY, ArticleDates, DateRange
 from .index import Index, embed_text
 from .settings import Settings
-from .text import as_date, bm25_tokenize
+from .text import bm25_tokenize
 from .types import Passage, RagError
 
 
@@ -22,7 +24,10 @@ class HybridRetriever:
         self._shingles: dict[str, set[int]] = {}
         self._canonical = self._canonical_chunks()
         self._chunk_index = {c.id: i for i, c in enumerate(index.chunks)}
-        self._priors: dict[str, dict[str, float]] = {}
+        # read once per generation, so that no question costs a pass over every article
+        self.article_dates = ArticleDates.of(index.docs.values())
+        position = {doc_id: a for a, doc_id in enumerate(self.article_dates.ids)}
+        self._article_of = np.fromiter((position[c.doc_id] for c in index.chunks), dtype=np.int64, count=len(index.chunks))
         self._masks: dict[DateRange, np.ndarray] = {}
 
     def _canonical_chunks(self) -> dict[int, int]:
@@ -94,8 +99,7 @@ class HybridRetriever:
             return None
         mask = self._masks.get(dates)
         if mask is None:
-            ok = {d.id for d in self.index.docs.values() if dates.holds(d.date)}
-            mask = np.fromiter((c.doc_id in ok for c in self.index.chunks), dtype=bool, count=len(self.index.chunks))
+            mask = self.article_dates.holding(dates)[self._article_of]
             self._masks = {dates: mask}
         return mask
 
@@ -135,9 +139,9 @@ class HybridRetriever:
         if newest_first and not as_of and fused:
             as_of = self._newest_reached(fused)
         if as_of and s.recency_weight:
-            prior = self._recency(as_of)
-            for i in fused:
-                fused[i] += s.recency_weight / (s.rrf_k + 1) * prior.get(self.index.chunks[i].doc_id, 0.0)
+            ids = list(fused)
+            for i, prior in zip(ids, self._recency(as_of, self._article_of[np.array(ids, dtype=np.int64)]).tolist()):
+                fused[i] += s.recency_weight / (s.rrf_k + 1) * prior
         order = sorted(fused, key=lambda i: -fused[i])
         if group_by_article and s.article_support:
             # an article is ranked by its best passage plus a share of its next ones: a page that
@@ -217,37 +221,25 @@ class HybridRetriever:
     def _newest_reached(self, fused: dict[int, float]) -> str | None:
         """The newest date among the articles of the passages scoring at least half the best: those about the query."""
         best = max(fused.values())
-        dates = [as_date(self.index.docs[self.index.chunks[i].doc_id].date) for i, v in fused.items() if v >= 0.5 * best]
-        newest = max((d for d in dates if d), default=None)
-        return newest.isoformat() if newest else None
+        near = np.array([i for i, v in fused.items() if v >= 0.5 * best], dtype=np.int64)
+        days = self.article_dates.published[self._article_of[near]]
+        days = days[days != NO_DAY]
+        return date.fromordinal(int(days.max())).isoformat() if len(days) else None
 
-    def _recency(self, as_of: str) -> dict[str, float]:
-        """Per article, 1.0 for one published on the day asked, decaying with age; less for a later one.
-
-        Kept per date: a quiz or a session asks many questions as of the same day.
-        """
-        prior = self._priors.get(as_of)
-        if prior is None:
-            prior = self._recency_for(as_of)
-            self._priors = {as_of: prior}  # the last date only; replaced whole, so threads never see it half-built
-        return prior
-
-    def _recency_for(self, as_of: str) -> dict[str, float]:
-        from datetime import date
-
+    def _recency(self, as_of: str, articles: np.ndarray) -> np.ndarray:
+        """Per article (positions in ``article_dates``), 1.0 for one published on the day asked, decaying
+        with age; less for a later one; 0 for an undated one."""
         try:
             asked = date.fromisoformat(as_of[:10])
         except ValueError as exc:
             raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}") from exc
-        out: dict[str, float] = {}
-        for d in self.index.docs.values():
-            published = as_date(d.date)
-            if published is None:
-                continue
-            age = (asked - published).days
-            # an article from after the question cannot be what it asks about (a day's grace for time zones)
-            out[d.id] = -1.0 if age < -1 else 0.5 ** (max(age, 0) / self.settings.recency_half_life_days)
-        return out
+        published = self.article_dates.published[articles]
+        age = asked.toordinal() - published
+        prior = 0.5 ** (np.maximum(age, 0) / self.settings.recency_half_life_days)
+        # an article from after the question cannot be what it asks about (a day's grace for time zones)
+        prior[age < -1] = -1.0
+        prior[published == NO_DAY] = 0.0
+        return prior
 
     def _duplicate_of(self, chunk, passages: list[Passage]) -> Passage | None:
         sh = self._chunk_shingles(chunk)
