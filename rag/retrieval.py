@@ -30,6 +30,7 @@ class HybridRetriever:
         self._article_of = np.fromiter((position[c.doc_id] for c in index.chunks), dtype=np.int64, count=len(index.chunks))
         self._vectors = _stored_vectors(index.vectors)  # row r is the vector of chunk index.dense_ids[r]
         self._masks: dict[DateRange, np.ndarray] = {}
+        self._query: tuple[str, np.ndarray] | None = None
 
     def _canonical_chunks(self) -> dict[int, int]:
         """Chunk of a duplicate report -> the matching chunk of the report it repeats."""
@@ -134,7 +135,7 @@ class HybridRetriever:
         if not self.index.chunks:
             return []
         s = self.settings
-        qvec = embedding.embed([query])[0]
+        qvec = self._query_vector(query)
         folded: dict[int, set[str]] = {}
         n_cand = max(s.candidates, 10 * top_k) if group_by_article else s.candidates
         allowed = self._allowed(dates)
@@ -200,11 +201,19 @@ class HybridRetriever:
             if i is not None and self.index.chunks[i].id not in have:
                 have.add(self.index.chunks[i].id)
                 ledes.append(Passage(n=0, chunk=self.index.chunks[i], score=0.0, doc=self.index.docs[doc_id]))
-        self._fill_cosines(ledes, embedding.embed([query])[0], {})
+        self._fill_cosines(ledes, self._query_vector(query), {})
         passages += ledes
         for n, p in enumerate(passages, 1):
             p.n = n
         return passages
+
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's vector; the last one is kept, as retrieve_across_articles asks one query three times."""
+        last = self._query
+        if last is None or last[0] != query:
+            last = (query, embedding.embed([query])[0])
+            self._query = last  # replaced whole, so threads never see a query with another's vector
+        return last[1]
 
     def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float]) -> None:
         """Cosine of the passages only BM25 found, for the relevance gate downstream."""
