@@ -202,7 +202,8 @@ class RAG:
             answer.notes = plan.notes
             yield answer
             return
-        how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
+        # a passage without a stored vector is embedded with the evidence sentences (rag.evidence), not in retrieval
+        how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first, embed_unstored=False)
         if ans.is_timeline(question):  # a question over years needs every article it reaches, not the five best passages
             passages = retriever.retrieve_across_articles(question, settings.top_k, **how)
         else:

@@ -121,6 +121,7 @@ class HybridRetriever:
         group_by_article: bool = False,
         dates: DateRange | None = None,
         newest_first: bool = False,
+        embed_unstored: bool = True,
     ) -> list[Passage]:
         """The top passages for ``query``, numbered 1..k; repeats of a passage are folded into it.
 
@@ -130,6 +131,11 @@ class HybridRetriever:
         ``dates`` keeps every other article out before ranking, so the k passages all come from
         articles in the range. ``newest_first`` (no ``as_of``): prefer the newest of the articles the
         query reaches, as if asked on that article's date.
+
+        A passage's score is its cosine to the query. A passage only BM25 found that lies past its
+        article's embedded lead has no stored vector: it is embedded now (20-80 ms on 2 cores), or
+        with ``embed_unstored=False`` its score is left None for the answer pipeline, which embeds
+        it with its sentences (:meth:`rag.evidence.Evidence.build`).
         """
         top_k = top_k or self.settings.top_k
         if not self.index.chunks:
@@ -180,18 +186,25 @@ class HybridRetriever:
             passages.append(
                 Passage(n=len(passages) + 1, chunk=chunk, score=cos.get(i, 0.0), doc=doc, also_reported_by=sorted(folded.get(i, ())))
             )
-        self._fill_cosines(passages, qvec, cos)
+        self._fill_cosines(passages, qvec, cos, embed_unstored)
         return passages
 
     def retrieve_across_articles(
-        self, query: str, top_k: int | None = None, as_of: str | None = None, dates: DateRange | None = None, newest_first: bool = False
+        self,
+        query: str,
+        top_k: int | None = None,
+        as_of: str | None = None,
+        dates: DateRange | None = None,
+        newest_first: bool = False,
+        embed_unstored: bool = True,
     ) -> list[Passage]:
         """For questions that span years: the top passages, the best passage of each further article
         the query reaches, and each of those articles' first passage (a news story's lede sums it up)."""
         top_k = top_k or self.settings.top_k
-        passages = self.retrieve(query, 2 * top_k, as_of=as_of, dates=dates, newest_first=newest_first)
+        how = dict(as_of=as_of, dates=dates, newest_first=newest_first, embed_unstored=embed_unstored)
+        passages = self.retrieve(query, 2 * top_k, **how)
         have = {p.chunk.id for p in passages}
-        for p in self.retrieve(query, 2 * top_k, as_of=as_of, group_by_article=True, dates=dates, newest_first=newest_first):
+        for p in self.retrieve(query, 2 * top_k, group_by_article=True, **how):
             if p.chunk.id not in have and not any(p.doc.id in q.also_reported_by for q in passages):
                 have.add(p.chunk.id)
                 passages.append(p)
@@ -201,7 +214,7 @@ class HybridRetriever:
             if i is not None and self.index.chunks[i].id not in have:
                 have.add(self.index.chunks[i].id)
                 ledes.append(Passage(n=0, chunk=self.index.chunks[i], score=0.0, doc=self.index.docs[doc_id]))
-        self._fill_cosines(ledes, self._query_vector(query), {})
+        self._fill_cosines(ledes, self._query_vector(query), {}, embed_unstored)
         passages += ledes
         for n, p in enumerate(passages, 1):
             p.n = n
@@ -215,8 +228,8 @@ class HybridRetriever:
             self._query = last  # replaced whole, so threads never see a query with another's vector
         return last[1]
 
-    def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float]) -> None:
-        """Cosine of the passages only BM25 found, for the relevance gate downstream."""
+    def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float], embed_unstored: bool = True) -> None:
+        """Cosine of the passages only BM25 found, for the relevance gate downstream (None: not embedded, see retrieve)."""
         stored: list[tuple[Passage, int]] = []
         unstored: list[Passage] = []
         for p in passages:
@@ -230,10 +243,13 @@ class HybridRetriever:
         if stored:
             for (p, _), v in zip(stored, self._vectors[[r for _, r in stored]] @ qvec):
                 p.score = float(v)
-        if unstored:  # past an article's embedded lead: embed the few returned now
+        if unstored and embed_unstored:  # past an article's embedded lead: embed the few returned now
             vecs = embedding.embed([embed_text(p.chunk, p.doc) for p in unstored])
             for p, v in zip(unstored, vecs @ qvec):
                 p.score = float(v)
+        elif unstored:
+            for p in unstored:
+                p.score = None
 
     def _newest_reached(self, fused: dict[int, float]) -> str | None:
         """The newest date among the articles of the passages scoring at least half the best: those about the query."""
