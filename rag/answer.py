@@ -168,13 +168,15 @@ def run(
 ) -> Iterator[str | Answer]:
     """Yield the draft's text as it is generated, then the verified :class:`Answer` last (``as_of``: the question's date)."""
     backend = settings.llm
+    t = time.perf_counter()
+    # a passage retrieved without its cosine (retrieve's embed_unstored=False) gets it with the evidence, before the gate reads it
+    ev = Evidence.build(question, passages, as_of) if any(p.score is None for p in passages) else None
     why = off_topic(question, passages, settings.min_relevance)
     if why:
         timings["total_s"] = time.perf_counter() - t0
         yield abstained(question, passages, timings, backend, why)
         return
-    t = time.perf_counter()
-    ev = Evidence.build(question, passages, as_of)
+    ev = ev or Evidence.build(question, passages, as_of)
     timings["context_s"] = time.perf_counter() - t
     if is_timeline(question):
         # a dated list of what the sources report, one entry per year, in time order: quoted, so

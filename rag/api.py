@@ -123,7 +123,7 @@ class RAG:
             raise RagError(f"top_k is {top_k!r}: it must be a whole number of at least 1")
         question = self.check_question(question)
         retriever = self.retriever
-        plan = dates.plan(question, as_of, dates.parse_range(since, until), retriever.index.docs.values())
+        plan = dates.plan(question, as_of, dates.parse_range(since, until), retriever.article_dates)
         if plan.empty:
             return []
         return retriever.retrieve(question, top_k, as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
@@ -195,14 +195,15 @@ class RAG:
         retriever = self.retriever
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        plan = dates.plan(question, as_of, explicit, retriever.index.docs.values())
+        plan = dates.plan(question, as_of, explicit, retriever.article_dates)
         if plan.empty:  # nothing to retrieve from: say so, and spend no model time
             timings["retrieval_s"] = timings["total_s"] = time.perf_counter() - t0
             answer = abstained(question, [], timings, settings.llm, plan.empty)
             answer.notes = plan.notes
             yield answer
             return
-        how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
+        # a passage without a stored vector is embedded with the evidence sentences (rag.evidence), not in retrieval
+        how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first, embed_unstored=False)
         if ans.is_timeline(question):  # a question over years needs every article it reaches, not the five best passages
             passages = retriever.retrieve_across_articles(question, settings.top_k, **how)
         else:

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from .text import human_date, iso_period
+import numpy as np
+
+from .text import as_date, human_date, iso_period
 from .types import Document, RagError
 
 
@@ -70,11 +72,51 @@ def parse_range(since: str | date | None = None, until: str | date | None = None
     return DateRange(first, last)
 
 
-def newest_date(docs: Iterable[Document], today: date | None = None) -> date | None:
-    """The newest publication date (its last day) among ``docs``, ignoring dates after ``today`` (misread or wrong)."""
-    today = today or date.today()
-    ends = [p[1] for d in docs if (p := article_period(d.date)) and p[0] <= today]
-    return min(max(ends), today) if ends else None
+NO_DAY = -1  # the day number of an article without a date (real ones, date.toordinal, start at 1)
+
+
+@dataclass(frozen=True)
+class ArticleDates:
+    """Every article's date as day numbers, read once per index generation.
+
+    Date ranges and the "latest" rule then test all articles in one numpy expression, and the
+    recency prior looks up the few articles ranked, instead of parsing every date per question.
+    """
+
+    ids: list[str]  # article ids, in the order of the arrays
+    first: np.ndarray  # first day of the period the date stands for (article_period), or NO_DAY
+    last: np.ndarray
+    published: np.ndarray  # the day the recency prior counts from (text.as_date: a month is its 15th), or NO_DAY
+
+    @classmethod
+    def of(cls, docs: Iterable[Document]) -> ArticleDates:
+        ids, first, last, published = [], [], [], []
+        for d in docs:
+            days, day = article_period(d.date), as_date(d.date)
+            ids.append(d.id)
+            first.append(days[0].toordinal() if days else NO_DAY)
+            last.append(days[1].toordinal() if days else NO_DAY)
+            published.append(day.toordinal() if day else NO_DAY)
+        return cls(ids, *(np.array(a, dtype=np.int64) for a in (first, last, published)))
+
+    @property
+    def dated(self) -> np.ndarray:
+        return self.first != NO_DAY
+
+    def holding(self, rng: DateRange) -> np.ndarray:
+        """Per article, :meth:`DateRange.holds` of its date."""
+        ok = np.ones(len(self.ids), dtype=bool)
+        if rng.since is not None:
+            ok &= self.last >= rng.since.toordinal()
+        if rng.until is not None:
+            ok &= self.first <= rng.until.toordinal()
+        return np.where(self.dated, ok, rng.keep_undated)
+
+    def newest(self, today: date | None = None) -> date | None:
+        """The newest publication date (its last day), ignoring dates after ``today`` (misread or wrong)."""
+        today = today or date.today()
+        ends = self.last[self.dated & (self.first <= today.toordinal())]
+        return min(date.fromordinal(int(ends.max())), today) if len(ends) else None
 
 
 # The "latest" rule. A question that asks for the newest reports, or names a period counted back
@@ -119,9 +161,8 @@ class DatePlan:
     empty: str | None = None  # why no article can answer: an explicit range that holds none
 
 
-def plan(question: str, as_of: str | None, explicit: DateRange | None, docs: Iterable[Document], today: date | None = None) -> DatePlan:
-    """Apply an explicit range, or else the "latest" rule above, to a question over ``docs``."""
-    docs = list(docs)
+def plan(question: str, as_of: str | None, explicit: DateRange | None, articles: ArticleDates, today: date | None = None) -> DatePlan:
+    """Apply an explicit range, or else the "latest" rule above, to a question over the ``articles``."""
     asked = None
     if as_of:
         try:
@@ -130,18 +171,18 @@ def plan(question: str, as_of: str | None, explicit: DateRange | None, docs: Ite
             raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}") from exc
     if explicit is not None:
         out = DatePlan(range=explicit, as_of=as_of)
-        undated = sum(article_period(d.date) is None for d in docs)
+        undated = int((~articles.dated).sum())
         if undated:
             out.notes.append(f"{undated} undated article{' was' if undated == 1 else 's were'} left out of the date range.")
-        if not any(explicit.holds(d.date) for d in docs):
+        if not articles.holding(explicit).any():
             out.empty = f"no indexed article was published {_in(explicit)}"
         return out
     window = _WINDOW.search(question)
     if window:
-        anchor = asked or newest_date(docs, today)
+        anchor = asked or articles.newest(today)
         if anchor is not None:
             rng = DateRange(_window(window.group(0), anchor), anchor + timedelta(days=1), keep_undated=True)
-            if any(article_period(d.date) and rng.holds(d.date) for d in docs):
+            if (articles.dated & articles.holding(rng)).any():
                 whose = "" if asked else ", up to the newest article"
                 span = DateRange(rng.since, anchor)
                 note = f"“{window.group(0)}” read as {span}{whose}."

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import embedding, hostile, prompts
+from .index import embed_text
 from .text import content_words, years
 from .types import Passage, Sentence, SourceSentence
 
@@ -49,9 +50,14 @@ class Evidence:
 
     @classmethod
     def build(cls, question: str, passages: list[Passage], as_of: str | None = None) -> Evidence:
+        """Embed the question and its source sentences; a passage still without a score (retrieved with
+        ``embed_unstored=False``) is embedded in the same call and gets its cosine to the question."""
         srcs = source_sentences(passages)
-        vecs = embedding.embed([question] + [s.sentence.text for s in srcs])
-        qvec, svecs = vecs[0], vecs[1:]
+        unscored = [p for p in passages if p.score is None]
+        vecs = embedding.embed([question] + [s.sentence.text for s in srcs] + [embed_text(p.chunk, p.doc) for p in unscored])
+        qvec, svecs = vecs[0], vecs[1 : len(srcs) + 1]
+        for p, v in zip(unscored, vecs[len(srcs) + 1 :] @ qvec):
+            p.score = float(v)
         common = frozenset(w for s in srcs for w in re.findall(r"(?<![\w'’-])[a-z][a-z'’-]+", s.sentence.text))
         return cls(question, passages, srcs, qvec, svecs, _relevance(question, srcs, qvec, svecs), number_articles(passages), common, as_of)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 
 from . import embedding
 from .corpus import containment, shingles
-from .dates import DateRange
+from .dates import NO_DAY, ArticleDates, DateRange
 from .index import Index, embed_text
 from .settings import Settings
-from .text import as_date, bm25_tokenize
+from .text import bm25_tokenize
 from .types import Passage, RagError
 
 
@@ -22,8 +24,13 @@ class HybridRetriever:
         self._shingles: dict[str, set[int]] = {}
         self._canonical = self._canonical_chunks()
         self._chunk_index = {c.id: i for i, c in enumerate(index.chunks)}
-        self._priors: dict[str, dict[str, float]] = {}
+        # read once per generation, so that no question costs a pass over every article
+        self.article_dates = ArticleDates.of(index.docs.values())
+        position = {doc_id: a for a, doc_id in enumerate(self.article_dates.ids)}
+        self._article_of = np.fromiter((position[c.doc_id] for c in index.chunks), dtype=np.int64, count=len(index.chunks))
+        self._vectors = _stored_vectors(index.vectors)  # row r is the vector of chunk index.dense_ids[r]
         self._masks: dict[DateRange, np.ndarray] = {}
+        self._query: tuple[str, np.ndarray] | None = None
 
     def _canonical_chunks(self) -> dict[int, int]:
         """Chunk of a duplicate report -> the matching chunk of the report it repeats."""
@@ -63,20 +70,32 @@ class HybridRetriever:
         return out
 
     def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """The ``k`` nearest chunks, only among the ``allowed`` ones (a mask over chunks) when given."""
-        import faiss
+        """The ``k`` nearest chunks, only among the ``allowed`` ones (a mask over chunks) when given.
 
-        n, params = self.index.vectors.ntotal, None
+        The exhaustive inner product of ``faiss.IndexFlatIP.search``, over the same stored vectors,
+        in one thread: for a single query on 2 cores that is faster than FAISS's or BLAS's threads,
+        whose spinning also slowed the embedding that follows by a third or more (einsum uses no
+        thread pool). A date mask costs nothing extra (FAISS builds an ID selector per query).
+        """
+        scores = np.einsum("ij,j->i", self._vectors, qvec)
+        n = len(scores)
         if allowed is not None:
-            rows = np.flatnonzero(allowed[self.index.dense_ids]).astype(np.int64)
-            n, params = len(rows), faiss.SearchParameters(sel=faiss.IDSelectorBatch(rows))
-        if n == 0:
+            keep = allowed[self.index.dense_ids]
+            scores[~keep] = -np.inf
+            n = int(keep.sum())
+        k = min(k, n)
+        if k == 0:
             return []
-        scores, rows = self.index.vectors.search(qvec.reshape(1, -1), min(k, n), params=params)
-        return [(int(self.index.dense_ids[r]), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.lexsort((top, -scores[top]))]  # best first; identical vectors (a passage repeated word for word) in row order
+        return [(int(self.index.dense_ids[r]), float(scores[r])) for r in top]
 
     def sparse(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """The ``k`` best BM25 matches, only among the ``allowed`` chunks when given."""
+        """The ``k`` best BM25 matches, only among the ``allowed`` chunks when given.
+
+        The top k is chosen among the chunks holding a query word: bm25s's own selection
+        partitions all chunks' scores, mostly zeros, which took ~30 ms for one query in ten at 500k chunks.
+        """
         bm = self.index.bm25
         if bm is None:
             return []
@@ -84,9 +103,12 @@ class HybridRetriever:
         words = [w for w, i in sorted(tokens.vocab.items(), key=lambda x: x[1]) if w in bm.vocab_dict]
         if not words:
             return []
-        mask = None if allowed is None else allowed.astype(np.float32)
-        ids, scores = bm.retrieve([words], k=min(k, len(self.index.chunks)), show_progress=False, weight_mask=mask)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+        scores = bm.get_scores(words)
+        hits = np.flatnonzero(scores > 0 if allowed is None else (scores > 0) & allowed)
+        if len(hits) > k:
+            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+        hits = hits[np.lexsort((hits, -scores[hits]))]  # best first; equal scores in chunk order
+        return [(int(i), float(scores[i])) for i in hits]
 
     def _allowed(self, dates: DateRange | None) -> np.ndarray | None:
         """Which chunks belong to articles published in ``dates`` (None: all). Kept for the last range, as priors are."""
@@ -94,8 +116,7 @@ class HybridRetriever:
             return None
         mask = self._masks.get(dates)
         if mask is None:
-            ok = {d.id for d in self.index.docs.values() if dates.holds(d.date)}
-            mask = np.fromiter((c.doc_id in ok for c in self.index.chunks), dtype=bool, count=len(self.index.chunks))
+            mask = self.article_dates.holding(dates)[self._article_of]
             self._masks = {dates: mask}
         return mask
 
@@ -107,6 +128,7 @@ class HybridRetriever:
         group_by_article: bool = False,
         dates: DateRange | None = None,
         newest_first: bool = False,
+        embed_unstored: bool = True,
     ) -> list[Passage]:
         """The top passages for ``query``, numbered 1..k; repeats of a passage are folded into it.
 
@@ -116,12 +138,17 @@ class HybridRetriever:
         ``dates`` keeps every other article out before ranking, so the k passages all come from
         articles in the range. ``newest_first`` (no ``as_of``): prefer the newest of the articles the
         query reaches, as if asked on that article's date.
+
+        A passage's score is its cosine to the query. A passage only BM25 found that lies past its
+        article's embedded lead has no stored vector: it is embedded now (20-80 ms on 2 cores), or
+        with ``embed_unstored=False`` its score is left None for the answer pipeline, which embeds
+        it with its sentences (:meth:`rag.evidence.Evidence.build`).
         """
         top_k = top_k or self.settings.top_k
         if not self.index.chunks:
             return []
         s = self.settings
-        qvec = embedding.embed([query])[0]
+        qvec = self._query_vector(query)
         folded: dict[int, set[str]] = {}
         n_cand = max(s.candidates, 10 * top_k) if group_by_article else s.candidates
         allowed = self._allowed(dates)
@@ -135,9 +162,9 @@ class HybridRetriever:
         if newest_first and not as_of and fused:
             as_of = self._newest_reached(fused)
         if as_of and s.recency_weight:
-            prior = self._recency(as_of)
-            for i in fused:
-                fused[i] += s.recency_weight / (s.rrf_k + 1) * prior.get(self.index.chunks[i].doc_id, 0.0)
+            ids = list(fused)
+            for i, prior in zip(ids, self._recency(as_of, self._article_of[np.array(ids, dtype=np.int64)]).tolist()):
+                fused[i] += s.recency_weight / (s.rrf_k + 1) * prior
         order = sorted(fused, key=lambda i: -fused[i])
         if group_by_article and s.article_support:
             # an article is ranked by its best passage plus a share of its next ones: a page that
@@ -166,18 +193,25 @@ class HybridRetriever:
             passages.append(
                 Passage(n=len(passages) + 1, chunk=chunk, score=cos.get(i, 0.0), doc=doc, also_reported_by=sorted(folded.get(i, ())))
             )
-        self._fill_cosines(passages, qvec, cos)
+        self._fill_cosines(passages, qvec, cos, embed_unstored)
         return passages
 
     def retrieve_across_articles(
-        self, query: str, top_k: int | None = None, as_of: str | None = None, dates: DateRange | None = None, newest_first: bool = False
+        self,
+        query: str,
+        top_k: int | None = None,
+        as_of: str | None = None,
+        dates: DateRange | None = None,
+        newest_first: bool = False,
+        embed_unstored: bool = True,
     ) -> list[Passage]:
         """For questions that span years: the top passages, the best passage of each further article
         the query reaches, and each of those articles' first passage (a news story's lede sums it up)."""
         top_k = top_k or self.settings.top_k
-        passages = self.retrieve(query, 2 * top_k, as_of=as_of, dates=dates, newest_first=newest_first)
+        how = dict(as_of=as_of, dates=dates, newest_first=newest_first, embed_unstored=embed_unstored)
+        passages = self.retrieve(query, 2 * top_k, **how)
         have = {p.chunk.id for p in passages}
-        for p in self.retrieve(query, 2 * top_k, as_of=as_of, group_by_article=True, dates=dates, newest_first=newest_first):
+        for p in self.retrieve(query, 2 * top_k, group_by_article=True, **how):
             if p.chunk.id not in have and not any(p.doc.id in q.also_reported_by for q in passages):
                 have.add(p.chunk.id)
                 passages.append(p)
@@ -187,14 +221,22 @@ class HybridRetriever:
             if i is not None and self.index.chunks[i].id not in have:
                 have.add(self.index.chunks[i].id)
                 ledes.append(Passage(n=0, chunk=self.index.chunks[i], score=0.0, doc=self.index.docs[doc_id]))
-        self._fill_cosines(ledes, embedding.embed([query])[0], {})
+        self._fill_cosines(ledes, self._query_vector(query), {}, embed_unstored)
         passages += ledes
         for n, p in enumerate(passages, 1):
             p.n = n
         return passages
 
-    def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float]) -> None:
-        """Cosine of the passages only BM25 found, for the relevance gate downstream."""
+    def _query_vector(self, query: str) -> np.ndarray:
+        """The query's vector; the last one is kept, as retrieve_across_articles asks one query three times."""
+        last = self._query
+        if last is None or last[0] != query:
+            last = (query, embedding.embed([query])[0])
+            self._query = last  # replaced whole, so threads never see a query with another's vector
+        return last[1]
+
+    def _fill_cosines(self, passages: list[Passage], qvec: np.ndarray, cos: dict[int, float], embed_unstored: bool = True) -> None:
+        """Cosine of the passages only BM25 found, for the relevance gate downstream (None: not embedded, see retrieve)."""
         stored: list[tuple[Passage, int]] = []
         unstored: list[Passage] = []
         for p in passages:
@@ -206,48 +248,38 @@ class HybridRetriever:
             else:
                 unstored.append(p)
         if stored:
-            vecs = np.stack([self.index.vectors.reconstruct(r) for _, r in stored])
-            for (p, _), v in zip(stored, vecs @ qvec):
+            for (p, _), v in zip(stored, self._vectors[[r for _, r in stored]] @ qvec):
                 p.score = float(v)
-        if unstored:  # past an article's embedded lead: embed the few returned now
+        if unstored and embed_unstored:  # past an article's embedded lead: embed the few returned now
             vecs = embedding.embed([embed_text(p.chunk, p.doc) for p in unstored])
             for p, v in zip(unstored, vecs @ qvec):
                 p.score = float(v)
+        elif unstored:
+            for p in unstored:
+                p.score = None
 
     def _newest_reached(self, fused: dict[int, float]) -> str | None:
         """The newest date among the articles of the passages scoring at least half the best: those about the query."""
         best = max(fused.values())
-        dates = [as_date(self.index.docs[self.index.chunks[i].doc_id].date) for i, v in fused.items() if v >= 0.5 * best]
-        newest = max((d for d in dates if d), default=None)
-        return newest.isoformat() if newest else None
+        near = np.array([i for i, v in fused.items() if v >= 0.5 * best], dtype=np.int64)
+        days = self.article_dates.published[self._article_of[near]]
+        days = days[days != NO_DAY]
+        return date.fromordinal(int(days.max())).isoformat() if len(days) else None
 
-    def _recency(self, as_of: str) -> dict[str, float]:
-        """Per article, 1.0 for one published on the day asked, decaying with age; less for a later one.
-
-        Kept per date: a quiz or a session asks many questions as of the same day.
-        """
-        prior = self._priors.get(as_of)
-        if prior is None:
-            prior = self._recency_for(as_of)
-            self._priors = {as_of: prior}  # the last date only; replaced whole, so threads never see it half-built
-        return prior
-
-    def _recency_for(self, as_of: str) -> dict[str, float]:
-        from datetime import date
-
+    def _recency(self, as_of: str, articles: np.ndarray) -> np.ndarray:
+        """Per article (positions in ``article_dates``), 1.0 for one published on the day asked, decaying
+        with age; less for a later one; 0 for an undated one."""
         try:
             asked = date.fromisoformat(as_of[:10])
         except ValueError as exc:
             raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}") from exc
-        out: dict[str, float] = {}
-        for d in self.index.docs.values():
-            published = as_date(d.date)
-            if published is None:
-                continue
-            age = (asked - published).days
-            # an article from after the question cannot be what it asks about (a day's grace for time zones)
-            out[d.id] = -1.0 if age < -1 else 0.5 ** (max(age, 0) / self.settings.recency_half_life_days)
-        return out
+        published = self.article_dates.published[articles]
+        age = asked.toordinal() - published
+        prior = 0.5 ** (np.maximum(age, 0) / self.settings.recency_half_life_days)
+        # an article from after the question cannot be what it asks about (a day's grace for time zones)
+        prior[age < -1] = -1.0
+        prior[published == NO_DAY] = 0.0
+        return prior
 
     def _duplicate_of(self, chunk, passages: list[Passage]) -> Passage | None:
         sh = self._chunk_shingles(chunk)
@@ -285,3 +317,13 @@ class HybridRetriever:
                 ]
 
         return LlamaHybridRetriever()
+
+
+def _stored_vectors(vectors) -> np.ndarray:
+    """The rows of a ``faiss.IndexFlatIP`` as a numpy view of its own storage (no copy: the index keeps it alive)."""
+    import faiss
+
+    n, dim = vectors.ntotal, vectors.d
+    if n == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    return faiss.rev_swig_ptr(vectors.get_xb(), n * dim).reshape(n, dim)

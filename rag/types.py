@@ -71,7 +71,7 @@ class Passage:
 
     n: int
     chunk: Chunk
-    score: float
+    score: float | None  # cosine to the question; None until the answer pipeline embeds it (retrieve's embed_unstored)
     doc: Document
     also_reported_by: list[str] = field(default_factory=list)  # ids of near-duplicate reports
 
@@ -85,7 +85,7 @@ class Passage:
             "text": self.chunk.text,
             "start": self.chunk.start,
             "end": self.chunk.end,
-            "score": round(self.score, 4),
+            "score": None if self.score is None else round(self.score, 4),
             "also_reported_by": self.also_reported_by,
             "inherited": self.doc.inherited,
         }

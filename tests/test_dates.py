@@ -7,8 +7,9 @@ import json
 import pytest
 
 from rag import RAG
+from rag.dates import ArticleDates, DateRange, parse_range
 from rag.index import FORMAT_VERSION, Index, build, remove
-from rag.types import RagError
+from rag.types import Document, RagError
 
 from .test_cli import rag_cmd
 
@@ -99,6 +100,29 @@ def test_a_bad_date_is_one_line(seed_index, args, message):
 def test_the_api_refuses_a_bad_date_the_same_way(rag):
     with pytest.raises(RagError, match="since '2014-02-30' is not a date"):
         rag.ask(FUNDING, since="2014-02-30", llm="extractive")
+
+
+def test_a_range_holds_an_article_when_their_periods_overlap_whatever_the_shape_of_its_date():
+    # read once per index as day numbers; each must agree with DateRange.holds on the date as written
+    shapes = [None, "", "2013", "2013-08", "2013-08-20", "2013-12-31", "2014-01-01", "2014-02-30", "2014-13", "no date", "2017-05-30"]
+    docs = [Document(id=f"{k}.txt", path="", content_hash="", date=d) for k, d in enumerate(shapes)]
+    articles = ArticleDates.of(docs)
+    ranges = [parse_range("2013-08-20", "2013-09"), parse_range("2014", "2014"), parse_range(None, "2013-12-31"), parse_range("2017-05-30")]
+    ranges += [DateRange(r.since, r.until, keep_undated=True) for r in ranges]
+    for rng in ranges:
+        assert articles.holding(rng).tolist() == [rng.holds(d.date) for d in docs], rng
+    assert str(articles.newest()) == "2017-05-30"
+    assert str(articles.newest(today=parse_range("2014-01-01").since)) == "2014-01-01"  # the newest before "today", cut to it
+
+
+def test_the_recency_prior_halves_every_half_life_and_sinks_articles_from_after_the_question(rag):
+    ret = rag.retriever
+    at = {doc_id: k for k, doc_id in enumerate(ret.article_dates.ids)}
+    articles = [at[S2014], at[S2013], at[S2017]]  # 2014-03-25; "2013-08", counted from the 15th; 2017-05-30
+    prior = ret._recency("2014-04-08", articles).tolist()
+    assert prior[0] == 0.5 and prior[1] == pytest.approx(0.5 ** (236 / 14)) and prior[2] == -1.0
+    assert ret._recency("2014-03-24", articles)[0] == 1.0  # a day's grace for time zones
+    assert ret._recency("2014-03-23", articles)[0] == -1.0
 
 
 # ------------------------------------------------------------------ the "latest" rule

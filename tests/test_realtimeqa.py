@@ -118,3 +118,10 @@ def test_passages_past_an_articles_lead_are_still_found_and_scored(tmp_path):
     passages = rag.retrieve(words, top_k=8)
     hit = next(p for p in passages if p.chunk.id == last.id)
     assert hit.score > 0.5
+    # an answer retrieves without embedding it and scores it with its sentences: the same passages, the same scores
+    answer = rag.ask(words, llm="extractive", top_k=8)
+    assert [(p.chunk.id, pytest.approx(p.score, abs=1e-5)) for p in passages] == [(p.chunk.id, p.score) for p in answer.passages]
+    # and an answer that abstains before reading the sentences still reports every passage's score
+    gone = rag.ask(words + " in 1850?", llm="extractive", top_k=8)
+    assert gone.abstained and "1850" in gone.abstain_reason and last.id in {p.chunk.id for p in gone.passages}
+    assert all(isinstance(p.to_dict()["score"], float) for p in gone.passages)
