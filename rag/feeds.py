@@ -17,7 +17,6 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ import httpx
 
 from . import __version__, hostile, index
 from .corpus import SIDECAR_FIELDS, load_document
+from .files import published
 from .settings import Settings
 from .text import parse_date
 from .types import Document, RagError
@@ -375,9 +375,8 @@ def _sidecar(doc: Document, entry: Entry, got: Fetched, raw: str) -> dict[str, s
 
 
 def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with published(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchReport, max_bytes: int) -> None:

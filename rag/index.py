@@ -34,6 +34,7 @@ import numpy as np
 from . import embedding, records
 from .chunking import chunk_document
 from .corpus import iter_article_files, load_files, mark_duplicates, read_text
+from .files import published
 from .settings import Settings
 from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
@@ -656,11 +657,8 @@ def _note_kept(errors: list[str], kept: list[str], old_docs: Mapping[str, Docume
 
 def _write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a reader or a crash sees the old content or the new, never half."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with published(path, sync=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _save_sources(root: Path, sources: list[str]) -> None:

