@@ -194,7 +194,13 @@ def _run(args) -> int:
         serve(settings, host=args.host, port=args.port)
         return 0
 
-    loader = _preload(settings) if args.cmd == "ask" else None
+    loader = None
+    if args.cmd == "ask":
+        # From here the process ends with os._exit, errors included: a normal interpreter teardown
+        # while the loader thread is still inside onnxruntime or llama.cpp aborts the process
+        # ("terminate called without an active exception") instead of exiting with the error's code.
+        _FAST_EXIT.append(True)
+        loader = _preload(settings)
     from .api import RAG
 
     t = time.perf_counter()
@@ -296,7 +302,6 @@ def _preload(settings: Settings) -> threading.Thread:
 def _ask(rag, args, settings: Settings, open_s: float, loader: threading.Thread) -> int:
     from .dates import parse_range
 
-    _FAST_EXIT.append(True)
     question = rag.check_question(args.question)
     parse_range(args.since, args.until)  # a bad date is refused before the answer waits for the model
     show = not args.json and sys.stderr.isatty()
@@ -394,7 +399,8 @@ def entry() -> None:
 
     After ``rag ask`` the process ends without tearing the interpreter down: everything is printed
     and nothing is left to write, and freeing the model and the libraries takes ~0.3 s the user
-    would otherwise wait for at the prompt.
+    would otherwise wait for at the prompt. It also keeps an early error (a corrupt index, say)
+    from ending in an abort while the preload thread is still loading a native library.
     """
     rc = main()
     if _FAST_EXIT:
