@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 
+from .settings import Settings
 from .text import sentence_end_count, sentence_spans, strip_tags
 from .types import Chunk, Document, Sentence
 
@@ -61,7 +62,9 @@ def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sen
     return out
 
 
-def chunk_document(doc: Document, raw: str, chunk_chars: int = 900, overlap: int = 1) -> list[Chunk]:
+def chunk_document(
+    doc: Document, raw: str, chunk_chars: int = Settings.chunk_chars, overlap: int = Settings.chunk_overlap_sentences
+) -> list[Chunk]:
     """Pack consecutive sentences into chunks of at most ``chunk_chars``; ``overlap`` sentences repeat."""
     paragraphs = document_sentences(doc, raw, chunk_chars)
     flat: list[tuple[Sentence, int]] = [(s, pi) for pi, para in enumerate(paragraphs) for s in para]

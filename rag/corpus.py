@@ -1,4 +1,4 @@
-"""Load article files and record files, strip news-page boilerplate, extract metadata, find duplicate reports.
+"""Load article files and record files, strip news-page boilerplate, extract metadata; copies are marked by :mod:`rag.dedup`.
 
 Cleaning never rewrites text: it decides which spans of the raw file are article content
 (``Document.segments``), so every sentence and quote maps back to exact character offsets
@@ -21,6 +21,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from . import hostile, records
+from .dedup import mark_duplicates
+from .settings import Settings
 from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date, strip_tags
 from .types import Document, RagError
 
@@ -181,7 +183,7 @@ def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def load_documents(
-    paths: Iterable[str | Path], max_bytes: int = 5_000_000, mark: bool = True, fields: Mapping[str, str] | None = None
+    paths: Iterable[str | Path], max_bytes: int = Settings.max_file_bytes, mark: bool = True, fields: Mapping[str, str] | None = None
 ) -> LoadResult:
     """Load and clean every article under ``paths``; bad files are reported, not fatal.
 
@@ -195,7 +197,7 @@ def load_documents(
 
 
 def load_files(
-    files: list[Path], max_bytes: int = 5_000_000, mark: bool = True, fields: Mapping[Path, Mapping[str, str] | None] | None = None
+    files: list[Path], max_bytes: int = Settings.max_file_bytes, mark: bool = True, fields: Mapping[Path, Mapping[str, str] | None] | None = None
 ) -> LoadResult:
     """Load and clean files already listed (by :func:`iter_article_files`); bad files are reported, not fatal.
 
@@ -233,7 +235,7 @@ def load_files(
     return result
 
 
-def load_document(path: str | Path, max_bytes: int = 5_000_000) -> Document:
+def load_document(path: str | Path, max_bytes: int = Settings.max_file_bytes) -> Document:
     """Read one article file and clean it; raises RagError when the file cannot be used."""
     path = Path(path)
     raw = read_text(path, max_bytes)
@@ -310,7 +312,7 @@ def looks_like_html(text: str) -> bool:
     return next(found, None) is not None and next(found, None) is not None
 
 
-def load_record_file(path: Path, max_bytes: int = 5_000_000, fields: Mapping[str, str] | None = None) -> LoadResult:
+def load_record_file(path: Path, max_bytes: int = Settings.max_file_bytes, fields: Mapping[str, str] | None = None) -> LoadResult:
     """Every record of a .jsonl/.json/.csv file (each may be gzipped) as a Document; bad records are reported, not fatal.
 
     A record's raw text is its text field's string (newlines made "\\n", as a text file's are),
@@ -726,77 +728,3 @@ def _outlet(raw: str) -> str | None:
             return m.group(name).strip()
         return name
     return None
-
-
-# ---------------------------------------------------------------- duplicates
-def shingles(text: str, n: int = 5) -> set[int]:
-    """Hashed word n-grams, for near-duplicate detection."""
-    words = re.findall(r"\w+", text.lower())
-    if len(words) < n:
-        return {hash(" ".join(words))} if words else set()
-    return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
-
-
-def containment(a: set[int], b: set[int]) -> float:
-    """Share of the smaller set found in the other: 1.0 when one text repeats the other."""
-    if not a or not b:
-        return 0.0
-    return len(a & b) / min(len(a), len(b))
-
-
-def mark_duplicates(docs: list[Document], threshold: float = 0.8) -> None:
-    """Set ``duplicate_of`` on each document that repeats another.
-
-    The copy kept as canonical is the one whose page states the most (date, outlet, title),
-    so citations show a date wherever any copy of the report has one. Candidates come from an
-    inverted index over a sample of each article's shingles (an eighth, all of a short one), so
-    thousands of articles are not compared pair by pair; each candidate is then checked exactly.
-    Then each copy fills in what it does not state from the others (:func:`inherit_metadata`).
-    """
-    for d in docs:  # values filled in by an earlier marking are not the page's own: judge each copy by what it states
-        for name in d.inherited:
-            setattr(d, name, None)
-        d.inherited = {}
-    ordered = sorted(docs, key=lambda d: (-(bool(d.date) + bool(d.outlet) + bool(d.title)), d.id))
-    postings: dict[int, list[int]] = {}
-    sh: list[set[int]] = []
-    for i, d in enumerate(ordered):
-        sh.append(shingles(d.text))
-        sample = _sample(sh[i])
-        d.duplicate_of = None
-        candidates = sorted({j for h in sample for j in postings.get(h, ())})
-        for j in candidates:  # earlier (richer) documents first
-            if containment(sh[i], sh[j]) >= threshold:
-                d.duplicate_of = ordered[j].id
-                break
-        if d.duplicate_of is None:  # only canonical reports are matched against
-            for h in sample:
-                postings.setdefault(h, []).append(i)
-    inherit_metadata(docs)
-
-
-INHERITED = ("date", "outlet", "title", "author")  # what one copy of a report says of all of them (never the url: each copy has its own)
-
-
-def inherit_metadata(docs: list[Document]) -> None:
-    """Fill in each copy's missing metadata from the copy of the same report that states it.
-
-    The canonical copy is asked first, then the others by id. What is filled in is recorded in
-    ``Document.inherited`` (field -> the copy it came from), so it can be shown as such.
-    """
-    copies: dict[str, list[Document]] = {}
-    for d in sorted(docs, key=lambda d: (d.duplicate_of is not None, d.id)):
-        copies.setdefault(d.duplicate_of or d.id, []).append(d)
-    for group in copies.values():
-        for name in INHERITED:
-            source = next((c for c in group if getattr(c, name)), None)
-            if source is None:
-                continue
-            for d in group:
-                if not getattr(d, name):
-                    setattr(d, name, getattr(source, name))
-                    d.inherited[name] = source.id
-
-
-def _sample(sh: set[int]) -> set[int]:
-    return sh if len(sh) < 64 else {h for h in sh if h % 8 == 0}

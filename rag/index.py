@@ -33,7 +33,8 @@ import numpy as np
 
 from . import embedding, records
 from .chunking import chunk_document
-from .corpus import iter_article_files, load_files, mark_duplicates, read_text
+from .corpus import iter_article_files, load_files, read_text
+from .dedup import mark_duplicates
 from .files import published
 from .settings import Settings
 from .text import bm25_tokenize

@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 
 from . import embedding
-from .corpus import containment, shingles
 from .dates import NO_DAY, ArticleDates, DateRange
+from .dedup import containment, shingles
 from .index import Index, embed_text
 from .settings import Settings
 from .text import bm25_tokenize
