@@ -7,23 +7,16 @@ opened :class:`rag.RAG`, which is safe to use from several sessions at once.
 """
 
 
-import itertools
 import logging
-import os  # ui/__init__.py has set GRADIO_ANALYTICS_ENABLED=False before gradio is imported
-import re
-import shutil
-import tempfile
 import threading
 import time
-import unicodedata
 from pathlib import Path
 
 import gradio as gr
 
 from rag import RAG, RagError, Settings
-from rag.corpus import SUFFIXES, load_document
 from rag.dates import parse_range, select_documents
-from rag.index import add, source_paths
+from rag.uploads import Uploads, chunk_counts
 
 from . import render
 from .render import Turn
@@ -65,136 +58,16 @@ watch('value', () => {
 });
 """
 
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(name: str) -> str:
-    """A file name that cannot leave its folder: base name only, ASCII letters, digits, ``._-``."""
-    base = re.split(r"[\\/]", name or "")[-1]
-    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    base = re.sub(r"\.{2,}", ".", _SAFE_CHARS.sub("_", base)).lstrip("._-")
-    stem, dot, ext = base.rpartition(".")
-    if not dot:
-        stem, ext = base, ""
-    stem = stem.strip("._-")[:100] or "article"
-    return f"{stem}.{ext.lower()}" if ext else stem
-
-
-class Corpus:
-    """Adds uploaded articles to the corpus folder and updates the index, one upload at a time."""
-
-    def __init__(self, rag: RAG, folder: str | Path | None = None):
-        self.rag = rag
-        self.lock = threading.Lock()
-        self.folder = Path(folder or os.environ.get("RAG_CORPUS_DIR") or self._default_folder()).resolve()
-
-    def _default_folder(self) -> Path:
-        sources = [Path(s) for s in source_paths(self.rag.index.manifest)]
-        for s in sources:
-            if s.is_dir():
-                return s
-        if sources:
-            return sources[0].parent
-        return Path(self.rag.index.root) / "articles"
-
-    def chunk_counts(self) -> dict[str, int]:
-        counts = {d: 0 for d in self.rag.index.docs}
-        for c in self.rag.index.chunks:
-            counts[c.doc_id] = counts.get(c.doc_id, 0) + 1
-        return counts
-
-    def table(self, sort: str = "date", since: str = "", until: str = "", outlet: str = "") -> str:
-        """The article list, sorted by date, outlet or title and filtered by date range and outlet."""
-        self.rag.refresh()
-        docs = self.rag.index.docs
-        try:
-            shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
-        except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
-            return render.corpus_html(docs, self.chunk_counts(), note=f"⚠ {exc}")
-        note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
-        return render.corpus_html(docs, self.chunk_counts(), shown, note)
-
-    def _check(self, upload: Path, name: str) -> None:
-        settings = self.rag.settings
-        suffix = Path(name).suffix.lower()
-        if suffix not in SUFFIXES:
-            raise RagError(f"{name}: unsupported file type {suffix or '(none)'}; upload .txt, .md or .html articles")
-        size = upload.stat().st_size
-        if size > settings.max_file_bytes:
-            raise RagError(f"{name}: file is {size:,} bytes, over the {settings.max_file_bytes:,}-byte limit")
-        try:
-            load_document(upload, settings.max_file_bytes)  # binary, not UTF-8/UTF-16, empty, no article text
-        except RagError as exc:
-            msg = str(exc)
-            raise RagError(name + msg[len(upload.name):] if msg.startswith(upload.name + ":") else f"{name}: {msg}") from exc
-
-    def _target(self, upload: Path, name: str) -> tuple[Path, bool]:
-        """Where an upload is saved, and whether that file already holds the same bytes.
-
-        An upload never replaces an article: anyone who can open the UI may upload, and replacing
-        would let one visitor rewrite what another added. A name in use gets a number instead
-        (``report-2.txt``), as a browser does with a second download of the same name.
-        """
-        data = upload.read_bytes()
-        stem, suffix = Path(name).stem, Path(name).suffix
-        for candidate in itertools.chain([name], (f"{stem}-{n}{suffix}" for n in itertools.count(2))):
-            target = self.folder / candidate
-            if target.exists():
-                if target.read_bytes() == data:
-                    return target, True
-            elif candidate not in self.rag.index.docs:  # names an indexed article elsewhere: taken too
-                return target, False
-        raise AssertionError("an endless sequence of names ended")
-
-    def add(self, uploads: list[str]) -> list[tuple[str, str]]:
-        """Validate, save and index the uploaded files; returns (kind, message) lines for the user."""
-        lines: list[tuple[str, str]] = []
-        with self.lock:
-            self.rag.refresh()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            saved: list[Path] = []
-            for up in uploads:
-                src = Path(up)
-                name = safe_name(src.name)
-                try:
-                    self._check(src, name)
-                    target, same = self._target(src, name)
-                    if target.resolve().parent != self.folder:  # cannot happen after safe_name; checked anyway
-                        raise RagError(f"{name}: refused, the name leaves the corpus folder")
-                    if same:
-                        lines.append(("info", f"{target.name}: already in the corpus, unchanged"))
-                        continue
-                    if target.name != name:
-                        lines.append(("info", f"{name}: an article of this name is already in the corpus; saved as {target.name}"))
-                    fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".upload-")
-                    os.close(fd)
-                    shutil.copyfile(src, tmp)
-                    os.replace(tmp, target)
-                    saved.append(target)
-                except RagError as exc:
-                    lines.append(("error", str(exc)))
-            if not saved:
-                return lines
-            try:
-                report = add(self.rag.index.root, saved, self.rag.settings)
-            except Exception as exc:
-                for target in saved:  # keep the folder as the index describes it
-                    target.unlink(missing_ok=True)
-                log.exception("indexing the upload failed")
-                lines.append(("error", f"indexing failed: {exc}"))
-                return lines
-            self.rag.refresh()
-            names = {t.name for t in saved}
-            for e in report.errors:
-                lines.append(("error", e))
-            for doc_id in report.added:
-                if doc_id in names:
-                    lines.append(("ok", f"{doc_id}: added ({render.plural(self.chunk_counts().get(doc_id, 0), 'chunk')})"))
-            for doc_id in report.updated:
-                if doc_id in names:
-                    lines.append(("ok", f"{doc_id}: updated ({render.plural(self.chunk_counts().get(doc_id, 0), 'chunk')})"))
-            lines.append(("info", f"index: {report.summary()}"))
-        return lines
+def corpus_table(rag: RAG, sort: str = "date", since: str = "", until: str = "", outlet: str = "") -> str:
+    """The article list, sorted by date, outlet or title and filtered by date range and outlet."""
+    rag.refresh()
+    docs = rag.index.docs
+    try:
+        shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
+    except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
+        return render.corpus_html(docs, chunk_counts(rag.index), note=f"⚠ {exc}")
+    note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
+    return render.corpus_html(docs, chunk_counts(rag.index), shown, note)
 
 
 def key_endpoints(settings: Settings) -> set[str]:
@@ -225,7 +98,10 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
     """The Gradio app over an opened RAG (or the index named by ``settings.index_dir``)."""
     rag = rag_or_settings if isinstance(rag_or_settings, RAG) else RAG.open(rag_or_settings.index_dir, rag_or_settings)
     settings = rag.settings
-    corpus = Corpus(rag, corpus_dir)
+    uploads = Uploads(rag, corpus_dir)
+
+    def list_articles(*listing: str) -> str:
+        return corpus_table(rag, *listing)
     if warm:
         threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
 
@@ -291,8 +167,8 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not paths:
             return gr.skip(), gr.skip(), None
-        lines = corpus.add(paths)
-        return render.upload_status_html(lines), corpus.table(*listing), None
+        lines = uploads.add(paths)
+        return render.upload_status_html(lines), list_articles(*listing), None
 
     with gr.Blocks(title="News QA · verified citations", analytics_enabled=False) as demo:
         conv = gr.State([])
@@ -352,7 +228,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
                     list_outlet = gr.Textbox("", label="Outlet", placeholder="part of its name", elem_id="rag-list-outlet", max_lines=1)
                     list_since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-list-since", max_lines=1)
                     list_until = gr.Textbox("", label="Published until", placeholder="e.g. 2014 or 2014-03", elem_id="rag-list-until", max_lines=1)
-                table = gr.HTML(corpus.table(), elem_id="rag-corpus-table")
+                table = gr.HTML(list_articles(), elem_id="rag-corpus-table")
                 files = gr.File(
                     file_count="multiple",
                     label=f"Add articles: .txt, .md or .html (UTF-8, or UTF-16 with a byte-order mark), up to {settings.max_file_bytes // 1_000_000} MB each",
@@ -372,15 +248,15 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         chatbot.clear(new_conversation, None, [chatbot, conv, sources, question], queue=False)  # its trash icon: same as "New conversation"
         listing = [list_sort, list_since, list_until, list_outlet]
         files.upload(upload, [files, *listing], [status, table, files], concurrency_limit=1, concurrency_id="index")
-        corpus_tab.select(corpus.table, listing, table)
-        list_sort.change(corpus.table, listing, table, queue=False)
+        corpus_tab.select(list_articles, listing, table)
+        list_sort.change(list_articles, listing, table, queue=False)
         for box in (list_outlet, list_since, list_until):  # a date is applied when complete (Enter or leaving the box), not per keystroke
-            box.submit(corpus.table, listing, table, queue=False)
-            box.blur(corpus.table, listing, table, queue=False)
+            box.submit(list_articles, listing, table, queue=False)
+            box.blur(list_articles, listing, table, queue=False)
     # a bounded queue: past it, a request is refused ("queue is full") instead of waiting without end
     demo.queue(default_concurrency_limit=concurrency, max_size=4 * settings.max_pending)
     demo.rag = rag  # for callers and tests
-    demo.corpus = corpus
+    demo.corpus = uploads
     return demo
 
 
