@@ -158,7 +158,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         view = data.get("view") or "passage"
         if view == "list" or n <= 0:
             return render.sources_html(answer, i, rag.index.docs)
-        return render.citation_html(answer, i, n, rag.index.docs, whole=view == "article")
+        return render.citation_html(answer, i, n, rag.index.docs, whole=view == "article", raw=rag.index.raw)
 
     def new_conversation():
         return [], [], render.EMPTY_SOURCES, ""
