@@ -17,6 +17,7 @@ from .llm import make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
 from .types import Answer, Passage, RagError
+from .uploads import UploadLine, Uploads
 
 if TYPE_CHECKING:
     from .feeds import FetchReport
@@ -94,6 +95,10 @@ class RAG:
             self.index = index.Index.open(self.index.root)
             self.retriever = HybridRetriever(self.index, self.settings)
         return True
+
+    def add_files(self, paths: Iterable[str | Path], folder: str | Path | None = None) -> list[UploadLine]:
+        """Check article files, save them into the corpus folder (``folder`` or ``settings.corpus_dir``) and index them."""
+        return Uploads(self, folder).add(paths)
 
     # ------------------------------------------------------------ questions
     def check_question(self, question: str) -> str:

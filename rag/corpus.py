@@ -23,8 +23,8 @@ from pathlib import Path
 from . import hostile, records
 from .dedup import mark_duplicates
 from .settings import Settings
-from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date, strip_tags
-from .types import Document, RagError
+from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date
+from .types import SEGMENT_SEPARATOR, Document, RagError, display_text
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 
@@ -275,7 +275,7 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     meta.update(given)
     if not meta.get("outlet"):
         meta["outlet"] = _outlet(raw)
-    shown = [_display(raw[s:e], is_html) for s, e in segments]
+    shown = [display_text(raw[s:e], is_html) for s, e in segments]
     # text planted to steer a model is no article text: it never reaches the index (see rag.hostile)
     planted = hostile.dropped_paragraphs(shown)
     segments = [seg for k, seg in enumerate(segments) if k not in planted]
@@ -283,17 +283,10 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     if not segments:
         why = "its text addresses an AI model, not readers" if planted else "no article text found after cleaning"
         raise RagError(f"{name}: {why}")
-    text = "\n\n".join(shown)
+    text = SEGMENT_SEPARATOR.join(shown)
     if not has_index_words(text):
         raise RagError(f"{name}: no words to index (only numbers, punctuation or single letters)")
     return segments, text, meta
-
-
-def _display(span: str, is_html: bool) -> str:
-    """A kept span as a reader sees it: for HTML, inline tags dropped and entities decoded."""
-    if is_html:
-        return html.unescape(strip_tags(span))
-    return span
 
 
 # ---------------------------------------------------------------- record files

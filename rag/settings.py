@@ -34,6 +34,7 @@ class Settings:
     """
 
     index_dir: str = "index"
+    corpus_dir: str = ""  # where added and uploaded articles are saved ("": the first folder the index was built from)
     cache_dir: str = field(default_factory=lambda: str(_cache_dir()))
 
     # chunking: sentences are packed up to this many characters (about 130 tokens)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field
+
+from .text import strip_tags
+
+# Between two kept segments in ``Document.text``: the blank line a paragraph break reads as.
+SEGMENT_SEPARATOR = "\n\n"
 
 
 class RagError(Exception):
@@ -22,7 +28,7 @@ class Document:
     date: str | None = None  # ISO 8601 (YYYY-MM-DD, or YYYY-MM / YYYY when that is all the text says)
     url: str | None = None
     segments: list[tuple[int, int]] = field(default_factory=list)
-    text: str = ""  # the cleaned text: segments joined by blank lines
+    text: str = ""  # the cleaned text: each segment as shown (display_text), joined by SEGMENT_SEPARATOR
     duplicate_of: str | None = None  # id of the earlier document this one repeats
     # metadata this copy of a report does not state, filled in from another copy: field -> that copy's id
     inherited: dict[str, str] = field(default_factory=dict)
@@ -33,6 +39,46 @@ class Document:
     def inherited_note(self, named: str | None = None) -> str:
         """Which metadata came from another copy, e.g. "date and outlet from the copy 003.txt" ("" when none)."""
         return inherited_note(self.inherited, named)
+
+    @property
+    def is_html(self) -> bool:
+        """Its raw text is HTML: an .html/.htm file, or a record whose text is marked up."""
+        return self.html or self.path.lower().endswith((".html", ".htm"))
+
+    def clean_offset(self, raw_offset: int, raw: str | None = None) -> int | None:
+        """Where offset ``raw_offset`` of the raw text lands in ``text``.
+
+        An offset in dropped text before a segment lands at that segment's start; None past the
+        last segment. An HTML segment reads shorter than its raw span (tags, entities), so an HTML
+        document needs its ``raw`` text (``Index.raw``) to be mapped; without it, None.
+        """
+        if self.is_html and raw is None:
+            return None
+        pos = 0
+        for s, e in self.segments:
+            if raw_offset < s:
+                return pos
+            if raw_offset <= e:
+                return pos + (_shown_length(raw[s:e], raw_offset - s) if self.is_html else raw_offset - s)
+            pos += (len(display_text(raw[s:e], True)) if self.is_html else e - s) + len(SEGMENT_SEPARATOR)
+        return None
+
+
+def display_text(span: str, is_html: bool) -> str:
+    """A kept span of raw text as a reader sees it: for HTML, inline tags dropped and entities decoded."""
+    if is_html:
+        return html.unescape(strip_tags(span))
+    return span
+
+
+def _shown_length(span: str, cut: int) -> int:
+    """How long ``span[:cut]`` of an HTML segment reads (as :func:`display_text` shows it)."""
+    lt = span.rfind("<", 0, cut)
+    gt = span.find(">", cut)
+    if lt >= 0 and ">" not in span[lt:cut] and gt >= 0 and "<" not in span[lt + 1 : gt]:
+        cut = lt  # inside a tag (``<[^<>]*>``, as strip_tags reads one): the tag shows nothing
+    # an entity cut in two ("&am") would read longer than it shows: never past the segment's end
+    return min(len(display_text(span[:cut], True)), len(display_text(span, True)))
 
 
 def inherited_note(inherited: dict[str, str], named: str | None = None) -> str:

@@ -7,23 +7,18 @@ opened :class:`rag.RAG`, which is safe to use from several sessions at once.
 """
 
 
-import itertools
 import logging
-import os  # ui/__init__.py has set GRADIO_ANALYTICS_ENABLED=False before gradio is imported
-import re
-import shutil
-import tempfile
 import threading
 import time
-import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
 from rag import RAG, RagError, Settings
-from rag.corpus import SUFFIXES, load_document
 from rag.dates import parse_range, select_documents
-from rag.index import add, source_paths
+from rag.uploads import Uploads, chunk_counts
 
 from . import render
 from .render import Turn
@@ -65,136 +60,17 @@ watch('value', () => {
 });
 """
 
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 
-
-def safe_name(name: str) -> str:
-    """A file name that cannot leave its folder: base name only, ASCII letters, digits, ``._-``."""
-    base = re.split(r"[\\/]", name or "")[-1]
-    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
-    base = re.sub(r"\.{2,}", ".", _SAFE_CHARS.sub("_", base)).lstrip("._-")
-    stem, dot, ext = base.rpartition(".")
-    if not dot:
-        stem, ext = base, ""
-    stem = stem.strip("._-")[:100] or "article"
-    return f"{stem}.{ext.lower()}" if ext else stem
-
-
-class Corpus:
-    """Adds uploaded articles to the corpus folder and updates the index, one upload at a time."""
-
-    def __init__(self, rag: RAG, folder: str | Path | None = None):
-        self.rag = rag
-        self.lock = threading.Lock()
-        self.folder = Path(folder or os.environ.get("RAG_CORPUS_DIR") or self._default_folder()).resolve()
-
-    def _default_folder(self) -> Path:
-        sources = [Path(s) for s in source_paths(self.rag.index.manifest)]
-        for s in sources:
-            if s.is_dir():
-                return s
-        if sources:
-            return sources[0].parent
-        return Path(self.rag.index.root) / "articles"
-
-    def chunk_counts(self) -> dict[str, int]:
-        counts = {d: 0 for d in self.rag.index.docs}
-        for c in self.rag.index.chunks:
-            counts[c.doc_id] = counts.get(c.doc_id, 0) + 1
-        return counts
-
-    def table(self, sort: str = "date", since: str = "", until: str = "", outlet: str = "") -> str:
-        """The article list, sorted by date, outlet or title and filtered by date range and outlet."""
-        self.rag.refresh()
-        docs = self.rag.index.docs
-        try:
-            shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
-        except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
-            return render.corpus_html(docs, self.chunk_counts(), note=f"⚠ {exc}")
-        note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
-        return render.corpus_html(docs, self.chunk_counts(), shown, note)
-
-    def _check(self, upload: Path, name: str) -> None:
-        settings = self.rag.settings
-        suffix = Path(name).suffix.lower()
-        if suffix not in SUFFIXES:
-            raise RagError(f"{name}: unsupported file type {suffix or '(none)'}; upload .txt, .md or .html articles")
-        size = upload.stat().st_size
-        if size > settings.max_file_bytes:
-            raise RagError(f"{name}: file is {size:,} bytes, over the {settings.max_file_bytes:,}-byte limit")
-        try:
-            load_document(upload, settings.max_file_bytes)  # binary, not UTF-8/UTF-16, empty, no article text
-        except RagError as exc:
-            msg = str(exc)
-            raise RagError(name + msg[len(upload.name):] if msg.startswith(upload.name + ":") else f"{name}: {msg}") from exc
-
-    def _target(self, upload: Path, name: str) -> tuple[Path, bool]:
-        """Where an upload is saved, and whether that file already holds the same bytes.
-
-        An upload never replaces an article: anyone who can open the UI may upload, and replacing
-        would let one visitor rewrite what another added. A name in use gets a number instead
-        (``report-2.txt``), as a browser does with a second download of the same name.
-        """
-        data = upload.read_bytes()
-        stem, suffix = Path(name).stem, Path(name).suffix
-        for candidate in itertools.chain([name], (f"{stem}-{n}{suffix}" for n in itertools.count(2))):
-            target = self.folder / candidate
-            if target.exists():
-                if target.read_bytes() == data:
-                    return target, True
-            elif candidate not in self.rag.index.docs:  # names an indexed article elsewhere: taken too
-                return target, False
-        raise AssertionError("an endless sequence of names ended")
-
-    def add(self, uploads: list[str]) -> list[tuple[str, str]]:
-        """Validate, save and index the uploaded files; returns (kind, message) lines for the user."""
-        lines: list[tuple[str, str]] = []
-        with self.lock:
-            self.rag.refresh()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            saved: list[Path] = []
-            for up in uploads:
-                src = Path(up)
-                name = safe_name(src.name)
-                try:
-                    self._check(src, name)
-                    target, same = self._target(src, name)
-                    if target.resolve().parent != self.folder:  # cannot happen after safe_name; checked anyway
-                        raise RagError(f"{name}: refused, the name leaves the corpus folder")
-                    if same:
-                        lines.append(("info", f"{target.name}: already in the corpus, unchanged"))
-                        continue
-                    if target.name != name:
-                        lines.append(("info", f"{name}: an article of this name is already in the corpus; saved as {target.name}"))
-                    fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".upload-")
-                    os.close(fd)
-                    shutil.copyfile(src, tmp)
-                    os.replace(tmp, target)
-                    saved.append(target)
-                except RagError as exc:
-                    lines.append(("error", str(exc)))
-            if not saved:
-                return lines
-            try:
-                report = add(self.rag.index.root, saved, self.rag.settings)
-            except Exception as exc:
-                for target in saved:  # keep the folder as the index describes it
-                    target.unlink(missing_ok=True)
-                log.exception("indexing the upload failed")
-                lines.append(("error", f"indexing failed: {exc}"))
-                return lines
-            self.rag.refresh()
-            names = {t.name for t in saved}
-            for e in report.errors:
-                lines.append(("error", e))
-            for doc_id in report.added:
-                if doc_id in names:
-                    lines.append(("ok", f"{doc_id}: added ({render.plural(self.chunk_counts().get(doc_id, 0), 'chunk')})"))
-            for doc_id in report.updated:
-                if doc_id in names:
-                    lines.append(("ok", f"{doc_id}: updated ({render.plural(self.chunk_counts().get(doc_id, 0), 'chunk')})"))
-            lines.append(("info", f"index: {report.summary()}"))
-        return lines
+def corpus_table(rag: RAG, sort: str = "date", since: str = "", until: str = "", outlet: str = "") -> str:
+    """The article list, sorted by date, outlet or title and filtered by date range and outlet."""
+    rag.refresh()
+    docs = rag.index.docs
+    try:
+        shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
+    except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
+        return render.corpus_html(docs, chunk_counts(rag.index), note=f"⚠ {exc}")
+    note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
+    return render.corpus_html(docs, chunk_counts(rag.index), shown, note)
 
 
 def key_endpoints(settings: Settings) -> set[str]:
@@ -221,15 +97,32 @@ def _overrides(settings: Settings, backend: str, top_k: float, base_url: str, ap
     return o
 
 
-def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None = None, warm: bool = True, concurrency: int = 4) -> gr.Blocks:
-    """The Gradio app over an opened RAG (or the index named by ``settings.index_dir``)."""
-    rag = rag_or_settings if isinstance(rag_or_settings, RAG) else RAG.open(rag_or_settings.index_dir, rag_or_settings)
-    settings = rag.settings
-    corpus = Corpus(rag, corpus_dir)
-    if warm:
-        threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
+Update = dict  # what gr.skip() and gr.update() return: a change Gradio applies to a component
+ChatReply = tuple[list[dict] | Update, list[Turn] | Update, str | Update, str | Update]  # chat, conversation, question box, sources
 
-    def respond(question, conv, backend, top_k, base_url, api_model, api_key="", since="", until="", as_of=""):
+
+class Handlers:
+    """What the app's events do, over the one opened RAG the sessions share; per-user state comes in as ``conv``."""
+
+    def __init__(self, rag: RAG, uploads: Uploads):
+        self.rag = rag
+        self.uploads = uploads
+
+    def respond(
+        self,
+        question: str,
+        conv: list[Turn] | None,
+        backend: str,
+        top_k: float,
+        base_url: str,
+        api_model: str,
+        api_key: str = "",
+        since: str = "",
+        until: str = "",
+        as_of: str = "",
+    ) -> Iterator[ChatReply]:
+        """Answer a question of the conversation, streaming the draft, then the verified answer and its sources."""
+        rag = self.rag
         conv = list(conv or [])
         if not (question or "").strip():
             gr.Warning("Type a question about the articles first.")
@@ -239,7 +132,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         conv.append(turn)
         i = len(conv) - 1
         try:
-            overrides = _overrides(settings, backend, top_k, base_url, api_model, api_key)
+            overrides = _overrides(rag.settings, backend, top_k, base_url, api_model, api_key)
             turn.question = rag.check_question(question)
             history = [(t.standalone or t.question, t.answer.text) for t in conv[:-1] if t.answer is not None]
             if history:
@@ -270,7 +163,9 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         panel = render.sources_html(turn.answer, i, rag.index.docs) if turn.answer is not None else gr.skip()
         yield render.messages(conv), conv, gr.skip(), panel
 
-    def show_source(conv, evt: gr.EventData):
+    def show_source(self, conv: list[Turn] | None, evt: gr.EventData) -> str | Update:
+        """The sources panel for a clicked citation marker: the passage, the whole article, or the answer's list."""
+        rag = self.rag
         data = getattr(evt, "_data", None) or {}
         try:
             i, n = int(data.get("turn", -1)), int(data.get("n", 0))
@@ -282,106 +177,182 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
         view = data.get("view") or "passage"
         if view == "list" or n <= 0:
             return render.sources_html(answer, i, rag.index.docs)
-        return render.citation_html(answer, i, n, rag.index.docs, whole=view == "article")
+        return render.citation_html(answer, i, n, rag.index.docs, whole=view == "article", raw=rag.index.raw)
 
-    def new_conversation():
+    def new_conversation(self) -> tuple[list[dict], list[Turn], str, str]:
+        """An empty chat, conversation, sources panel and question box."""
         return [], [], render.EMPTY_SOURCES, ""
 
-    def upload(files, *listing):
+    def list_articles(self, sort: str = "date", since: str = "", until: str = "", outlet: str = "") -> str:
+        """The Corpus tab's article list."""
+        return corpus_table(self.rag, sort, since, until, outlet)
+
+    def upload(self, files: list | None, *listing: str) -> tuple[str | Update, str | Update, None]:
+        """Add the uploaded files; the upload report, the article list, and an emptied upload box."""
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not paths:
             return gr.skip(), gr.skip(), None
-        lines = corpus.add(paths)
-        return render.upload_status_html(lines), corpus.table(*listing), None
+        lines = self.uploads.add(paths)
+        return render.upload_status_html(lines), self.list_articles(*listing), None
 
+
+@dataclass
+class SettingsPanel:
+    backend: gr.Radio
+    top_k: gr.Slider
+    api_group: gr.Group
+    base_url: gr.Textbox
+    api_model: gr.Textbox
+    api_key: gr.Textbox
+    since: gr.Textbox
+    until: gr.Textbox
+    as_of: gr.Textbox
+
+
+@dataclass
+class ChatTab:
+    chatbot: gr.Chatbot
+    question: gr.Textbox
+    ask: gr.Button
+    new: gr.Button
+    sources: gr.HTML
+
+
+@dataclass
+class CorpusTab:
+    tab: gr.Tab
+    sort: gr.Dropdown
+    outlet: gr.Textbox
+    since: gr.Textbox
+    until: gr.Textbox
+    table: gr.HTML
+    files: gr.File
+    status: gr.HTML
+
+    @property
+    def listing(self) -> list[gr.components.Component]:
+        """The controls the article list is chosen by, in :meth:`Handlers.list_articles`' order."""
+        return [self.sort, self.since, self.until, self.outlet]
+
+
+def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None = None, warm: bool = True, concurrency: int = 4) -> gr.Blocks:
+    """The Gradio app over an opened RAG (or the index named by ``settings.index_dir``)."""
+    rag = rag_or_settings if isinstance(rag_or_settings, RAG) else RAG.open(rag_or_settings.index_dir, rag_or_settings)
+    settings = rag.settings
+    handlers = Handlers(rag, Uploads(rag, corpus_dir))
+    if warm:
+        threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
     with gr.Blocks(title="News QA · verified citations", analytics_enabled=False) as demo:
         conv = gr.State([])
-        with gr.Sidebar(label="Settings", open=True, position="left", elem_id="rag-settings"):
-            gr.Markdown("### Settings")
-            backend = gr.Radio(BACKENDS, value=settings.llm, label="Answer backend", elem_id="rag-backend")
-            top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve (top-k)", elem_id="rag-topk")
-            with gr.Group(visible=settings.llm == "openai", elem_id="rag-api") as api_group:
-                base_url = gr.Textbox(settings.openai_base_url, label="API base URL", elem_id="rag-base-url")
-                api_model = gr.Textbox(settings.openai_model, label="API model", elem_id="rag-api-model")
-                api_key = gr.Textbox(
-                    "", type="password", label="Your API key (for an endpoint the server does not list)", elem_id="rag-api-key"
-                )
-            with gr.Group(elem_id="rag-dates"):
-                since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-since", max_lines=1)
-                until = gr.Textbox(
-                    "", label="Published until", placeholder="e.g. 2014 or 2014-03", info="A year or month counts whole; undated articles are left out.",
-                    elem_id="rag-until", max_lines=1,
-                )
-                as_of = gr.Textbox(
-                    "", label="As of", placeholder="YYYY-MM-DD", info="The question's date: “this week” is the week before it.", elem_id="rag-as-of", max_lines=1
-                )
-            gr.Markdown(
-                "Answers cite exact sentences of the articles. Sentences no source supports are marked "
-                "*unsupported*. The server's API key is sent only to the endpoints its operator set; "
-                "for any other URL, enter your own key.",
-                elem_classes=["rag-side-note"],
-            )
+        panel = _settings_panel(settings)
         with gr.Tabs():
-            with gr.Tab("Chat", id="chat"):
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=3, min_width=420):
-                        chatbot = gr.Chatbot(
-                            elem_id="rag-chat",
-                            height=600,
-                            show_label=False,
-                            placeholder="Ask a question about the indexed news articles.",
-                            group_consecutive_messages=False,
-                            buttons=["copy", "copy_all"],  # no "share" to Hugging Face
-                        )
-                        with gr.Row(equal_height=True):
-                            question = gr.Textbox(
-                                placeholder="Ask about the articles, e.g. Why did ties between Iran and Hamas break down in 2012?",
-                                show_label=False,
-                                scale=6,
-                                elem_id="rag-question",
-                                max_lines=4,
-                                autofocus=True,
-                            )
-                            ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
-                        new = gr.Button("New conversation", size="sm", elem_id="rag-new")
-                    with gr.Column(scale=2, min_width=320):
-                        sources = gr.HTML(render.EMPTY_SOURCES, js_on_load=CITE_JS, elem_id="rag-sources-panel", padding=True)
-            with gr.Tab("Corpus", id="corpus") as corpus_tab:
-                with gr.Row(equal_height=True, elem_id="rag-corpus-filters"):
-                    list_sort = gr.Dropdown([("Date", "date"), ("Outlet", "outlet"), ("Title", "title")], value="date", label="Sort by", elem_id="rag-list-sort")
-                    list_outlet = gr.Textbox("", label="Outlet", placeholder="part of its name", elem_id="rag-list-outlet", max_lines=1)
-                    list_since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-list-since", max_lines=1)
-                    list_until = gr.Textbox("", label="Published until", placeholder="e.g. 2014 or 2014-03", elem_id="rag-list-until", max_lines=1)
-                table = gr.HTML(corpus.table(), elem_id="rag-corpus-table")
-                files = gr.File(
-                    file_count="multiple",
-                    label=f"Add articles: .txt, .md or .html (UTF-8, or UTF-16 with a byte-order mark), up to {settings.max_file_bytes // 1_000_000} MB each",
-                    elem_id="rag-upload",
-                    height=140,
-                )
-                status = gr.HTML("", elem_id="rag-upload-status")
-
-        backend.change(lambda b: gr.update(visible=b == "openai"), backend, api_group, queue=False)
-        answer_io = dict(
-            fn=respond, inputs=[question, conv, backend, top_k, base_url, api_model, api_key, since, until, as_of], outputs=[chatbot, conv, question, sources]
-        )
-        question.submit(**answer_io)
-        ask.click(**answer_io)
-        sources.click(show_source, [conv], [sources])
-        new.click(new_conversation, None, [chatbot, conv, sources, question], queue=False)
-        chatbot.clear(new_conversation, None, [chatbot, conv, sources, question], queue=False)  # its trash icon: same as "New conversation"
-        listing = [list_sort, list_since, list_until, list_outlet]
-        files.upload(upload, [files, *listing], [status, table, files], concurrency_limit=1, concurrency_id="index")
-        corpus_tab.select(corpus.table, listing, table)
-        list_sort.change(corpus.table, listing, table, queue=False)
-        for box in (list_outlet, list_since, list_until):  # a date is applied when complete (Enter or leaving the box), not per keystroke
-            box.submit(corpus.table, listing, table, queue=False)
-            box.blur(corpus.table, listing, table, queue=False)
+            chat = _chat_tab()
+            corpus = _corpus_tab(settings, handlers)
+        _wire(handlers, conv, panel, chat, corpus)
     # a bounded queue: past it, a request is refused ("queue is full") instead of waiting without end
     demo.queue(default_concurrency_limit=concurrency, max_size=4 * settings.max_pending)
     demo.rag = rag  # for callers and tests
-    demo.corpus = corpus
+    demo.corpus = handlers.uploads
     return demo
+
+
+def _settings_panel(settings: Settings) -> SettingsPanel:
+    with gr.Sidebar(label="Settings", open=True, position="left", elem_id="rag-settings"):
+        gr.Markdown("### Settings")
+        backend = gr.Radio(BACKENDS, value=settings.llm, label="Answer backend", elem_id="rag-backend")
+        top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Passages to retrieve (top-k)", elem_id="rag-topk")
+        with gr.Group(visible=settings.llm == "openai", elem_id="rag-api") as api_group:
+            base_url = gr.Textbox(settings.openai_base_url, label="API base URL", elem_id="rag-base-url")
+            api_model = gr.Textbox(settings.openai_model, label="API model", elem_id="rag-api-model")
+            api_key = gr.Textbox(
+                "", type="password", label="Your API key (for an endpoint the server does not list)", elem_id="rag-api-key"
+            )
+        with gr.Group(elem_id="rag-dates"):
+            since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-since", max_lines=1)
+            until = gr.Textbox(
+                "", label="Published until", placeholder="e.g. 2014 or 2014-03", info="A year or month counts whole; undated articles are left out.",
+                elem_id="rag-until", max_lines=1,
+            )
+            as_of = gr.Textbox(
+                "", label="As of", placeholder="YYYY-MM-DD", info="The question's date: “this week” is the week before it.", elem_id="rag-as-of", max_lines=1
+            )
+        gr.Markdown(
+            "Answers cite exact sentences of the articles. Sentences no source supports are marked "
+            "*unsupported*. The server's API key is sent only to the endpoints its operator set; "
+            "for any other URL, enter your own key.",
+            elem_classes=["rag-side-note"],
+        )
+    return SettingsPanel(backend, top_k, api_group, base_url, api_model, api_key, since, until, as_of)
+
+
+def _chat_tab() -> ChatTab:
+    with gr.Tab("Chat", id="chat"):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=420):
+                chatbot = gr.Chatbot(
+                    elem_id="rag-chat",
+                    height=600,
+                    show_label=False,
+                    placeholder="Ask a question about the indexed news articles.",
+                    group_consecutive_messages=False,
+                    buttons=["copy", "copy_all"],  # no "share" to Hugging Face
+                )
+                with gr.Row(equal_height=True):
+                    question = gr.Textbox(
+                        placeholder="Ask about the articles, e.g. Why did ties between Iran and Hamas break down in 2012?",
+                        show_label=False,
+                        scale=6,
+                        elem_id="rag-question",
+                        max_lines=4,
+                        autofocus=True,
+                    )
+                    ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
+                new = gr.Button("New conversation", size="sm", elem_id="rag-new")
+            with gr.Column(scale=2, min_width=320):
+                sources = gr.HTML(render.EMPTY_SOURCES, js_on_load=CITE_JS, elem_id="rag-sources-panel", padding=True)
+    return ChatTab(chatbot, question, ask, new, sources)
+
+
+def _corpus_tab(settings: Settings, handlers: Handlers) -> CorpusTab:
+    with gr.Tab("Corpus", id="corpus") as tab:
+        with gr.Row(equal_height=True, elem_id="rag-corpus-filters"):
+            sort = gr.Dropdown([("Date", "date"), ("Outlet", "outlet"), ("Title", "title")], value="date", label="Sort by", elem_id="rag-list-sort")
+            outlet = gr.Textbox("", label="Outlet", placeholder="part of its name", elem_id="rag-list-outlet", max_lines=1)
+            since = gr.Textbox("", label="Published from", placeholder="e.g. 2014 or 2014-03-25", elem_id="rag-list-since", max_lines=1)
+            until = gr.Textbox("", label="Published until", placeholder="e.g. 2014 or 2014-03", elem_id="rag-list-until", max_lines=1)
+        table = gr.HTML(handlers.list_articles(), elem_id="rag-corpus-table")
+        files = gr.File(
+            file_count="multiple",
+            label=f"Add articles: .txt, .md or .html (UTF-8, or UTF-16 with a byte-order mark), up to {settings.max_file_bytes // 1_000_000} MB each",
+            elem_id="rag-upload",
+            height=140,
+        )
+        status = gr.HTML("", elem_id="rag-upload-status")
+    return CorpusTab(tab, sort, outlet, since, until, table, files, status)
+
+
+def _wire(handlers: Handlers, conv: gr.State, panel: SettingsPanel, chat: ChatTab, corpus: CorpusTab) -> None:
+    """Connect the controls' events to the handlers."""
+    p = panel
+    p.backend.change(lambda b: gr.update(visible=b == "openai"), p.backend, p.api_group, queue=False)
+    answer_io = dict(
+        fn=handlers.respond,
+        inputs=[chat.question, conv, p.backend, p.top_k, p.base_url, p.api_model, p.api_key, p.since, p.until, p.as_of],
+        outputs=[chat.chatbot, conv, chat.question, chat.sources],
+    )
+    chat.question.submit(**answer_io)
+    chat.ask.click(**answer_io)
+    chat.sources.click(handlers.show_source, [conv], [chat.sources])
+    cleared = [chat.chatbot, conv, chat.sources, chat.question]
+    chat.new.click(handlers.new_conversation, None, cleared, queue=False)
+    chat.chatbot.clear(handlers.new_conversation, None, cleared, queue=False)  # its trash icon: same as "New conversation"
+    listing, table = corpus.listing, corpus.table
+    corpus.files.upload(handlers.upload, [corpus.files, *listing], [corpus.status, table, corpus.files], concurrency_limit=1, concurrency_id="index")
+    corpus.tab.select(handlers.list_articles, listing, table)
+    corpus.sort.change(handlers.list_articles, listing, table, queue=False)
+    for box in (corpus.outlet, corpus.since, corpus.until):  # a date is applied when complete (Enter or leaving the box), not per keystroke
+        box.submit(handlers.list_articles, listing, table, queue=False)
+        box.blur(handlers.list_articles, listing, table, queue=False)
 
 
 def _warm(rag: RAG) -> None:

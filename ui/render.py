@@ -9,12 +9,13 @@ the server, which answers with :func:`citation_html` or :func:`sources_html` for
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from html import escape
 
 from rag import Answer, Citation, Document, Passage
 from rag.compose import ABSTAIN_TEXT
+from rag.types import display_text
 
 
 @dataclass
@@ -74,29 +75,21 @@ def meta_line(doc: Document | None, *, author: bool = True) -> str:
 
 
 # ------------------------------------------------------------------ offsets
-def clean_offset(doc: Document, raw_offset: int) -> int | None:
-    """Where a character offset of the raw file lands in ``doc.text`` (segments joined by blank lines)."""
-    pos = 0
-    for s, e in doc.segments:
-        if raw_offset < s:
-            return pos  # in dropped boilerplate before this segment: snap to its start
-        if raw_offset <= e:
-            return pos + raw_offset - s
-        pos += (e - s) + 2
-    return None
+def locate(text: str, base: int | None, doc: Document, cit: Citation, raw: str | None = None) -> tuple[int, int] | None:
+    """The span of ``text`` (which starts at cleaned offset ``base``) holding the citation's quote.
 
-
-def locate(text: str, base: int | None, doc: Document, cit: Citation) -> tuple[int, int] | None:
-    """The span of ``text`` (which starts at cleaned offset ``base``) holding the citation's quote."""
-    a, b = clean_offset(doc, cit.start), clean_offset(doc, cit.end)
+    ``raw`` is the article's raw text, which an HTML article needs for its offsets to map.
+    """
+    quote = display_text(cit.quote, doc.is_html)  # the quote is raw text: for HTML, tags and entities
+    a, b = doc.clean_offset(cit.start, raw), doc.clean_offset(cit.end, raw)
     if None not in (a, b, base):
         a, b = a - base, b - base
-        if 0 <= a < b <= len(text) and _ws(text[a:b]) == _ws(cit.quote):
+        if 0 <= a < b <= len(text) and _ws(text[a:b]) == _ws(quote):
             return a, b
-    i = text.find(cit.quote)
+    i = text.find(quote)
     if i >= 0:
-        return i, i + len(cit.quote)
-    head = cit.quote[:60]
+        return i, i + len(quote)
+    head = quote[:60]
     i = text.find(head) if head else -1
     return (i, i + len(head)) if i >= 0 else None
 
@@ -263,8 +256,13 @@ def sources_html(answer: Answer, turn: int, docs: Mapping[str, Document]) -> str
     return f'<div class="rag-sources rag-view-list" data-view="list" data-turn="{turn}">{head}{"".join(items)}</div>'
 
 
-def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document], whole: bool = False) -> str:
-    """One citation: the article's metadata and the passage (or whole article) with the quote marked."""
+def citation_html(
+    answer: Answer, turn: int, n: int, docs: Mapping[str, Document], whole: bool = False, raw: Callable[[str], str] | None = None
+) -> str:
+    """One citation: the article's metadata and the passage (or whole article) with the quote marked.
+
+    ``raw`` gives an article's raw text by id (``Index.raw``), which places the mark exactly in an HTML article.
+    """
     c = next((c for c in answer.citations if c.n == n), None)
     if c is None:
         return sources_html(answer, turn, docs)
@@ -281,15 +279,16 @@ def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document
         f'<span class="rag-src-title">{esc(doc_title(doc, c.source_file))}</span></div>'
         f'<div class="rag-meta">{" · ".join(meta)}</div>{_also_reported(answer, c.source_file, docs)}'
     )
+    raw_text = _raw_text(raw, doc)
     if whole and doc is not None and doc.text:
-        body = highlight(doc.text, locate(doc.text, 0, doc, c), "rag-quote rag-focus")
+        body = highlight(doc.text, locate(doc.text, 0, doc, c, raw_text), "rag-quote rag-focus")
         box = f'<div class="rag-article" data-doc="{esc(doc.id)}">{body}</div>'
         toggle = f'<button type="button" class="{cite_class(turn, c.n, "passage")} rag-action">Show only the passage</button>'
         label = "Whole article (cleaned text); the quoted sentence is highlighted"
     else:
         if p is not None and doc is not None:
             text = p.chunk.text
-            body = highlight(text, locate(text, clean_offset(doc, p.chunk.start), doc, c))
+            body = highlight(text, locate(text, doc.clean_offset(p.chunk.start, raw_text), doc, c, raw_text))
         else:
             body = f'<mark class="rag-quote">{esc(c.quote)}</mark>'
         box = f'<div class="rag-passage">{body}</div>'
@@ -300,6 +299,15 @@ def citation_html(answer: Answer, turn: int, n: int, docs: Mapping[str, Document
         f'<div class="rag-sources rag-view-{view}" data-view="{view}" data-turn="{turn}" data-n="{c.n}" data-doc="{esc(c.source_file)}">'
         f'{head}<div class="rag-box-label">{label}</div>{box}<div class="rag-actions">{toggle}</div></div>'
     )
+
+
+def _raw_text(raw: Callable[[str], str] | None, doc: Document | None) -> str | None:
+    if raw is None or doc is None:
+        return None
+    try:
+        return raw(doc.id)
+    except KeyError:  # the article left the index since the answer: the mark is found by its text
+        return None
 
 
 # ------------------------------------------------------------------ corpus tab
