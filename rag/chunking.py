@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import html
-
 from .settings import Settings
-from .text import sentence_end_count, sentence_spans, strip_tags
-from .types import Chunk, Document, Sentence
+from .text import sentence_end_count, sentence_spans
+from .types import Chunk, Document, Sentence, display_text
 
 # Punkt costs tens of microseconds per place it tests as a sentence end. A document may have it
 # test this many, plus one per this many characters (about one per sentence of real prose); a
@@ -17,9 +15,8 @@ _PUNKT_CHARS_PER_END = 100
 
 
 def _clean_display(text: str, is_html: bool) -> str:
-    if is_html:
-        text = html.unescape(strip_tags(text))
-    return " ".join(text.split())
+    """A sentence as a reader sees it, on one line (runs of whitespace as one space)."""
+    return " ".join(display_text(text, is_html).split())
 
 
 def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: bool = False, split: bool = True) -> list[Sentence]:
@@ -47,7 +44,7 @@ def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: boo
 
 def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sentence]]:
     """Sentences of each kept segment (paragraph) of a document."""
-    is_html = doc.html or doc.path.lower().endswith((".html", ".htm"))
+    is_html = doc.is_html
     budget = _PUNKT_BUDGET + sum(e - s for s, e in doc.segments) // _PUNKT_CHARS_PER_END
     out = []
     for s, e in doc.segments:

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from .types import Document, SourceSentence
+from .types import SEGMENT_SEPARATOR, Document, SourceSentence
 
 # Cyrillic and Greek letters drawn like Latin ones, as used to slip "Іgnore" past a filter.
 # Unicode's confusables skeleton (ICU's SpoofChecker) would cover every script, but it needs the
@@ -146,7 +146,7 @@ def paragraph_texts(doc: Document, sentences: list[SourceSentence]) -> list[str]
     ``doc.text`` joins the paragraphs with blank lines; when a paragraph itself holds a blank line
     (possible in HTML), the sentences at hand are grouped by paragraph instead.
     """
-    parts = doc.text.split("\n\n")
+    parts = doc.text.split(SEGMENT_SEPARATOR)
     if len(parts) == len(doc.segments):
         return parts
     grouped = [[] for _ in doc.segments]
