@@ -27,7 +27,7 @@ import numpy as np
 from . import embedding, verify
 from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
 from .evidence import Evidence
-from .llm import TokenProb
+from .llm import ChatModel, LocalLLM, TokenProb
 from .settings import Settings
 from .text import content_words, sentence_spans, years
 from .types import Answer, Draft, Dropped, Passage, SourceSentence
@@ -160,7 +160,7 @@ def run(
     question: str,
     passages: list[Passage],
     raw_of: Callable[[str], str],
-    llm,
+    llm: ChatModel | None,
     settings: Settings,
     timings: dict[str, float],
     t0: float,
@@ -196,7 +196,7 @@ def run(
         yield draft.body
     else:
         messages = ev.messages(settings.max_context_sentences)
-        if settings.llm == "local":
+        if isinstance(llm, LocalLLM):  # its load (once per process) is timed apart from the generation
             t = time.perf_counter()
             llm.model()
             timings["llm_load_s"] = time.perf_counter() - t
@@ -208,7 +208,7 @@ def run(
                 timings["first_token_s"] = time.perf_counter() - t0
             yield piece
         timings["generation_s"] = time.perf_counter() - t
-        draft = parse_draft("".join(pieces), probs, getattr(llm, "token_text", None))
+        draft = parse_draft("".join(pieces), probs, llm.token_text if isinstance(llm, LocalLLM) else None)
     answer = finish(question, ev, draft, raw_of, settings, timings, backend)
     answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
     timings["total_s"] = time.perf_counter() - t0

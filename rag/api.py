@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from . import answer as ans
 from . import dates, embedding, index, prompts
 from .compose import abstained
-from .llm import make_llm
+from .llm import ChatModel, LocalLLM, make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
 from .types import Answer, Passage, RagError
@@ -32,7 +32,7 @@ class RAG:
         self.index = idx
         self.settings = settings
         self.retriever = HybridRetriever(idx, settings)
-        self._llms: dict[tuple, object] = {}
+        self._llms: dict[tuple, ChatModel | None] = {}
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.max_pending)
 
@@ -128,7 +128,8 @@ class RAG:
             return []
         return retriever.retrieve(question, top_k, as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
 
-    def llm(self, settings: Settings):
+    def llm(self, settings: Settings) -> ChatModel | None:
+        """The backend ``settings`` name, made once per process and kept (None: the extractive backend)."""
         # an endpoint client is built for one key and one set of timeouts
         key = (
             settings.llm,
@@ -149,7 +150,7 @@ class RAG:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""
         settings = self.settings.with_(**overrides)
         llm = self.llm(settings) if settings.llm == "local" else None
-        if llm is not None:
+        if isinstance(llm, LocalLLM):
             llm.model()  # first: a question being retrieved meanwhile loads the embedder itself
         embedding.warm()
         return llm.load_s if llm is not None else 0.0

@@ -10,7 +10,7 @@ import numpy as np
 from . import embedding, hostile, prompts
 from .index import embed_text
 from .text import content_words, years
-from .types import Passage, Sentence, SourceSentence
+from .types import Message, Passage, Sentence, SourceSentence
 
 
 def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
@@ -102,7 +102,7 @@ class Evidence:
             for d, sents in sorted(context.items(), key=lambda x: self.numbers[x[0]])
         ]
 
-    def messages(self, limit: int) -> list[dict]:
+    def messages(self, limit: int) -> list[Message]:
         """The chat messages the answering model gets: the selected sentences as numbered sources."""
         return prompts.answer_messages(self.render(self.context(limit)), self.question)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal, TypedDict
 
 
 class RagError(Exception):
@@ -46,6 +47,17 @@ def inherited_note(inherited: dict[str, str], named: str | None = None) -> str:
     return "; ".join(
         f"{' and '.join(names)} from {'that copy' if source == named else f'the copy {source}'}" for source, names in by_source.items()
     )
+
+
+class Message(TypedDict):
+    """One chat message of a prompt.
+
+    A TypedDict, not a dataclass: llama-cpp-python and the openai client both take a list of plain
+    ``{"role": ..., "content": ...}`` dicts, so the prompts reach them as they are, with no conversion.
+    """
+
+    role: Literal["system", "user", "assistant"]
+    content: str
 
 
 @dataclass
