@@ -30,7 +30,7 @@ from .evidence import Evidence
 from .llm import ChatModel, LocalLLM, TokenProb
 from .settings import Settings
 from .text import content_words, sentence_spans, years
-from .types import Answer, Draft, Dropped, Passage, SourceSentence
+from .types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 
 CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
 
@@ -162,7 +162,7 @@ def run(
     raw_of: Callable[[str], str],
     llm: ChatModel | None,
     settings: Settings,
-    timings: dict[str, float],
+    timings: Timings,
     t0: float,
     as_of: str | None = None,
 ) -> Iterator[str | Answer]:
@@ -173,45 +173,45 @@ def run(
     ev = Evidence.build(question, passages, as_of) if any(p.score is None for p in passages) else None
     why = off_topic(question, passages, settings.min_relevance)
     if why:
-        timings["total_s"] = time.perf_counter() - t0
+        timings.total_s = time.perf_counter() - t0
         yield abstained(question, passages, timings, backend, why)
         return
     ev = ev or Evidence.build(question, passages, as_of)
-    timings["context_s"] = time.perf_counter() - t
+    timings.context_s = time.perf_counter() - t
     if is_timeline(question):
         # a dated list of what the sources report, one entry per year, in time order: quoted, so
         # every entry is true to its source, and no model time is spent on it
         answer = timeline(question, ev, raw_of, timings, backend, settings)
-        timings["first_token_s"] = timings["total_s"] = time.perf_counter() - t0
+        timings.first_token_s = timings.total_s = time.perf_counter() - t0
         yield answer.text
         yield answer
         return
     if llm is None:
         if why := unasked(question, ev):
-            timings["total_s"] = time.perf_counter() - t0
+            timings.total_s = time.perf_counter() - t0
             yield abstained(question, passages, timings, backend, why)
             return
         draft = extractive_draft(ev)
-        timings["first_token_s"] = time.perf_counter() - t0
+        timings.first_token_s = time.perf_counter() - t0
         yield draft.body
     else:
         messages = ev.messages(settings.max_context_sentences)
         if isinstance(llm, LocalLLM):  # its load (once per process) is timed apart from the generation
             t = time.perf_counter()
             llm.model()
-            timings["llm_load_s"] = time.perf_counter() - t
+            timings.llm_load_s = time.perf_counter() - t
         t = time.perf_counter()
         probs: list[TokenProb] = []
         pieces: list[str] = []
         for piece in _visible(llm.stream(messages, settings.max_answer_tokens, settings.temperature, probs), pieces):
-            if "first_token_s" not in timings:
-                timings["first_token_s"] = time.perf_counter() - t0
+            if timings.first_token_s is None:
+                timings.first_token_s = time.perf_counter() - t0
             yield piece
-        timings["generation_s"] = time.perf_counter() - t
+        timings.generation_s = time.perf_counter() - t
         draft = parse_draft("".join(pieces), probs, llm.token_text if isinstance(llm, LocalLLM) else None)
     answer = finish(question, ev, draft, raw_of, settings, timings, backend)
     answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
-    timings["total_s"] = time.perf_counter() - t0
+    timings.total_s = time.perf_counter() - t0
     yield answer
 
 
@@ -237,11 +237,11 @@ def build_answer(
     question: str, draft: str, passages: list[Passage], raw_of: Callable[[str], str], settings: Settings, backend: str = "test"
 ) -> Answer:
     """Verify a draft written elsewhere (``Answer: <short>`` line optional) into an Answer."""
-    return finish(question, Evidence.build(question, passages), parse_draft(draft), raw_of, settings, {}, backend)
+    return finish(question, Evidence.build(question, passages), parse_draft(draft), raw_of, settings, Timings(), backend)
 
 
 def finish(
-    question: str, ev: Evidence, draft: Draft, raw_of: Callable[[str], str], settings: Settings, timings: dict[str, float], backend: str
+    question: str, ev: Evidence, draft: Draft, raw_of: Callable[[str], str], settings: Settings, timings: Timings, backend: str
 ) -> Answer:
     """Verify the draft's sentences, decide whether it answers, and compose the answer."""
     t = time.perf_counter()
@@ -259,7 +259,7 @@ def finish(
         checks.append(
             verify.attribute(claim, question, matrix[i], ev.srcs, {by_number[n] for n in hinted if n in by_number}, settings.support_threshold, ev.common, previous)
         )
-    timings["verify_s"] = time.perf_counter() - t
+    timings.verify_s = time.perf_counter() - t
 
     # the lead: the first sentence that answers (not an aside, not a restated "why"), the one naming the short answer if any does
     order = [i for i, c in enumerate(claims) if not is_aside(c) and not restates(question, c, ev.common)] or [0]

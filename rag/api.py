@@ -16,7 +16,7 @@ from .compose import abstained
 from .llm import ChatModel, LocalLLM, make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
-from .types import Answer, Passage, RagError
+from .types import Answer, Passage, RagError, Timings
 
 if TYPE_CHECKING:
     from .feeds import FetchReport
@@ -194,11 +194,11 @@ class RAG:
         # one generation for the whole question: a writer publishing meanwhile (an upload) cannot
         # pull the article text from under the quotes cut from it
         retriever = self.retriever
-        timings: dict[str, float] = {}
+        timings = Timings()
         t0 = time.perf_counter()
         plan = dates.plan(question, as_of, explicit, retriever.article_dates)
         if plan.empty:  # nothing to retrieve from: say so, and spend no model time
-            timings["retrieval_s"] = timings["total_s"] = time.perf_counter() - t0
+            timings.retrieval_s = timings.total_s = time.perf_counter() - t0
             answer = abstained(question, [], timings, settings.llm, plan.empty)
             answer.notes = plan.notes
             yield answer
@@ -209,7 +209,7 @@ class RAG:
             passages = retriever.retrieve_across_articles(question, settings.top_k, **how)
         else:
             passages = retriever.retrieve(question, settings.top_k, **how)
-        timings["retrieval_s"] = time.perf_counter() - t0
+        timings.retrieval_s = time.perf_counter() - t0
         # the answer step sees the user's as_of: the "latest" rule's anchor chooses the passages, it
         # does not date the question for the staleness check
         for item in ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of):

@@ -283,7 +283,7 @@ def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
         citation_precision=(sum(c["source_file"] in q.gold_docs for c in cites) / len(cites)) if cites and q.gold_docs else None,
         cited=bool(cites),
         hit_rank=hit_rank,
-        timings=a.timings,
+        timings=dict(a.timings),  # the stages that ran (Answer.timings reads as that mapping)
         alce_recall=alce[0],
         alce_precision=alce[1],
         **shape,

@@ -323,8 +323,8 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "quotes_answer": right and not withheld and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
                 "in_front": occurs_in(right_choice, [p.chunk.text for p in a.passages]),
                 "in_context": occurs_in(right_choice, _context_sentences(q["question"], a, settings)),
-                "first_token_s": a.timings.get("first_token_s"),
-                "total_s": a.timings.get("total_s"),
+                "first_token_s": a.timings.first_token_s,
+                "total_s": a.timings.total_s,
             }
         )
     return {"n_questions": len(rows), "min_answer_score": settings.min_answer_score, **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
