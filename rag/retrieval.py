@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,7 +13,10 @@ from .dates import NO_DAY, ArticleDates, DateRange
 from .index import Index, embed_text
 from .settings import Settings
 from .text import bm25_tokenize
-from .types import Passage, RagError
+from .types import Chunk, Passage, RagError
+
+if TYPE_CHECKING:
+    from llama_index.core.retrievers import BaseRetriever
 
 # Grouping by article, each retriever returns this many candidates per passage asked (at least
 # ``Settings.candidates``): an article is ranked by several of its passages, so k articles need more than k.
@@ -326,19 +330,19 @@ class HybridRetriever:
         prior[published == NO_DAY] = 0.0
         return prior
 
-    def _duplicate_of(self, chunk, passages: list[Passage]) -> Passage | None:
+    def _duplicate_of(self, chunk: Chunk, passages: list[Passage]) -> Passage | None:
         sh = self._chunk_shingles(chunk)
         for p in passages:
             if containment(sh, self._chunk_shingles(p.chunk)) >= self.settings.dup_threshold:
                 return p
         return None
 
-    def _chunk_shingles(self, chunk) -> set[int]:
+    def _chunk_shingles(self, chunk: Chunk) -> set[int]:
         if chunk.id not in self._shingles:
             self._shingles[chunk.id] = shingles(chunk.text)
         return self._shingles[chunk.id]
 
-    def as_llama_retriever(self):
+    def as_llama_retriever(self) -> BaseRetriever:
         """This retriever as a llama-index ``BaseRetriever`` returning TextNodes with char offsets."""
         from llama_index.core.retrievers import BaseRetriever
         from llama_index.core.schema import NodeWithScore, TextNode
