@@ -33,6 +33,11 @@ from .text import content_words, sentence_spans, years
 from .types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 
 CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
+# A refusal is looked for in the draft's first this many characters: a model that finds no answer says so
+# up front, while "not mentioned" further on qualifies one detail of an answer.
+REFUSAL_WINDOW = 300
+MIN_TOKEN_P = 1e-9  # floor of a token's probability before its log: one zero would make the geometric mean 0
+_LABEL = "answer:"  # the short answer's label, as the streamed text is matched against it (lower case)
 
 _REFUSAL = re.compile(
     r"NOT IN SOURCES|(sources?|articles?|passages?|context)\s+(do(es)?\s+not|don't|doesn't)\s+(say|mention|contain|provide|answer|specify|include|state)|"
@@ -54,7 +59,7 @@ def is_timeline(question: str) -> bool:
 
 
 def is_refusal(draft: str) -> bool:
-    return bool(_REFUSAL.search(draft[:300]))
+    return bool(_REFUSAL.search(draft[:REFUSAL_WINDOW]))
 
 
 # ---------------------------------------------------------------- gate
@@ -101,7 +106,7 @@ def parse_draft(text: str, probs: list[TokenProb] | None = None, token_text: Cal
             if pos >= line_end:
                 break
         if span:
-            draft.confidence = float(np.exp(np.mean(np.log(np.maximum(span, 1e-9)))))
+            draft.confidence = float(np.exp(np.mean(np.log(np.maximum(span, MIN_TOKEN_P)))))
             draft.first_p = span[0]
     return draft
 
@@ -225,7 +230,7 @@ def _visible(tokens: Iterator[str], pieces: list[str]) -> Iterator[str]:
             continue
         text = "".join(pieces)
         head = text.lstrip().lower()
-        if len(head) < 7 and "answer:".startswith(head):
+        if len(head) < len(_LABEL) and _LABEL.startswith(head):
             continue  # may still become the label
         past_label = True
         m = _SHORT.match(text)
