@@ -27,12 +27,17 @@ import numpy as np
 from . import embedding, verify
 from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
 from .evidence import Evidence
-from .llm import TokenProb
+from .llm import ChatModel, LocalLLM, TokenProb
 from .settings import Settings
 from .text import content_words, sentence_spans, years
-from .types import Answer, Draft, Dropped, Passage, SourceSentence
+from .types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 
 CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
+# A refusal is looked for in the draft's first this many characters: a model that finds no answer says so
+# up front, while "not mentioned" further on qualifies one detail of an answer.
+REFUSAL_WINDOW = 300
+MIN_TOKEN_P = 1e-9  # floor of a token's probability before its log: one zero would make the geometric mean 0
+_LABEL = "answer:"  # the short answer's label, as the streamed text is matched against it (lower case)
 
 _REFUSAL = re.compile(
     r"NOT IN SOURCES|(sources?|articles?|passages?|context)\s+(do(es)?\s+not|don't|doesn't)\s+(say|mention|contain|provide|answer|specify|include|state)|"
@@ -54,7 +59,7 @@ def is_timeline(question: str) -> bool:
 
 
 def is_refusal(draft: str) -> bool:
-    return bool(_REFUSAL.search(draft[:300]))
+    return bool(_REFUSAL.search(draft[:REFUSAL_WINDOW]))
 
 
 # ---------------------------------------------------------------- gate
@@ -101,7 +106,7 @@ def parse_draft(text: str, probs: list[TokenProb] | None = None, token_text: Cal
             if pos >= line_end:
                 break
         if span:
-            draft.confidence = float(np.exp(np.mean(np.log(np.maximum(span, 1e-9)))))
+            draft.confidence = float(np.exp(np.mean(np.log(np.maximum(span, MIN_TOKEN_P)))))
             draft.first_p = span[0]
     return draft
 
@@ -160,9 +165,9 @@ def run(
     question: str,
     passages: list[Passage],
     raw_of: Callable[[str], str],
-    llm,
+    llm: ChatModel | None,
     settings: Settings,
-    timings: dict[str, float],
+    timings: Timings,
     t0: float,
     as_of: str | None = None,
 ) -> Iterator[str | Answer]:
@@ -173,45 +178,45 @@ def run(
     ev = Evidence.build(question, passages, as_of) if any(p.score is None for p in passages) else None
     why = off_topic(question, passages, settings.min_relevance)
     if why:
-        timings["total_s"] = time.perf_counter() - t0
+        timings.total_s = time.perf_counter() - t0
         yield abstained(question, passages, timings, backend, why)
         return
     ev = ev or Evidence.build(question, passages, as_of)
-    timings["context_s"] = time.perf_counter() - t
+    timings.context_s = time.perf_counter() - t
     if is_timeline(question):
         # a dated list of what the sources report, one entry per year, in time order: quoted, so
         # every entry is true to its source, and no model time is spent on it
         answer = timeline(question, ev, raw_of, timings, backend, settings)
-        timings["first_token_s"] = timings["total_s"] = time.perf_counter() - t0
+        timings.first_token_s = timings.total_s = time.perf_counter() - t0
         yield answer.text
         yield answer
         return
     if llm is None:
         if why := unasked(question, ev):
-            timings["total_s"] = time.perf_counter() - t0
+            timings.total_s = time.perf_counter() - t0
             yield abstained(question, passages, timings, backend, why)
             return
         draft = extractive_draft(ev)
-        timings["first_token_s"] = time.perf_counter() - t0
+        timings.first_token_s = time.perf_counter() - t0
         yield draft.body
     else:
         messages = ev.messages(settings.max_context_sentences)
-        if settings.llm == "local":
+        if isinstance(llm, LocalLLM):  # its load (once per process) is timed apart from the generation
             t = time.perf_counter()
             llm.model()
-            timings["llm_load_s"] = time.perf_counter() - t
+            timings.llm_load_s = time.perf_counter() - t
         t = time.perf_counter()
         probs: list[TokenProb] = []
         pieces: list[str] = []
         for piece in _visible(llm.stream(messages, settings.max_answer_tokens, settings.temperature, probs), pieces):
-            if "first_token_s" not in timings:
-                timings["first_token_s"] = time.perf_counter() - t0
+            if timings.first_token_s is None:
+                timings.first_token_s = time.perf_counter() - t0
             yield piece
-        timings["generation_s"] = time.perf_counter() - t
-        draft = parse_draft("".join(pieces), probs, getattr(llm, "token_text", None))
+        timings.generation_s = time.perf_counter() - t
+        draft = parse_draft("".join(pieces), probs, llm.token_text if isinstance(llm, LocalLLM) else None)
     answer = finish(question, ev, draft, raw_of, settings, timings, backend)
     answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
-    timings["total_s"] = time.perf_counter() - t0
+    timings.total_s = time.perf_counter() - t0
     yield answer
 
 
@@ -225,7 +230,7 @@ def _visible(tokens: Iterator[str], pieces: list[str]) -> Iterator[str]:
             continue
         text = "".join(pieces)
         head = text.lstrip().lower()
-        if len(head) < 7 and "answer:".startswith(head):
+        if len(head) < len(_LABEL) and _LABEL.startswith(head):
             continue  # may still become the label
         past_label = True
         m = _SHORT.match(text)
@@ -237,11 +242,11 @@ def build_answer(
     question: str, draft: str, passages: list[Passage], raw_of: Callable[[str], str], settings: Settings, backend: str = "test"
 ) -> Answer:
     """Verify a draft written elsewhere (``Answer: <short>`` line optional) into an Answer."""
-    return finish(question, Evidence.build(question, passages), parse_draft(draft), raw_of, settings, {}, backend)
+    return finish(question, Evidence.build(question, passages), parse_draft(draft), raw_of, settings, Timings(), backend)
 
 
 def finish(
-    question: str, ev: Evidence, draft: Draft, raw_of: Callable[[str], str], settings: Settings, timings: dict[str, float], backend: str
+    question: str, ev: Evidence, draft: Draft, raw_of: Callable[[str], str], settings: Settings, timings: Timings, backend: str
 ) -> Answer:
     """Verify the draft's sentences, decide whether it answers, and compose the answer."""
     t = time.perf_counter()
@@ -259,7 +264,7 @@ def finish(
         checks.append(
             verify.attribute(claim, question, matrix[i], ev.srcs, {by_number[n] for n in hinted if n in by_number}, settings.support_threshold, ev.common, previous)
         )
-    timings["verify_s"] = time.perf_counter() - t
+    timings.verify_s = time.perf_counter() - t
 
     # the lead: the first sentence that answers (not an aside, not a restated "why"), the one naming the short answer if any does
     order = [i for i, c in enumerate(claims) if not is_aside(c) and not restates(question, c, ev.common)] or [0]

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from . import answer as ans
 from . import dates, embedding, index, prompts
 from .compose import abstained
-from .llm import make_llm
+from .llm import ChatModel, LocalLLM, make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
-from .types import Answer, Passage, RagError
+from .types import Answer, Passage, RagError, Timings
 from .uploads import UploadLine, Uploads
 
 if TYPE_CHECKING:
@@ -33,12 +33,12 @@ class RAG:
         self.index = idx
         self.settings = settings
         self.retriever = HybridRetriever(idx, settings)
-        self._llms: dict[tuple, object] = {}
+        self._llms: dict[tuple, ChatModel | None] = {}
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.max_pending)
 
     @classmethod
-    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides) -> RAG:
+    def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides: object) -> RAG:
         """Open an index folder (default ``settings.index_dir``); fields of Settings may be overridden."""
         settings = (settings or Settings.from_env()).with_(**overrides)
         return cls(index.Index.open(index_dir or settings.index_dir), settings)
@@ -50,7 +50,7 @@ class RAG:
         paths: Iterable[str | Path],
         settings: Settings | None = None,
         fields: str | Mapping[str, str] | None = None,
-        **overrides,
+        **overrides: object,
     ) -> RAG:
         """Index the articles under ``paths`` into ``index_dir`` (incrementally) and open it.
 
@@ -63,7 +63,7 @@ class RAG:
         return cls.open(index_dir, settings)
 
     @classmethod
-    def add_feeds(cls, index_dir: str | Path, feeds: Iterable[str], settings: Settings | None = None, **overrides) -> FetchReport:
+    def add_feeds(cls, index_dir: str | Path, feeds: Iterable[str], settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Fetch the pages of the feeds' entries not indexed yet and index them; the feeds are followed from then on.
 
         Each page or feed that fails is one line in ``report.errors``; the rest goes on and nothing
@@ -74,14 +74,14 @@ class RAG:
         return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), feeds=list(feeds))
 
     @classmethod
-    def add_urls(cls, index_dir: str | Path, urls: Iterable[str], settings: Settings | None = None, **overrides) -> FetchReport:
+    def add_urls(cls, index_dir: str | Path, urls: Iterable[str], settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Fetch web pages and index them (a page fetched before is re-indexed only if its text changed)."""
         from . import feeds as fetching
 
         return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), urls=list(urls))
 
     @classmethod
-    def poll_feeds(cls, index_dir: str | Path, settings: Settings | None = None, **overrides) -> FetchReport:
+    def poll_feeds(cls, index_dir: str | Path, settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Poll the feeds the index follows, index their new entries, and sync the recorded sources (``rag index``)."""
         from . import feeds as fetching
 
@@ -133,7 +133,8 @@ class RAG:
             return []
         return retriever.retrieve(question, top_k, as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
 
-    def llm(self, settings: Settings):
+    def llm(self, settings: Settings) -> ChatModel | None:
+        """The backend ``settings`` name, made once per process and kept (None: the extractive backend)."""
         # an endpoint client is built for one key and one set of timeouts
         key = (
             settings.llm,
@@ -150,17 +151,17 @@ class RAG:
                 self._llms[key] = make_llm(settings)
             return self._llms[key]
 
-    def warm(self, **overrides) -> float:
+    def warm(self, **overrides: object) -> float:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""
         settings = self.settings.with_(**overrides)
         llm = self.llm(settings) if settings.llm == "local" else None
-        if llm is not None:
+        if isinstance(llm, LocalLLM):
             llm.model()  # first: a question being retrieved meanwhile loads the embedder itself
         embedding.warm()
         return llm.load_s if llm is not None else 0.0
 
     def ask(
-        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides
+        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides: object
     ) -> Answer:
         """Answer a question; overrides are Settings fields such as ``llm="extractive"`` or ``top_k=8``.
 
@@ -175,7 +176,7 @@ class RAG:
         return result
 
     def stream(
-        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides
+        self, question: str, as_of: str | None = None, since: str | date | None = None, until: str | date | None = None, **overrides: object
     ) -> Iterator[str | Answer]:
         """Yield answer text as it is generated, then the verified :class:`Answer` last.
 
@@ -198,11 +199,11 @@ class RAG:
         # one generation for the whole question: a writer publishing meanwhile (an upload) cannot
         # pull the article text from under the quotes cut from it
         retriever = self.retriever
-        timings: dict[str, float] = {}
+        timings = Timings()
         t0 = time.perf_counter()
         plan = dates.plan(question, as_of, explicit, retriever.article_dates)
         if plan.empty:  # nothing to retrieve from: say so, and spend no model time
-            timings["retrieval_s"] = timings["total_s"] = time.perf_counter() - t0
+            timings.retrieval_s = timings.total_s = time.perf_counter() - t0
             answer = abstained(question, [], timings, settings.llm, plan.empty)
             answer.notes = plan.notes
             yield answer
@@ -213,7 +214,7 @@ class RAG:
             passages = retriever.retrieve_across_articles(question, settings.top_k, **how)
         else:
             passages = retriever.retrieve(question, settings.top_k, **how)
-        timings["retrieval_s"] = time.perf_counter() - t0
+        timings.retrieval_s = time.perf_counter() - t0
         # the answer step sees the user's as_of: the "latest" rule's anchor chooses the passages, it
         # does not date the question for the staleness check
         for item in ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of):
@@ -221,7 +222,7 @@ class RAG:
                 item.notes = plan.notes + item.notes
             yield item
 
-    def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides) -> str:
+    def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides: object) -> str:
         """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""
         follow_up = self.check_question(follow_up)
         if not history:

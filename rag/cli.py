@@ -319,7 +319,7 @@ def _ask(rag, args, settings: Settings, open_s: float, loader: threading.Thread)
         loader.join()  # an error's one line, too, is printed after
     if show:
         print("\r\x1b[2K", end="", file=sys.stderr)
-    answer.timings["index_open_s"] = open_s
+    answer.timings.index_open_s = open_s
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=1))
         return 0

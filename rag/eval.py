@@ -12,11 +12,15 @@ import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import prompts
 from .measure import peak_rss_mb, percentile
 from .types import Answer, RagError
+
+if TYPE_CHECKING:
+    from .api import RAG
+    from .llm import ChatModel
 
 
 @dataclass
@@ -159,7 +163,7 @@ class Judge(Protocol):
 class LLMJudge:
     """Asks an LLM backend for entailment (the default: no NLI model ships in a package here)."""
 
-    def __init__(self, llm, label: str):
+    def __init__(self, llm: ChatModel, label: str):
         self.llm = llm
         self.name = f"llm:{label}"
         self._cache: dict[tuple[str, str], bool] = {}
@@ -279,7 +283,7 @@ def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
         citation_precision=(sum(c["source_file"] in q.gold_docs for c in cites) / len(cites)) if cites and q.gold_docs else None,
         cited=bool(cites),
         hit_rank=hit_rank,
-        timings=a.timings,
+        timings=dict(a.timings),  # the stages that ran (Answer.timings reads as that mapping)
         alce_recall=alce[0],
         alce_precision=alce[1],
         **shape,
@@ -329,7 +333,7 @@ def summarise(rows: list[Row]) -> dict[str, float | None]:
     return m
 
 
-def evaluate(rag, questions: list[Question | dict], judge: Judge | None = None, progress: bool = False, **overrides) -> Report:
+def evaluate(rag: RAG, questions: list[Question | dict], judge: Judge | None = None, progress: bool = False, **overrides: object) -> Report:
     """Ask every question through ``rag`` and score the answers. Overrides are Settings fields."""
     from tqdm import tqdm
 

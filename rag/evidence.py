@@ -10,7 +10,16 @@ import numpy as np
 from . import embedding, hostile, prompts
 from .index import embed_text
 from .text import content_words, years
-from .types import Passage, Sentence, SourceSentence
+from .types import Message, Passage, Sentence, SourceSentence
+
+# A sentence's relevance: its cosine to the question, plus this weight times the share of the question's
+# words it holds (the embedder alone ranks a sentence on the topic above the one that answers)...
+OVERLAP_WEIGHT = 0.5
+YEAR_BONUS = 0.15  # ... plus this when it names a year the question asks about
+# The sentence after the best one is taken when it scores at least this share of the best: reasons and
+# quotes often follow the sentence that matches the question.
+NEXT_SENTENCE_SHARE = 0.4
+CLOSE_SHARE = 0.85  # other sentences are taken while they score at least this share of the best
 
 
 def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
@@ -102,7 +111,7 @@ class Evidence:
             for d, sents in sorted(context.items(), key=lambda x: self.numbers[x[0]])
         ]
 
-    def messages(self, limit: int) -> list[dict]:
+    def messages(self, limit: int) -> list[Message]:
         """The chat messages the answering model gets: the selected sentences as numbered sources."""
         return prompts.answer_messages(self.render(self.context(limit)), self.question)
 
@@ -119,10 +128,10 @@ class Evidence:
         top = order[0]
         picked = [top]
         nxt = self.next_in_article(top)
-        if nxt is not None and score[nxt] >= 0.4 * score[top]:
+        if nxt is not None and score[nxt] >= NEXT_SENTENCE_SHARE * score[top]:
             picked.append(nxt)
         for i in order[1:]:
-            if len(picked) >= most or score[i] < 0.85 * score[top]:
+            if len(picked) >= most or score[i] < CLOSE_SHARE * score[top]:
                 break
             if i not in picked and all(self.srcs[i].sentence.text != self.srcs[j].sentence.text for j in picked):
                 picked.append(i)
@@ -134,5 +143,5 @@ def _relevance(question: str, srcs: list[SourceSentence], qvec: np.ndarray, svec
     q_words = content_words(question)
     asked = years(question)
     lex = np.array([len(q_words & content_words(s.sentence.text)) / max(len(q_words), 1) for s in srcs])
-    year = np.array([0.15 if asked & years(s.sentence.text) else 0.0 for s in srcs])
-    return (svecs @ qvec + 0.5 * lex + year) if len(srcs) else np.zeros(0)
+    year = np.array([YEAR_BONUS if asked & years(s.sentence.text) else 0.0 for s in srcs])
+    return (svecs @ qvec + OVERLAP_WEIGHT * lex + year) if len(srcs) else np.zeros(0)

@@ -331,7 +331,7 @@ def writer_lock(root: Path):
 def _settings_key(settings: Settings) -> dict:
     return {
         "embedder": embedding.EMBEDDER_ID,
-        "precision": embedding.precision(),
+        "precision": embedding.precision(settings.embed_precision),
         "dim": embedding.EMBEDDER_DIM,
         "chunker": {"kind": "sentences", "chunk_chars": settings.chunk_chars, "overlap_sentences": settings.chunk_overlap_sentences},
     }
@@ -515,7 +515,7 @@ def update(
             per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
         todo = [i for i in dense_ids if _key(texts[i]) not in cache]
         if todo:
-            vecs = embedding.embed([texts[i] for i in todo], progress=progress, bulk=True)
+            vecs = embedding.embed([texts[i] for i in todo], progress=progress, bulk=True, embed_precision=settings.embed_precision)
             for i, v in zip(todo, vecs):
                 cache[_key(texts[i])] = v
         report.embedded_chunks = len(todo)

@@ -14,12 +14,16 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from .files import published
 from .settings import Settings
-from .types import RagError
+from .types import Message, RagError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
 
 
 @dataclass
@@ -28,6 +32,17 @@ class TokenProb:
 
     token: int
     p: float
+
+
+class ChatModel(Protocol):
+    """What answering asks of a backend (:class:`LocalLLM`, :class:`OpenAILLM`); the extractive backend is None."""
+
+    name: str  # "local" | "openai"
+    load_s: float  # seconds the model took to load in this process (0.0 for an endpoint, or before loading)
+
+    def stream(self, messages: list[Message], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
+        """Yield the reply's text as it is generated; ``probs``, when given, receives each token's probability (if the backend has them)."""
+        ...
 
 QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
@@ -72,6 +87,7 @@ def smollm_path() -> Path:
 
 
 def resolve_model(settings: Settings) -> Path:
+    """The GGUF file ``settings.local_model`` names: qwen (assembled on first use), smollm, or a path."""
     name = settings.local_model
     if name == "qwen":
         return qwen_path(settings.cache_dir)
@@ -91,7 +107,7 @@ class LocalLLM:
     wrapper's completion-style prompt formatting would defeat.
     """
 
-    _models: dict[tuple[str, int, int], object] = {}
+    _models: dict[tuple[str, int, int], Llama] = {}
     _load_lock = threading.Lock()
     _gen_lock = threading.Lock()  # a llama.cpp context serves one generation at a time
 
@@ -100,7 +116,8 @@ class LocalLLM:
         self.name = "local"
         self.load_s = 0.0
 
-    def model(self):
+    def model(self) -> Llama:
+        """The loaded llama.cpp model (loaded and primed on first use, then shared)."""
         path = resolve_model(self.settings)
         threads = self.settings.llm_threads or os.cpu_count() or 2
         key = (str(path), threads, self.settings.llm_ctx)
@@ -115,7 +132,7 @@ class LocalLLM:
                 self.load_s = time.perf_counter() - t0
         return self._models[key]
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
         """Yield the reply's text as it is generated; with ``probs``, append each step's most likely token and its probability.
 
         At temperature 0 the most likely token is the one generated, so ``probs`` holds the model's
@@ -128,7 +145,7 @@ class LocalLLM:
         if probs is not None:
             from llama_cpp import LogitsProcessorList
 
-            def record(_ids, logits):
+            def record(_ids: np.ndarray, logits: np.ndarray) -> np.ndarray:
                 best = int(np.argmax(logits))
                 z = logits - logits[best]
                 probs.append(TokenProb(best, float(1.0 / np.exp(z, dtype=np.float64).sum())))
@@ -150,6 +167,7 @@ class LocalLLM:
                     yield delta
 
     def token_text(self, token: int) -> str:
+        """The text of one token of this model's vocabulary."""
         return self.model().detokenize([token]).decode("utf-8", errors="ignore")
 
 
@@ -160,7 +178,7 @@ PREFIX_FORMAT = 1
 _PRIME_QUESTION = "?"
 
 
-def prime(llm, path: Path, cache_dir: str | Path) -> None:
+def prime(llm: Llama, path: Path, cache_dir: str | Path) -> None:
     """Give ``llm`` the evaluated instruction prefix (system prompt and worked examples).
 
     Every answer's prompt starts with the same ~700 tokens, ~10 s of evaluation on 2 cores. The
@@ -239,7 +257,7 @@ class OpenAILLM:
             max_retries=0,  # a retry would multiply the wait for an endpoint that does not answer
         )
 
-    def stream(self, messages: list[dict], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
+    def stream(self, messages: list[Message], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
         """Yield the reply's text as the endpoint streams it, at most ``max_tokens`` deltas (``probs`` is left empty: endpoints differ in what they return).
 
         An endpoint need not honour ``max_tokens``, so the reply is cut here too and the stream closed.

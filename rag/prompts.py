@@ -6,6 +6,8 @@ reuses their evaluated prefix from one question to the next; only sources and qu
 
 from __future__ import annotations
 
+from .types import Message
+
 NOT_IN_SOURCES = "NOT IN SOURCES"
 
 SYSTEM = f"""You are a careful news analyst. Answer the question using only the numbered sources.
@@ -63,7 +65,7 @@ def _attr(s: str) -> str:
     return s.replace('"', "'").replace("<", "‹")
 
 
-def answer_messages(sources: list[str], question: str, history: str | None = None) -> list[dict]:
+def answer_messages(sources: list[str], question: str, history: str | None = None) -> list[Message]:
     """Chat messages for answering ``question`` from the rendered source blocks."""
     return [
         {"role": "system", "content": SYSTEM},
@@ -76,7 +78,7 @@ def answer_messages(sources: list[str], question: str, history: str | None = Non
 REWRITE_SYSTEM = """Rewrite the user's follow-up question as one standalone question that can be understood without the conversation. Keep names, places and years from the conversation that the follow-up refers to. Reply with the question only."""
 
 
-def rewrite_messages(history: list[tuple[str, str]], follow_up: str) -> list[dict]:
+def rewrite_messages(history: list[tuple[str, str]], follow_up: str) -> list[Message]:
     """Messages asking the model to make ``follow_up`` standalone, given (question, answer) pairs."""
     convo = "\n".join(f"Q: {q}\nA: {a[:300]}" for q, a in history[-3:])
     return [
@@ -88,7 +90,7 @@ def rewrite_messages(history: list[tuple[str, str]], follow_up: str) -> list[dic
 ENTAILMENT_SYSTEM = """You check whether a claim is supported by a passage. Answer only "yes" if the passage states or directly implies the claim, otherwise "no"."""
 
 
-def entailment_messages(premise: str, hypothesis: str) -> list[dict]:
+def entailment_messages(premise: str, hypothesis: str) -> list[Message]:
     """Messages asking the model whether ``premise`` entails ``hypothesis`` (for citation judging)."""
     return [
         {"role": "system", "content": ENTAILMENT_SYSTEM},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,7 +13,34 @@ from .dedup import containment, shingles
 from .index import Index, embed_text
 from .settings import Settings
 from .text import bm25_tokenize
-from .types import Passage, RagError
+from .types import Chunk, Passage, RagError
+
+if TYPE_CHECKING:
+    from llama_index.core.retrievers import BaseRetriever
+
+# Grouping by article, each retriever returns this many candidates per passage asked (at least
+# ``Settings.candidates``): an article is ranked by several of its passages, so k articles need more than k.
+GROUPING_CANDIDATES_PER_PASSAGE = 10
+# An article's rank counts its best passage and its next two (each a smaller share): more would let a
+# long page outrank a short one by length alone.
+ARTICLE_PASSAGES_COUNTED = 3
+# The BM25 ranking's weight in the fusion; the dense ranking's (Settings.dense_weight) is relative to it.
+BM25_WEIGHT = 1.0
+# newest_first: the passages fused at least this share of the best score are the ones about the query.
+REACHED_SHARE = 0.5
+# An article dated up to this many days after the question still counts as before it (time zones).
+FUTURE_GRACE_DAYS = 1
+# The recency prior of an article from after the question: it cannot be what the question asks about.
+FUTURE_PRIOR = -1.0
+
+
+def reciprocal_rank_fusion(rankings: list[tuple[list[tuple[int, float]], float]], k: int) -> dict[int, float]:
+    """Chunk -> the sum over the weighted rankings holding it of ``weight / (k + rank)`` (rank from 1), in first-seen order."""
+    fused: dict[int, float] = {}
+    for ranking, weight in rankings:
+        for rank, (i, _) in enumerate(ranking):
+            fused[i] = fused.get(i, 0.0) + weight / (k + rank + 1)
+    return fused
 
 
 class HybridRetriever:
@@ -147,36 +175,59 @@ class HybridRetriever:
         top_k = top_k or self.settings.top_k
         if not self.index.chunks:
             return []
-        s = self.settings
         qvec = self._query_vector(query)
-        folded: dict[int, set[str]] = {}
-        n_cand = max(s.candidates, 10 * top_k) if group_by_article else s.candidates
+        folded: dict[int, set[str]] = {}  # canonical chunk -> the duplicate reports folded into it
+        dense, sparse = self._candidates(query, qvec, top_k, group_by_article, dates, folded)
+        fused = reciprocal_rank_fusion([(dense, self.settings.dense_weight), (sparse, BM25_WEIGHT)], self.settings.rrf_k)
+        if newest_first and not as_of and fused:
+            as_of = self._newest_reached(fused)
+        if as_of and self.settings.recency_weight:
+            self._add_recency(fused, as_of)
+        order = sorted(fused, key=lambda i: -fused[i])
+        if group_by_article and self.settings.article_support:
+            order = self._by_article(order, fused)
+        cos = dict(dense)  # the dense score is the cosine to the query
+        passages = self._passages(order, top_k, group_by_article, cos, folded)
+        self._fill_cosines(passages, qvec, cos, embed_unstored)
+        return passages
+
+    def _candidates(
+        self, query: str, qvec: np.ndarray, top_k: int, group_by_article: bool, dates: DateRange | None, folded: dict[int, set[str]]
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """The dense and the BM25 candidates, best first, each with repeats folded into their canonical chunk."""
+        s = self.settings
+        n_cand = max(s.candidates, GROUPING_CANDIDATES_PER_PASSAGE * top_k) if group_by_article else s.candidates
         allowed = self._allowed(dates)
         dense = self._fold(self.dense(qvec, n_cand, allowed), folded, allowed)
         sparse = self._fold(self.sparse(query, n_cand, allowed), folded, allowed)
-        cos = {i: sc for i, sc in dense}
-        fused: dict[int, float] = {}
-        for ranking, weight in ((dense, s.dense_weight), (sparse, 1.0)):
-            for rank, (i, _) in enumerate(ranking):
-                fused[i] = fused.get(i, 0.0) + weight / (s.rrf_k + rank + 1)
-        if newest_first and not as_of and fused:
-            as_of = self._newest_reached(fused)
-        if as_of and s.recency_weight:
-            ids = list(fused)
-            for i, prior in zip(ids, self._recency(as_of, self._article_of[np.array(ids, dtype=np.int64)]).tolist()):
-                fused[i] += s.recency_weight / (s.rrf_k + 1) * prior
-        order = sorted(fused, key=lambda i: -fused[i])
-        if group_by_article and s.article_support:
-            # an article is ranked by its best passage plus a share of its next ones: a page that
-            # keeps returning to the question's subject beats one that mentions it once
-            article: dict[str, float] = {}
-            seen: dict[str, int] = {}
-            for i in order:
-                d = self.index.chunks[i].doc_id
-                k = seen.get(d, 0)
-                seen[d] = k + 1
-                article[d] = article.get(d, 0.0) + fused[i] * (s.article_support**k if k < 3 else 0.0)
-            order = sorted(order, key=lambda i: -article[self.index.chunks[i].doc_id])
+        return dense, sparse
+
+    def _add_recency(self, fused: dict[int, float], as_of: str) -> None:
+        """Add each chunk's recency bonus for a question asked on ``as_of``, in units of a rank-1 fusion score."""
+        s = self.settings
+        ids = list(fused)
+        for i, prior in zip(ids, self._recency(as_of, self._article_of[np.array(ids, dtype=np.int64)]).tolist()):
+            fused[i] += s.recency_weight / (s.rrf_k + 1) * prior
+
+    def _by_article(self, order: list[int], fused: dict[int, float]) -> list[int]:
+        """``order`` re-sorted by article: an article's score is its best passage plus a share of its next ones.
+
+        A page that keeps returning to the question's subject beats one that mentions it once.
+        """
+        support = self.settings.article_support
+        article: dict[str, float] = {}
+        seen: dict[str, int] = {}
+        for i in order:
+            d = self.index.chunks[i].doc_id
+            k = seen.get(d, 0)
+            seen[d] = k + 1
+            article[d] = article.get(d, 0.0) + fused[i] * (support**k if k < ARTICLE_PASSAGES_COUNTED else 0.0)
+        return sorted(order, key=lambda i: -article[self.index.chunks[i].doc_id])
+
+    def _passages(
+        self, order: list[int], top_k: int, group_by_article: bool, cos: dict[int, float], folded: dict[int, set[str]]
+    ) -> list[Passage]:
+        """The first ``top_k`` chunks of ``order`` as numbered passages; a near-duplicate of one taken is named on it instead."""
         passages: list[Passage] = []
         for i in order:
             chunk = self.index.chunks[i]
@@ -193,7 +244,6 @@ class HybridRetriever:
             passages.append(
                 Passage(n=len(passages) + 1, chunk=chunk, score=cos.get(i, 0.0), doc=doc, also_reported_by=sorted(folded.get(i, ())))
             )
-        self._fill_cosines(passages, qvec, cos, embed_unstored)
         return passages
 
     def retrieve_across_articles(
@@ -261,7 +311,7 @@ class HybridRetriever:
     def _newest_reached(self, fused: dict[int, float]) -> str | None:
         """The newest date among the articles of the passages scoring at least half the best: those about the query."""
         best = max(fused.values())
-        near = np.array([i for i, v in fused.items() if v >= 0.5 * best], dtype=np.int64)
+        near = np.array([i for i, v in fused.items() if v >= REACHED_SHARE * best], dtype=np.int64)
         days = self.article_dates.published[self._article_of[near]]
         days = days[days != NO_DAY]
         return date.fromordinal(int(days.max())).isoformat() if len(days) else None
@@ -276,24 +326,23 @@ class HybridRetriever:
         published = self.article_dates.published[articles]
         age = asked.toordinal() - published
         prior = 0.5 ** (np.maximum(age, 0) / self.settings.recency_half_life_days)
-        # an article from after the question cannot be what it asks about (a day's grace for time zones)
-        prior[age < -1] = -1.0
+        prior[age < -FUTURE_GRACE_DAYS] = FUTURE_PRIOR
         prior[published == NO_DAY] = 0.0
         return prior
 
-    def _duplicate_of(self, chunk, passages: list[Passage]) -> Passage | None:
+    def _duplicate_of(self, chunk: Chunk, passages: list[Passage]) -> Passage | None:
         sh = self._chunk_shingles(chunk)
         for p in passages:
             if containment(sh, self._chunk_shingles(p.chunk)) >= self.settings.dup_threshold:
                 return p
         return None
 
-    def _chunk_shingles(self, chunk) -> set[int]:
+    def _chunk_shingles(self, chunk: Chunk) -> set[int]:
         if chunk.id not in self._shingles:
             self._shingles[chunk.id] = shingles(chunk.text)
         return self._shingles[chunk.id]
 
-    def as_llama_retriever(self):
+    def as_llama_retriever(self) -> BaseRetriever:
         """This retriever as a llama-index ``BaseRetriever`` returning TextNodes with char offsets."""
         from llama_index.core.retrievers import BaseRetriever
         from llama_index.core.schema import NodeWithScore, TextNode

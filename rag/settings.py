@@ -53,6 +53,9 @@ class Settings:
     article_support: float = 0.4  # ranking articles: each further passage of an article adds this share (then its square)
     dup_threshold: float = 0.6  # word 5-gram containment that counts as the same passage
 
+    # embedding: auto = bf16 where the CPU multiplies bfloat16 natively, else fp32 | fp32 | bf16 (a change re-embeds)
+    embed_precision: str = "auto"
+
     # answering
     llm: str = "local"  # local | openai | extractive
     max_context_sentences: int = 4

@@ -9,12 +9,18 @@ import calendar
 import re
 from datetime import date
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bm25s.tokenization import Tokenized
+    from nltk.tokenize.punkt import PunktTokenizer
+    from Stemmer import Stemmer
 
 # ---------------------------------------------------------------- sentences
 
 
 @lru_cache(maxsize=1)
-def punkt():
+def punkt() -> PunktTokenizer:
     """NLTK's Punkt sentence splitter, which gives sentence *spans* (offsets need them).
 
     Punkt ships inside llama-index-core's wheel (leave NLTK_DATA unset). Its folder is found
@@ -120,7 +126,7 @@ _NUMBER_WORDS = {
 
 
 @lru_cache(maxsize=1)
-def stemmer():
+def stemmer() -> Stemmer:
     """The Snowball English stemmer (PyStemmer), shared by BM25 and the overlap measures."""
     import Stemmer
 
@@ -157,7 +163,7 @@ def years(text: str) -> set[str]:
     return set(YEAR.findall(text))
 
 
-def bm25_tokenize(texts: list[str]):
+def bm25_tokenize(texts: list[str]) -> Tokenized:
     """bm25s tokens with English stopwords and the shared stemmer."""
     import bm25s
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal, TypedDict
 
 from .text import strip_tags
 
@@ -92,6 +94,17 @@ def inherited_note(inherited: dict[str, str], named: str | None = None) -> str:
     return "; ".join(
         f"{' and '.join(names)} from {'that copy' if source == named else f'the copy {source}'}" for source, names in by_source.items()
     )
+
+
+class Message(TypedDict):
+    """One chat message of a prompt.
+
+    A TypedDict, not a dataclass: llama-cpp-python and the openai client both take a list of plain
+    ``{"role": ..., "content": ...}`` dicts, so the prompts reach them as they are, with no conversion.
+    """
+
+    role: Literal["system", "user", "assistant"]
+    content: str
 
 
 @dataclass
@@ -195,6 +208,41 @@ class Dropped:
     reason: str
 
 
+@dataclass(eq=False)  # compared as the mapping it reads as (equal to the dict of the same stages)
+class Timings(Mapping[str, float]):
+    """Seconds each stage of one answer took; a stage that did not run is None.
+
+    Stages are written as attributes; read, the object is the mapping of the stages that ran, in
+    the order they run (``answer.timings["total_s"]``, ``"generation_s" in answer.timings``):
+    that mapping is what the Python API, ``rag ask --json`` and the UI's detail have always shown.
+    """
+
+    retrieval_s: float | None = None  # from the question to the passages
+    context_s: float | None = None  # the evidence sentences embedded and scored
+    llm_load_s: float | None = None  # the local model loaded (once per process)
+    first_token_s: float | None = None  # from the question to the first streamed text
+    generation_s: float | None = None  # the model writing its draft
+    verify_s: float | None = None  # attribution of the draft's sentences
+    total_s: float | None = None  # from the question to the verified answer
+    index_open_s: float | None = None  # rag ask: opening the index (before the question's clock starts)
+
+    def to_dict(self) -> dict[str, float]:
+        """The stages that ran, in stage order."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def __getitem__(self, stage: str) -> float:
+        value = getattr(self, stage, None) if stage in self.__dataclass_fields__ else None
+        if value is None:
+            raise KeyError(stage)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
 @dataclass
 class Answer:
     question: str
@@ -203,7 +251,7 @@ class Answer:
     sentences: list[AnswerSentence]
     citations: list[Citation]
     passages: list[Passage]  # what was retrieved; on an abstention, related passages that do not answer
-    timings: dict[str, float]
+    timings: Timings  # a plain {stage: seconds} mapping is read the same way
     backend: str
     standalone_question: str | None = None
     short_answer: str | None = None  # the model's direct answer ("New York City"), when it gave one

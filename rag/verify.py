@@ -28,6 +28,26 @@ import numpy as np
 from .text import WEEKDAYS, as_date, content_words, date_words, human_date, name_tokens, numbers, same_word, stopwords, years
 from .types import Passage, SourceSentence
 
+# support_score: word coverage counts more than the cosine, which rates a sentence on the claim's topic
+# as highly as one that states it.
+COVER_WEIGHT = 0.6
+COSINE_WEIGHT = 0.4
+UNSTATED_NUMBER_FACTOR = 0.5  # a number the claim adds and the source does not state halves the score
+# A quote states a claim (or a short answer) when it holds at least this share of the words it adds to the question.
+MIN_WORDS_STATED = 0.5
+# "The incident prompted ...": the quote must name at least this share of the previous sentence's own words.
+MIN_LINKED_WORDS = 0.3
+# attribute: sentences of the articles the model cited win near-ties by this bonus; the best few candidates
+# (those within this share of the support threshold) are tried, and a second quote only this many sentences away.
+HINT_BONUS = 0.05
+MAX_CANDIDATES = 4
+CANDIDATE_SHARE = 0.6
+PAIR_MAX_DISTANCE = 2
+# Aboutness: the quotes' own words count half, their passages' words and the question's names a quarter each.
+ABOUT_WORDS_WEIGHT = 0.5
+ABOUT_CONTEXT_WEIGHT = 0.25
+ABOUT_NAMES_WEIGHT = 0.25
+
 # words of a question that say what kind of answer it wants, not what it is about
 _QUESTION_WORDS = frozenset(
     content_words(
@@ -86,9 +106,9 @@ def support_score(claim: str, source: str, cosine: float, source_date: str | Non
     new = words - content_words(question)
     words = new or words
     cover = len(words & content_words(source)) / max(len(words), 1)
-    score = 0.6 * cover + 0.4 * max(cosine, 0.0)
+    score = COVER_WEIGHT * cover + COSINE_WEIGHT * max(cosine, 0.0)
     if numbers(claim) - numbers(question) - numbers(source) - numbers(source_date or ""):
-        score *= 0.5
+        score *= UNSTATED_NUMBER_FACTOR
     return score
 
 
@@ -149,7 +169,7 @@ def names_answer(short: str, text: str, question: str, common: frozenset[str]) -
     quoted = name_tokens(text, common)
     if any(not carries(n, have) or swaps_name(n, have, quoted) for n in names) or nums - numbers(text):
         return False
-    return not words or len(words & content_words(text)) / len(words) >= 0.5
+    return not words or len(words & content_words(text)) / len(words) >= MIN_WORDS_STATED
 
 
 def short_unstated(short: str, question: str, quotes: list[SourceSentence], common: frozenset[str]) -> str | None:
@@ -158,7 +178,7 @@ def short_unstated(short: str, question: str, quotes: list[SourceSentence], comm
         return f"names {', '.join(missing)}, which its quotes do not"
     _, _, words = new_terms(short, question, common)
     text = " ".join(q.sentence.text for q in quotes)
-    if words and len(words & content_words(text)) / len(words) < 0.5:
+    if words and len(words & content_words(text)) / len(words) < MIN_WORDS_STATED:
         return "is not what its quotes say"
     return None
 
@@ -198,7 +218,7 @@ def check(claim: str, question: str, srcs: list[SourceSentence], chosen: list[in
     if clash := modifier_clash(claim, " ".join(srcs[k].sentence.text for k in around)):
         return Check(False, chosen, reason=clash)
     covered = len(words & content_words(text)) / len(words) if words else 1.0
-    if covered < 0.5:
+    if covered < MIN_WORDS_STATED:
         return Check(False, chosen, reason="most of what it states is not in its quote")
     if _CLAIM_CAUSE.search(claim):
         if not _CAUSE.search(text):
@@ -206,7 +226,7 @@ def check(claim: str, question: str, srcs: list[SourceSentence], chosen: list[in
         if _ANAPHOR_SUBJECT.match(claim) and previous:
             # "The incident prompted ..." links the sentence before to this quote: the quote must name that event too
             before = content_words(previous) - content_words(question)
-            if before and len(before & content_words(text)) / len(before) < 0.3:
+            if before and len(before & content_words(text)) / len(before) < MIN_LINKED_WORDS:
                 return Check(False, chosen, reason="links two events its quote does not link")
     return Check(True, chosen)
 
@@ -229,8 +249,8 @@ def attribute(
     """
     if not len(row):
         return Check(False, reason="no source sentence matches it")
-    bonus = np.array([0.05 if s.passage.doc.id in hinted else 0.0 for s in srcs])
-    ranked = [int(j) for j in np.argsort(-(row + bonus))[:4] if row[int(j)] >= threshold * 0.6]
+    bonus = np.array([HINT_BONUS if s.passage.doc.id in hinted else 0.0 for s in srcs])
+    ranked = [int(j) for j in np.argsort(-(row + bonus))[:MAX_CANDIDATES] if row[int(j)] >= threshold * CANDIDATE_SHARE]
     if not ranked:
         return _closest(claim, question, row, srcs, common, previous)
     best = ranked[0]
@@ -240,7 +260,7 @@ def attribute(
     tries += [
         [best, j]
         for j in ranked[1:]
-        if srcs[j].passage.doc.id == srcs[best].passage.doc.id and 0 < abs(j - best) <= 2 and srcs[j].sentence.text != srcs[best].sentence.text
+        if srcs[j].passage.doc.id == srcs[best].passage.doc.id and 0 < abs(j - best) <= PAIR_MAX_DISTANCE and srcs[j].sentence.text != srcs[best].sentence.text
     ]
     first = None
     for chosen in tries:
@@ -276,7 +296,7 @@ class Aboutness:
     @property
     def score(self) -> float:
         """One figure: the quotes' own words count most, their passage and the question's names the rest."""
-        return 0.5 * self.words + 0.25 * self.context_words + 0.25 * self.names
+        return ABOUT_WORDS_WEIGHT * self.words + ABOUT_CONTEXT_WEIGHT * self.context_words + ABOUT_NAMES_WEIGHT * self.names
 
 
 def asked_words(question: str) -> frozenset[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` and its subcommands to the ``rag`` command's subparsers."""
     from . import latency, load, realtimeqa
 

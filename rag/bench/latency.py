@@ -21,14 +21,20 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..eval import load_questions
 from ..evidence import Evidence
 from ..llm import resolve_model
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
-from ..types import Answer, RagError
+from ..types import Answer, Message, RagError
 from .report import comparison_table
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+    from ..api import RAG
 
 # the development QA set, where the project keeps it beside its checkout (run from the project folder)
 DEFAULT_QUESTIONS = Path("../shared/eval/seed_qa_dev.jsonl")
@@ -37,7 +43,7 @@ STAT_KEYS = ("ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s", "peak_rss
 
 
 # ---------------------------------------------------------------- CLI
-def add_parser(bench_subparsers) -> None:
+def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench latency`` to the ``rag bench`` subcommands."""
     lat = bench_subparsers.add_parser(
         "latency",
@@ -85,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- the benchmark
-def latency_bench(rag, questions: list[str], peer: bool = True, *, progress: bool = False, **overrides: object) -> dict:
+def latency_bench(rag: RAG, questions: list[str], peer: bool = True, *, progress: bool = False, **overrides: object) -> dict:
     """Time our pipeline (in this process) and, when ``peer``, CitationQueryEngine (in a fresh process).
 
     Overrides are Settings fields (``local_model="smollm"``, ``top_k=3``); the backend is always the
@@ -202,7 +208,7 @@ def _warm_up_ours(rag, questions: list[str], overrides: dict) -> str:
     steady use; the first timed question then follows a different prompt, not its own.
     """
     for q in reversed(questions):
-        if "generation_s" in rag.ask(q, **overrides).timings:
+        if rag.ask(q, **overrides).timings.generation_s is not None:
             return q
     return questions[-1]  # every question abstains before the model: nothing of ours to warm
 
@@ -221,7 +227,7 @@ def _time_ours(rag, llama, settings: Settings, question: str, overrides: dict) -
             pieces.append(item)
     total = time.perf_counter() - t0
     assert result is not None
-    called = "generation_s" in result.timings
+    called = result.timings.generation_s is not None
     return {
         "question": question,
         "ttft_s": first,
@@ -360,7 +366,7 @@ class _ChatFormat:
 
 
 # ---------------------------------------------------------------- tokens, memory, statistics
-def chat_prompt(llama, messages: list[dict]) -> str:
+def chat_prompt(llama: Llama, messages: list[Message]) -> str:
     """The text llama-cpp-python's chat completion renders for ``messages`` (GGUF template, else ChatML)."""
     template = llama.metadata.get("tokenizer.chat_template")
     if not template:
@@ -377,7 +383,7 @@ def _formatter(template: str, eos: str, bos: str):
     return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
 
 
-def count_tokens(llama, text: str, add_bos: bool = False, special: bool = False) -> int:
+def count_tokens(llama: Llama, text: str, add_bos: bool = False, special: bool = False) -> int:
     """Tokens of ``text`` in the model's vocabulary (generated text is re-tokenized, the same way for both)."""
     return len(llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)) if text else 0
 

@@ -17,11 +17,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from ..eval import load_questions
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
 from ..types import RagError
+
+if TYPE_CHECKING:
+    from ..api import RAG
 
 FALLBACK_QUESTIONS = [
     "Why did ties between Iran and Hamas break down in 2012?",
@@ -85,10 +89,10 @@ def _drive(path: str, questions: list[str], requests: int, concurrency: int, ask
     return res
 
 
-def api_load(rag, questions: list[str], requests: int, concurrency: int) -> LoadResult:
+def api_load(rag: RAG, questions: list[str], requests: int, concurrency: int) -> LoadResult:
     """Concurrent ``rag.ask`` calls from threads of one process."""
 
-    def ask_one(_local, q: str) -> str:
+    def ask_one(_local: threading.local, q: str) -> str:
         try:
             a = rag.ask(q, llm="extractive")
         except RagError as exc:
@@ -98,7 +102,7 @@ def api_load(rag, questions: list[str], requests: int, concurrency: int) -> Load
     return _drive("python-api", questions, requests, concurrency, ask_one)
 
 
-def ui_load(rag, questions: list[str], requests: int, concurrency: int) -> LoadResult:
+def ui_load(rag: RAG, questions: list[str], requests: int, concurrency: int) -> LoadResult:
     """Concurrent sessions against the UI server's queue on 127.0.0.1, one client per worker."""
     from gradio_client import Client
 
@@ -110,7 +114,7 @@ def ui_load(rag, questions: list[str], requests: int, concurrency: int) -> LoadR
         port = s.getsockname()[1]
     url = launch(demo, rag.settings, "127.0.0.1", port, block=False)
 
-    def ask_one(local, q: str) -> str:
+    def ask_one(local: threading.local, q: str) -> str:
         if not hasattr(local, "client"):
             local.client = Client(url, verbose=False)  # its own session, like a browser tab
         try:
@@ -130,7 +134,7 @@ def ui_load(rag, questions: list[str], requests: int, concurrency: int) -> LoadR
             demo.close()
 
 
-def load_bench(rag, questions: list[str], requests: int = 200, concurrency: int = 16, ui: bool = True) -> dict:
+def load_bench(rag: RAG, questions: list[str], requests: int = 200, concurrency: int = 16, ui: bool = True) -> dict:
     """Both paths, with peak memory before and after: memory must stay bounded under load."""
     rag.warm(llm="extractive")  # the embedder only: no model is loaded for this test
     rag.ask(questions[0], llm="extractive")
@@ -157,7 +161,7 @@ def markdown(result: dict) -> str:
     return "\n".join(rows)
 
 
-def add_parser(bench_subparsers) -> None:
+def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``load`` under ``rag bench``."""
     p = bench_subparsers.add_parser("load", help="concurrent questions through the Python API and the UI server's queue (extractive)")
     p.add_argument("--index", dest="index_dir", default=None, help="index folder (default: $RAG_INDEX_DIR or index/)")

@@ -15,6 +15,7 @@ are each side's own.
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import re
@@ -29,7 +30,7 @@ from ..compose import ABSTAIN_TEXT
 from ..eval import rank_metrics
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
-from ..types import RagError
+from ..types import Message, Passage, RagError
 from .report import comparison_table
 from .rtqa_data import CORPUS_FORMATS, Dataset, QuizQuestion, load_dataset, read_corpus, read_jsonl, write_corpus
 
@@ -176,7 +177,7 @@ _MC_SYSTEM = (
 )
 
 
-def mc_messages(q: dict, passages, limit: int = 8) -> list[dict]:
+def mc_messages(q: dict, passages: list[Passage], limit: int = 8) -> list[Message]:
     """The prompt for one quiz question: the sentences that best match it and its choices as sources, the choices lettered A-D."""
     from ..evidence import Evidence
 
@@ -323,8 +324,8 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "quotes_answer": right and not withheld and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
                 "in_front": occurs_in(right_choice, [p.chunk.text for p in a.passages]),
                 "in_context": occurs_in(right_choice, _context_sentences(q["question"], a, settings)),
-                "first_token_s": a.timings.get("first_token_s"),
-                "total_s": a.timings.get("total_s"),
+                "first_token_s": a.timings.first_token_s,
+                "total_s": a.timings.total_s,
             }
         )
     return {"n_questions": len(rows), "min_answer_score": settings.min_answer_score, **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
@@ -689,7 +690,8 @@ def open_chart(o: dict, path: Path, label: str) -> Path:
 
 
 # ---------------------------------------------------------------- CLI
-def add_parser(bench_subparsers) -> None:
+def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``realtimeqa`` under ``rag bench``."""
     p = bench_subparsers.add_parser(
         "realtimeqa",
         help=f"retrieval hit rates, build and query cost on RealTime QA news: ours against {PEER_NAME}",
@@ -727,7 +729,8 @@ def add_parser(bench_subparsers) -> None:
     )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``rag bench realtimeqa``: run the benchmark, write its report files, and print the report (with --json its figures)."""
     if not args.data.is_dir():
         raise RagError(f"--data {args.data}: no such folder (the RealTime QA folder, e.g. ../shared/bench/realtimeqa)")
     if args.answer_limit is not None and args.answer_limit < 1:
