@@ -29,7 +29,7 @@ from ..llm import resolve_model
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
 from ..types import Answer, Message, RagError
-from .report import comparison_table
+from .report import comparison_chart, comparison_table
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -493,29 +493,11 @@ def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
     md_path.write_text(f"# Latency: ours against {PEER_NAME}\n\n" + md, encoding="utf-8")
     js_path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [("ours", result, "#3b7dd8")] + ([(PEER_NAME, result["peer"], "#e08a2c")] if result["peer"] else [])
     panels = [
         ("seconds", ["ttft_p50_s", "ttft_p95_s", "total_p50_s", "total_p95_s"]),
         ("tokens", ["prompt_tokens_p50", "generated_tokens_p50"]),
         ("peak memory (MB)", ["peak_rss_mb"]),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), gridspec_kw={"width_ratios": [4, 2, 1]})
-    width = 0.8 / len(runs)
-    for ax, (title, keys) in zip(axes, panels):
-        for i, (name, r, colour) in enumerate(runs):
-            ax.bar([k + i * width for k in range(len(keys))], [r[k] or 0 for k in keys], width, label=name, color=colour)
-        ax.set_xticks(
-            [k + width * (len(runs) - 1) / 2 for k in range(len(keys))], [k.replace("_s", "").replace("_", " ") for k in keys], fontsize=8
-        )
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"{result['model']}, top-k {result['top_k']}, {result['n_questions']} questions, warm")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
+    title = f"{result['model']}, top-k {result['top_k']}, {result['n_questions']} questions, warm"
+    comparison_chart(png_path, result, result["peer"], PEER_NAME, panels, title, lambda k: k.replace("_s", "").replace("_", " "))
     return [md_path, js_path, png_path]

@@ -31,7 +31,7 @@ from ..eval import rank_metrics
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
 from ..types import Message, Passage, RagError
-from .report import comparison_table
+from .report import comparison_chart, comparison_table
 from .rtqa_data import CORPUS_FORMATS, Dataset, QuizQuestion, load_dataset, read_corpus, read_jsonl, write_corpus
 
 PEER_NAME = "llama-index VectorStoreIndex + FaissVectorStore"
@@ -624,34 +624,15 @@ def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
     md_path.write_text("# RealTime QA: ours against llama-index's default path\n\n" + md, encoding="utf-8")
     js_path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     files = [md_path, js_path]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if result["n_questions"]:
-        png_path = out / "realtimeqa.png"
-        runs = [("ours", result, "#3b7dd8")] + ([(PEER_NAME, result["peer"], "#e08a2c")] if result["peer"] else [])
         panels = [
             ("retrieval (higher is better)", list(METRIC_KEYS)),
             ("index build (s)", ["build_s"]),
             ("query p50 (ms)", ["query_p50_ms"]),
             ("peak memory (MB)", ["peak_rss_mb"]),
         ]
-        fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.6), gridspec_kw={"width_ratios": [4, 1, 1, 1]})
-        width = 0.8 / len(runs)
-        for ax, (title, keys) in zip(axes, panels):
-            for i, (name, r, colour) in enumerate(runs):
-                ax.bar([k + i * width for k in range(len(keys))], [r[k] or 0 for k in keys], width, label=name, color=colour)
-            ax.set_xticks([k + width * (len(runs) - 1) / 2 for k in range(len(keys))], keys if len(keys) > 1 else [""], fontsize=8)
-            ax.set_title(title, fontsize=9)
-        axes[0].set_ylim(0, 1.25)  # headroom for the legend above the bars
-        axes[0].set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-        axes[0].legend(fontsize=7, loc="upper center", ncol=2)
-        fig.suptitle(f"RealTime QA, {result['n_questions']} questions, {result['n_pages']:,} pages")
-        fig.tight_layout()
-        fig.savefig(png_path, dpi=80)
-        plt.close(fig)
+        title = f"RealTime QA, {result['n_questions']} questions, {result['n_pages']:,} pages"
+        png_path = comparison_chart(out / "realtimeqa.png", result, result["peer"], PEER_NAME, panels, title, first_panel_ylim=(0, 1.25))
         files.append(png_path)
     if result.get("open"):
         files.append(open_chart(result["open"], out / "realtimeqa-open.png", f"{result['weeks'][0]}–{result['weeks'][-1]}"))
@@ -660,6 +641,9 @@ def write_outputs(result: dict, md: str, out: str | Path) -> list[Path]:
 
 def open_chart(o: dict, path: Path, label: str) -> Path:
     """Stacked right / abstained / wrong bars per question group, and the confidence trade-off when answers carry one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = [("all", "all"), ("answerable", "answerable"), ("not answerable", "not_answerable")]
