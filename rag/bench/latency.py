@@ -191,7 +191,9 @@ def _ask_process(cmd: list[str], question: str) -> dict:
         "question": question,
         "total_s": wall,
         "ttft_s": None if first is None else wall - (timings["total_s"] - first),
-        "peak_rss_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        # wait4's peak (kilobytes on Linux) also counts the image the child replaced at exec
+        # (see measure.peak_rss_mb), here this process before it loads any model: far below a rag ask's
+        "peak_rss_mb": usage.ru_maxrss / 1024,
     }
 
 
