@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 OURS_COLOUR, PEER_COLOUR = "#3b7dd8", "#e08a2c"
@@ -27,7 +28,7 @@ def comparison_chart(
     peer_name: str,
     panels: list[tuple[str, list[str]]],
     title: str,
-    tick_label=lambda key: key,  # noqa: ANN001 - a key's label under its bars
+    tick_label: Callable[[str], str] = str,  # a key's label under its bars
     first_panel_ylim: tuple[float, float] | None = None,
 ) -> Path:
     """Grouped bars of ours (and the peer's) values, one panel per (title, keys); written as a PNG."""
