@@ -33,7 +33,7 @@ import numpy as np
 
 from . import embedding, records
 from .chunking import chunk_document
-from .corpus import iter_article_files, load_files, mark_duplicates, read_text
+from .corpus import LoadError, iter_article_files, load_files, mark_duplicates, read_text
 from .files import published
 from .settings import Settings
 from .text import bm25_tokenize
@@ -61,7 +61,7 @@ class UpdateReport:
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)  # the files (or records) not indexed, one line each
     embedded_chunks: int = 0
     n_chunks: int = 0
     seconds: float = 0.0
@@ -630,7 +630,7 @@ def _keep_unloadable(
     return sorted(kept)
 
 
-def _note_kept(errors: list[str], kept: list[str], old_docs: Mapping[str, Document]) -> list[str]:
+def _note_kept(errors: list[LoadError], kept: list[str], old_docs: Mapping[str, Document]) -> list[LoadError]:
     """The load errors, each kept file's line saying that its last indexed version stays."""
     errors = list(errors)
     by_file: dict[str, list[str]] = {}
@@ -638,20 +638,20 @@ def _note_kept(errors: list[str], kept: list[str], old_docs: Mapping[str, Docume
         if old_docs[doc_id].record is not None:
             by_file.setdefault(_file_of(old_docs[doc_id]), []).append(doc_id)
             continue
-        # a line about the file or its sidecar (the loader starts each line with the name it refused)
-        at = next((i for i, e in enumerate(errors) if e.startswith((f"{doc_id}:", f"{doc_id}.meta.json:"))), None)
+        # a line about the file or its sidecar
+        at = next((i for i, e in enumerate(errors) if e.where in (doc_id, f"{doc_id}.meta.json")), None)
         if at is None:
-            errors.append(f"{doc_id}: could not be loaded; kept the last indexed version")
+            errors.append(LoadError(doc_id, "could not be loaded; kept the last indexed version"))
         else:
-            errors[at] += "; kept the last indexed version"
+            errors[at] = errors[at].amended("; kept the last indexed version")
     for name, ids in by_file.items():
         what = f"{len(ids)} record{'s' if len(ids) > 1 else ''} indexed earlier"
-        at = next((i for i, e in enumerate(errors) if e.startswith(f"{name}: ")), None)  # the file as a whole failed
+        at = next((i for i, e in enumerate(errors) if e.where == name), None)  # the file as a whole failed
         if at is None:
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-            errors.append(f"{name}: kept the last indexed version of {what} that did not load this time ({shown})")
+            errors.append(LoadError(name, f"kept the last indexed version of {what} that did not load this time ({shown})"))
         else:
-            errors[at] += f"; kept its {what}"
+            errors[at] = errors[at].amended(f"; kept its {what}")
     return errors
 
 
