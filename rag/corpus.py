@@ -553,7 +553,7 @@ def _is_hidden(attrs: dict[str, str | None]) -> bool:
 class _HTMLBlocks(HTMLParser):
     """Text runs of an HTML page as raw-offset spans, broken at block elements."""
 
-    def __init__(self, raw: str):
+    def __init__(self, raw: str) -> None:
         super().__init__(convert_charrefs=False)
         self.raw = raw
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", raw)]
@@ -579,7 +579,7 @@ class _HTMLBlocks(HTMLParser):
                 self.blocks.append((s, e))
         self.cur = None
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "meta":
             key = (a.get("property") or a.get("name") or "").lower()
@@ -621,7 +621,7 @@ class _HTMLBlocks(HTMLParser):
         self.hidden = None
         self.skip -= 1
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if self.hidden and tag == self.hidden[0]:
             self.hidden[1] -= 1
             if not self.hidden[1]:
@@ -646,13 +646,13 @@ class _HTMLBlocks(HTMLParser):
         else:
             self.cur[1] = start + raw_len
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         self._text(len(data))
 
-    def handle_entityref(self, name):
+    def handle_entityref(self, name: str) -> None:
         self._text(len(name) + 2 if self.raw[self._offset() + len(name) + 1 : self._offset() + len(name) + 2] == ";" else len(name) + 1)
 
-    def handle_charref(self, name):
+    def handle_charref(self, name: str) -> None:
         self._text(len(name) + 3)
 
 

@@ -24,11 +24,11 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,10 @@ from .files import published
 from .settings import Settings
 from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
+
+if TYPE_CHECKING:  # imported where used: both load slowly, and many commands never open an index
+    import bm25s
+    import faiss
 
 FORMAT_VERSION = 4  # 4: Document.inherited (metadata filled in from another copy), .record and .html (records of a file)
 SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
@@ -203,11 +207,11 @@ class Index:
         manifest: Manifest,
         docs: dict[str, Document],
         chunks: list[Chunk],
-        vectors,
+        vectors: faiss.IndexFlatIP,
         dense_ids: np.ndarray,
-        bm25,
+        bm25: bm25s.BM25 | None,
         raw: dict[str, str],
-    ):
+    ) -> None:
         self.root = root
         self.gen = gen
         self.manifest = manifest
@@ -412,7 +416,7 @@ def _recorded_ids(root: Path) -> set[str]:
 
 # ---------------------------------------------------------------- writing
 @contextmanager
-def writer_lock(root: Path):
+def writer_lock(root: Path) -> Iterator[None]:
     """Hold the index's write lock; a second writer gets a clear error instead of waiting forever."""
     _not_a_folder(root)
     try:
