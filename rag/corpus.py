@@ -81,10 +81,43 @@ _OUTLET_PATTERNS = [
 ]
 
 
+class LoadError(str):
+    """One line of a load's report, ``"<where>: <reason>"``: the file (or record of one) refused, and why.
+
+    A str, so that a report prints, joins and compares as the lines it holds; ``where`` says which
+    file or record a line is about, so nothing parses the line back.
+    """
+
+    where: str
+    reason: str
+
+    def __new__(cls, where: str, reason: str) -> LoadError:
+        line = super().__new__(cls, f"{where}: {reason}")
+        line.where, line.reason = where, reason
+        return line
+
+    def __reduce__(self) -> tuple:  # a str subclass with fields: copy and pickle need the two parts
+        return LoadError, (self.where, self.reason)
+
+    def amended(self, note: str) -> LoadError:
+        """The same line with ``note`` added to its reason."""
+        return LoadError(self.where, self.reason + note)
+
+
+# A reader's RagError starts with the name of the file it refuses, and for a line of a record file
+# with "<name> line N"; this is where such a message becomes a LoadError.
+def _refused(exc: RagError, name: str) -> LoadError:
+    text = str(exc)
+    found = re.match(rf"{re.escape(name)}(?: line \d+)?(?=: )", text)
+    if found is None:
+        return LoadError(name, text)
+    return LoadError(found.group(), text[found.end() + 2 :])
+
+
 @dataclass
 class LoadResult:
     documents: list[Document]
-    errors: list[str]  # one line each: a file (or a record of one) that was refused, and why
+    errors: list[LoadError]  # one line each: a file (or a record of one) that was refused, and why
     raws: dict[str, str] = field(default_factory=dict)  # records' raw texts by document id (an article's is its file)
     # record file name -> ids of its records that did not load, or None when one could not even be
     # identified (bad JSON, a cut-off file): their last indexed versions are kept
@@ -129,25 +162,28 @@ def _utf16(data: bytes) -> str | None:
     return None if "\x00" in text else text
 
 
-def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[LoadError]]:
     """Article files under the given files/folders, and an error line for each path that is not one."""
     files: list[Path] = []
-    errors: list[str] = []
+    errors: list[LoadError] = []
     for p in map(Path, paths):
         if p.is_dir():
             found, outside = _folder_files(p)
             files.extend(found)
-            errors.extend(f"{f.relative_to(p)}: links outside {p}; skipped" for f in outside)
+            errors.extend(LoadError(str(f.relative_to(p)), f"links outside {p}; skipped") for f in outside)
         elif p.is_file():
             if _indexable(p.name):
                 files.append(p)
             else:
                 errors.append(
-                    f"{p.name}: unsupported file type {p.suffix or '(none)'}; use .txt, .md or .html articles, "
-                    "or .jsonl, .json or .csv records (each may be .gz)"
+                    LoadError(
+                        p.name,
+                        f"unsupported file type {p.suffix or '(none)'}; use .txt, .md or .html articles, "
+                        "or .jsonl, .json or .csv records (each may be .gz)",
+                    )
                 )
         else:
-            errors.append(f"{p}: no such file or folder")
+            errors.append(LoadError(str(p), "no such file or folder"))
     return files, errors
 
 
@@ -209,7 +245,7 @@ def load_files(
     for f in files:
         is_records = records.record_format(f) is not None
         if f.name in seen:
-            result.errors.append(f"{f}: same file name as {seen[f.name]}; document ids are file names, rename one")
+            result.errors.append(LoadError(str(f), f"same file name as {seen[f.name]}; document ids are file names, rename one"))
             if is_records:
                 result.failed[f.name] = None
             continue
@@ -225,9 +261,9 @@ def load_files(
                 result.documents.append(load_document(f, max_bytes))
                 seen[f.name] = f
         except RagError as exc:
-            result.errors.append(str(exc))
+            result.errors.append(_refused(exc, f.name))
         except Exception as exc:  # noqa: BLE001 - one file that trips the parser must not stop the rest
-            result.errors.append(f"{f.name}: cannot be read as an article ({type(exc).__name__}: {exc})")
+            result.errors.append(LoadError(f.name, f"cannot be read as an article ({type(exc).__name__}: {exc})"))
             if is_records:
                 result.failed[f.name] = None
     if mark:
@@ -322,7 +358,7 @@ def load_record_file(path: Path, max_bytes: int = Settings.max_file_bytes, field
     has_text_field = False
     n_objects = 0
 
-    def refuse(line: str, key: str | None) -> None:
+    def refuse(line: LoadError, key: str | None) -> None:
         nonlocal failed, n_bad
         n_bad += 1
         if n_bad <= _MAX_RECORD_ERRORS:
@@ -336,10 +372,10 @@ def load_record_file(path: Path, max_bytes: int = Settings.max_file_bytes, field
         for item in records.iter_records(path, max_bytes):
             label = f"{path.name} {item.where}" if isinstance(item, records.Record) else f"{path.name} line {item.line}"
             if isinstance(item, records.BadRecord):
-                refuse(f"{label}: {item.problem}", None)
+                refuse(LoadError(label, item.problem), None)
                 continue
             if not isinstance(item.data, dict):
-                refuse(f"{label}: a JSON {_json_kind(item.data)}, not an object with the article's fields", None)
+                refuse(LoadError(label, f"a JSON {_json_kind(item.data)}, not an object with the article's fields"), None)
                 continue
             n_objects += 1
             for k in item.data:
@@ -351,38 +387,40 @@ def load_record_file(path: Path, max_bytes: int = Settings.max_file_bytes, field
             try:
                 raw = _record_text(values.get("text"), label, max_bytes, fields)
             except RagError as exc:
-                refuse(str(exc), records.given_key(values))
+                refuse(_refused(exc, label), records.given_key(values))
                 continue
             key = records.record_key(values, raw)
             if key in first_line:
                 n_bad += 1
                 if n_bad <= _MAX_RECORD_ERRORS:
-                    out.errors.append(f"{label}: same id as {first_line[key]} ({key}); kept the first")
+                    out.errors.append(LoadError(label, f"same id as {first_line[key]} ({key}); kept the first"))
                 continue
             first_line[key] = item.where
             try:
                 out.documents.append(_record_document(path, key, raw, values, label))
                 out.raws[f"{path.name}#{key}"] = raw
             except RagError as exc:
-                refuse(str(exc), key)
+                refuse(_refused(exc, label), key)
             except Exception as exc:  # noqa: BLE001 - one record that trips the parser must not stop the rest
-                refuse(f"{label}: cannot be read as an article ({type(exc).__name__}: {exc})", key)
+                refuse(LoadError(label, f"cannot be read as an article ({type(exc).__name__}: {exc})"), key)
     except RagError as exc:  # the file, or the rest of it, cannot be read
-        out.errors.append(str(exc))
+        out.errors.append(_refused(exc, path.name))
         failed = None
     have = ", ".join(keys) or "none"
     missing = [f for f in fields if f not in mapped]
     if n_objects and missing:
         f = missing[0]
-        return LoadResult([], [f'{path.name}: no record has the field "{fields[f]}" (--fields {f}={fields[f]}); its records have: {have}'], failed={path.name: None})
+        line = LoadError(path.name, f'no record has the field "{fields[f]}" (--fields {f}={fields[f]}); its records have: {have}')
+        return LoadResult([], [line], failed={path.name: None})
     if n_objects and not has_text_field:
         names = ", ".join(records.DEFAULT_NAMES["text"])
-        return LoadResult([], [f"{path.name}: no record has a text field ({names}); its records have: {have}; name it with --fields text=NAME"], failed={path.name: None})
+        line = LoadError(path.name, f"no record has a text field ({names}); its records have: {have}; name it with --fields text=NAME")
+        return LoadResult([], [line], failed={path.name: None})
     if not n_objects and not out.errors:
-        out.errors.append(f"{path.name}: no records in the file")
+        out.errors.append(LoadError(path.name, "no records in the file"))
         failed = None
     if n_bad > _MAX_RECORD_ERRORS:
-        out.errors.append(f"{path.name} (more): {n_bad - _MAX_RECORD_ERRORS:,} more bad records skipped, not listed one by one")
+        out.errors.append(LoadError(f"{path.name} (more)", f"{n_bad - _MAX_RECORD_ERRORS:,} more bad records skipped, not listed one by one"))
     if failed is None or failed:
         out.failed[path.name] = failed
     return out
@@ -510,7 +548,7 @@ def _is_hidden(attrs: dict[str, str | None]) -> bool:
 class _HTMLBlocks(HTMLParser):
     """Text runs of an HTML page as raw-offset spans, broken at block elements."""
 
-    def __init__(self, raw: str):
+    def __init__(self, raw: str) -> None:
         super().__init__(convert_charrefs=False)
         self.raw = raw
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", raw)]

@@ -47,7 +47,7 @@ _STAGING = ".staging"  # a dot-folder: folder walks skip it, so a page being che
 class _Refused(Exception):
     """A fetch that did not give a usable reply; the message is the problem, without the url."""
 
-    def __init__(self, problem: str, status: int | None = None):
+    def __init__(self, problem: str, status: int | None = None) -> None:
         super().__init__(problem)
         self.status = status
 
@@ -101,7 +101,7 @@ class FetchReport:
 class Fetcher:
     """One HTTP client with the limits of ``settings``, and the robots.txt rules of each host it visits."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client = httpx.Client(
             timeout=httpx.Timeout(settings.fetch_timeout_s),

@@ -24,21 +24,26 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import embedding, records
 from .chunking import chunk_document
-from .corpus import iter_article_files, load_files, read_text
+from .corpus import LoadError, LoadResult, iter_article_files, load_files, read_text
 from .dedup import mark_duplicates
 from .files import published
 from .settings import Settings
 from .text import bm25_tokenize
 from .types import Chunk, Document, RagError, Sentence
+
+if TYPE_CHECKING:  # imported where used: both load slowly, and many commands never open an index
+    import bm25s
+    import faiss
 
 FORMAT_VERSION = 4  # 4: Document.inherited (metadata filled in from another copy), .record and .html (records of a file)
 SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
@@ -62,7 +67,7 @@ class UpdateReport:
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)  # the files (or records) not indexed, one line each
     embedded_chunks: int = 0
     n_chunks: int = 0
     seconds: float = 0.0
@@ -75,6 +80,124 @@ class UpdateReport:
         )
 
 
+# ---------------------------------------------------------------- the manifest
+@dataclass(frozen=True)
+class ChunkerSetup:
+    """How articles were cut into passages; a change re-chunks and re-embeds everything."""
+
+    kind: str
+    chunk_chars: int
+    overlap_sentences: int
+
+
+@dataclass(frozen=True)
+class ManifestDocument:
+    """What a manifest records of one indexed article."""
+
+    content_hash: str | None
+    path: str | None
+    n_chunks: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A generation's ``manifest.json``: the format, how it was embedded and chunked, its sources and articles.
+
+    Read leniently (a field that is missing or of the wrong type reads as None or empty) so that a
+    damaged or older index can still name its sources and be rebuilt; :meth:`Index.open` checks
+    the fields it relies on.
+    """
+
+    format_version: int | None = None
+    embedder: str | None = None
+    precision: str | None = None
+    dim: int | None = None
+    chunker: ChunkerSetup | None = None
+    sources: list[str] = field(default_factory=list)
+    source_fields: dict[str, dict[str, str]] = field(default_factory=dict)  # the field map a source was read with
+    n_chunks: int | None = None
+    dense_chunks_per_article: int | None = None
+    n_dense: int | None = None
+    documents: dict[str, ManifestDocument] = field(default_factory=dict)
+    built_at: str | None = None
+
+    @classmethod
+    def read(cls, gen: Path) -> Manifest:
+        """A generation's manifest; an empty one when the file is missing or unreadable."""
+        try:
+            return cls.from_json(json.loads((gen / "manifest.json").read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            return cls()
+
+    @classmethod
+    def from_json(cls, data: object) -> Manifest:
+        """The manifest of parsed ``manifest.json`` content; ValueError when it is not a JSON object."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
+        sources, source_fields = _parse_sources(data.get("sources")) or ([], {})
+        docs = data.get("documents")
+        return cls(
+            format_version=_typed(data.get("format_version"), int),
+            embedder=_typed(data.get("embedder"), str),
+            precision=_typed(data.get("precision"), str),
+            dim=_typed(data.get("dim"), int),
+            chunker=_chunker(data.get("chunker")),
+            sources=sources,
+            source_fields=source_fields,
+            n_chunks=_typed(data.get("n_chunks"), int),
+            dense_chunks_per_article=_typed(data.get("dense_chunks_per_article"), int),
+            n_dense=_typed(data.get("n_dense"), int),
+            documents={k: _manifest_document(v) for k, v in docs.items()} if isinstance(docs, dict) else {},
+            built_at=_typed(data.get("built_at"), str),
+        )
+
+    def to_json(self) -> str:
+        """The file's text; its keys and their order are the index format (FORMAT_VERSION)."""
+        data = {
+            "format_version": self.format_version,
+            "embedder": self.embedder,
+            "precision": self.precision,
+            "dim": self.dim,
+            "chunker": asdict(self.chunker) if self.chunker else None,
+            "sources": _source_entries(self.sources, self.source_fields),
+            "n_chunks": self.n_chunks,
+            "dense_chunks_per_article": self.dense_chunks_per_article,
+            "n_dense": self.n_dense,
+            "documents": {k: asdict(v) for k, v in self.documents.items()},
+            "built_at": self.built_at,
+        }
+        return json.dumps(data, indent=1, ensure_ascii=False)
+
+    def setup(self) -> tuple[str | None, str | None, int | None, ChunkerSetup | None]:
+        """The embedder, its precision, the vector size and the chunker: what the stored vectors depend on."""
+        return self.embedder, self.precision, self.dim, self.chunker
+
+
+def _setup(settings: Settings) -> tuple[str, str, int, ChunkerSetup]:
+    """:meth:`Manifest.setup` for a build with these settings."""
+    chunker = ChunkerSetup("sentences", settings.chunk_chars, settings.chunk_overlap_sentences)
+    return embedding.EMBEDDER_ID, embedding.precision(settings.embed_precision), embedding.EMBEDDER_DIM, chunker
+
+
+def _typed(value: object, kind: type) -> Any:
+    # bool is an int to Python, never a count or a version here
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _chunker(data: object) -> ChunkerSetup | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        return ChunkerSetup(**data)
+    except TypeError:  # other keys: another chunker, so everything is chunked again
+        return None
+
+
+def _manifest_document(data: object) -> ManifestDocument:
+    data = data if isinstance(data, dict) else {}
+    return ManifestDocument(_typed(data.get("content_hash"), str), _typed(data.get("path"), str), _typed(data.get("n_chunks"), int) or 0)
+
+
 class Index:
     """An opened index generation: documents, chunks, their vectors and the BM25 model."""
 
@@ -82,14 +205,14 @@ class Index:
         self,
         root: Path,
         gen: Path,
-        manifest: dict,
+        manifest: Manifest,
         docs: dict[str, Document],
         chunks: list[Chunk],
-        vectors,
+        vectors: faiss.IndexFlatIP,
         dense_ids: np.ndarray,
-        bm25,
+        bm25: bm25s.BM25 | None,
         raw: dict[str, str],
-    ):
+    ) -> None:
         self.root = root
         self.gen = gen
         self.manifest = manifest
@@ -113,9 +236,9 @@ class Index:
         fix = _rebuild_hint(root)
         part = gen / "manifest.json"  # the file being read, named when it turns out damaged
         try:
-            manifest = json.loads(part.read_text(encoding="utf-8"))
-            if manifest.get("format_version") != FORMAT_VERSION:
-                raise RagError(f"index at {root}/ has format {manifest.get('format_version')}, this version reads {FORMAT_VERSION}: {fix}")
+            manifest = Manifest.from_json(json.loads(part.read_text(encoding="utf-8")))
+            if manifest.format_version != FORMAT_VERSION:
+                raise RagError(f"index at {root}/ has format {manifest.format_version}, this version reads {FORMAT_VERSION}: {fix}")
             part = gen / "documents.json"
             docs = {
                 d["id"]: Document(**{**d, "segments": [tuple(s) for s in d["segments"]]})
@@ -146,7 +269,7 @@ class Index:
             raise RagError(f"index file {part} is corrupt ({type(exc).__name__}: {exc}); {fix}") from exc
         if (
             vectors.ntotal != len(dense_ids)
-            or manifest.get("n_chunks") != len(chunks)
+            or manifest.n_chunks != len(chunks)
             or (len(dense_ids) and int(dense_ids.max()) >= len(chunks))
         ):
             raise RagError(f"index at {gen}/ is corrupt (vectors.faiss, dense_ids.npy and chunks.jsonl disagree); {fix}")
@@ -203,23 +326,10 @@ def _current_or_none(root: Path) -> str | None:
         return None
 
 
-def _read_manifest(gen: Path) -> dict:
-    """A generation's manifest, or {} when it is unreadable."""
-    try:
-        data = json.loads((gen / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded_manifest(root: Path) -> dict:
+def _recorded_manifest(root: Path) -> Manifest:
     """The live manifest, read leniently so a damaged or older index can still be rebuilt."""
     name = _current_or_none(root)
-    return _read_manifest(root / name) if name else {}
-
-
-def _recorded_format(root: Path) -> int | None:
-    return _recorded_manifest(root).get("format_version")
+    return Manifest.read(root / name) if name else Manifest()
 
 
 def _generations(root: Path) -> list[Path]:
@@ -244,16 +354,15 @@ def _recorded(root: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
     current = _current_or_none(root)
     gens = ([root / current] if current else []) + _generations(root)
     for gen in gens:
-        found = _parse_sources(_read_manifest(gen).get("sources"))
-        if found:
-            return found
+        manifest = Manifest.read(gen)
+        if manifest.sources:
+            return manifest.sources, manifest.source_fields
     return [], {}
 
 
-def source_paths(manifest: dict) -> list[str]:
+def source_paths(manifest: Manifest) -> list[str]:
     """The paths an index was built from, as its manifest records them (with or without a field map)."""
-    found = _parse_sources(manifest.get("sources"))
-    return found[0] if found else []
+    return list(manifest.sources)
 
 
 def _parse_sources(data: object) -> tuple[list[str], dict[str, dict[str, str]]] | None:
@@ -303,13 +412,12 @@ def forget_feeds(root: str | Path, urls: Iterable[str]) -> None:
 
 def _recorded_ids(root: Path) -> set[str]:
     """The document ids of the live index, read leniently (for a rebuild, which does not open it)."""
-    docs = _recorded_manifest(root).get("documents")
-    return set(docs) if isinstance(docs, dict) else set()
+    return set(_recorded_manifest(root).documents)
 
 
 # ---------------------------------------------------------------- writing
 @contextmanager
-def writer_lock(root: Path):
+def writer_lock(root: Path) -> Iterator[None]:
     """Hold the index's write lock; a second writer gets a clear error instead of waiting forever."""
     _not_a_folder(root)
     try:
@@ -326,15 +434,6 @@ def writer_lock(root: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _settings_key(settings: Settings) -> dict:
-    return {
-        "embedder": embedding.EMBEDDER_ID,
-        "precision": embedding.precision(settings.embed_precision),
-        "dim": embedding.EMBEDDER_DIM,
-        "chunker": {"kind": "sentences", "chunk_chars": settings.chunk_chars, "overlap_sentences": settings.chunk_overlap_sentences},
-    }
 
 
 def build(
@@ -400,151 +499,273 @@ def update(
     if field_map and remove is not None:
         raise RagError("--fields is for reading record files; `rag index remove` reads none")
     t0 = time.perf_counter()
+    report = UpdateReport()
     with writer_lock(root):
-        old: Index | None = None
-        if not rebuild and _recorded_format(root) == FORMAT_VERSION:
-            old = Index.open(root)  # another format is simply rebuilt; a corrupt index raises
-            if {k: old.manifest.get(k) for k in ("embedder", "precision", "dim", "chunker")} != _settings_key(settings):
-                old = None  # a different embedder or chunker: everything is re-embedded
+        old = _reusable(root, settings, rebuild)
         old_docs = old.docs if old else {}
         recorded, recorded_fields = _recorded(root)
-        sources = list(recorded)
-        source_fields = dict(recorded_fields)
-        fresh_raws: dict[str, str] = {}
-        report = UpdateReport()
+        sources = _Sources(list(recorded), dict(recorded_fields))
         if remove is not None:
-            dropped = _removal(old_docs, remove)
-            new_docs = {k: v for k, v in old_docs.items() if k not in dropped}
+            new_docs, fresh_raws = _without(old_docs, remove), {}
         else:
-            # feeds are polled by rag.feeds before an update; here they are only kept on record, and
-            # a sync of named folders keeps them and the pages fetched: those are the index's own
-            followed = list(dict.fromkeys(s for s in (*recorded, *feeds) if is_url(s)))
-            given = add if add is not None else sync if sync is not None else [s for s in recorded if not is_url(s)]
-            given = list(given)
-            if add is None and (root / FETCHED_DIR).is_dir():
-                given.append(root / FETCHED_DIR)
-            if not given:
-                raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
-            paths = list(dict.fromkeys(str(Path(p).resolve()) for p in given))
-            if add is None:
-                _refuse_missing(paths, named=sync is not None)
-            walked = {p: iter_article_files([p]) for p in paths}  # each folder walked once, here
-            listed = {p: files for p, (files, _) in walked.items()}
-            n_files = sum(map(len, listed.values()))
-            if n_files > settings.max_files_per_add:
-                raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
-            maps = {p: field_map if field_map is not None else recorded_fields.get(p, {}) for p in paths}
-            loaded = load_files(
-                [f for files in listed.values() for f in files],
-                settings.max_file_bytes,
-                mark=False,  # marked below, with the kept ones
-                fields={f: maps[p] for p, files in listed.items() for f in files},
-            )
-            loaded.errors = [e for _, errs in walked.values() for e in errs] + loaded.errors
-            fresh_raws = loaded.raws
-            new_docs = {d.id: d for d in loaded.documents}
-            if add is not None:
-                new_docs = {**old_docs, **new_docs}
-                kept: list[str] = []
-            else:
-                kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
-                if not allow_remove:
-                    _refuse_mass_removal(set(old_docs) or _recorded_ids(root), set(new_docs))
-            report.errors = _note_kept(loaded.errors, kept, old_docs)
-            # only a path something was indexed from is remembered: `rag index` and --rebuild reuse them
-            from_files = set(new_docs) | {_file_of(d) for d in new_docs.values()}
-            indexed = [p for p in paths if any(f.name in from_files for f in listed[p])]
-            if indexed:
-                sources = [*sources, *(p for p in indexed if p not in sources)] if add is not None else indexed
-            # a map is remembered once it has read something, so a sync that failed keeps the one that worked
-            fresh = {_file_of(d) for d in loaded.documents}
-            for p in indexed:
-                if maps[p] and any(f.name in fresh for f in listed[p]):
-                    source_fields[p] = maps[p]
-            sources = [*(s for s in sources if not is_url(s)), *followed]
-
-        cache: dict[str, np.ndarray] = {}
-        old_by_doc: dict[str, list[int]] = {}
-        if old:
-            old_vecs = old.vector_matrix()
-            for i, c in enumerate(old.chunks):
-                old_by_doc.setdefault(c.doc_id, []).append(i)
-            for r, i in enumerate(old.dense_ids):
-                c = old.chunks[int(i)]
-                cache[_key(embed_text(c, old.docs[c.doc_id]))] = old_vecs[r]
-
-        mark_duplicates(list(new_docs.values()))
-        raws: dict[str, str] = {}
-        chunks: list[Chunk] = []
-        texts: list[str] = []
-        for doc_id in sorted(new_docs):
-            d = new_docs[doc_id]
-            prev = old_docs.get(doc_id)
-            if prev is not None and prev.content_hash == d.content_hash and (doc_id in old_by_doc or d is prev):
-                report.unchanged.append(doc_id)
-                doc_chunks = [old.chunks[i] for i in old_by_doc.get(doc_id, [])]
-                raws[doc_id] = old.raw(doc_id)
-            else:
-                (report.updated if prev is not None else report.added).append(doc_id)
-                raws[doc_id] = fresh_raws[doc_id] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
-                doc_chunks = chunk_document(d, raws[doc_id], settings.chunk_chars, settings.chunk_overlap_sentences)
-            chunks.extend(doc_chunks)
-            texts.extend(embed_text(c, d) for c in doc_chunks)
+            new_docs, fresh_raws = _load_sources(root, settings, old_docs, sources, report, sync, add, feeds, field_map, allow_remove)
+        # keyed by the texts as they were embedded, before marking duplicates can change an old title or date
+        stored = _stored_vectors(old)
+        chunks, texts, raws = _chunk(new_docs, old, fresh_raws, settings, report)
         report.removed = sorted(set(old_docs) - set(new_docs))
         report.n_chunks = len(chunks)
-        limit = settings.dense_chunks_per_article
-        if (
-            old is not None
-            and not (report.added or report.updated or report.removed)
-            and old.manifest.get("dense_chunks_per_article") == limit
-            and all(asdict(new_docs[i]) == asdict(old_docs[i]) for i in new_docs)
-        ):
-            if sources:  # the same articles may come from a new place, or an older index has no sources.json yet
-                _save_sources(root, _source_entries(sources, source_fields))
-            report.seconds = time.perf_counter() - t0
-            return report  # nothing changed: no new generation
+        if _nothing_changed(old, new_docs, report, settings.dense_chunks_per_article):
+            if sources.paths:  # the same articles may come from a new place, or an older index has no sources.json yet
+                _save_sources(root, sources.entries())
+        else:
+            dense_ids, per_doc = _dense_choice(chunks, settings.dense_chunks_per_article)
+            matrix = _embed(texts, dense_ids, stored, settings, progress, report)
+            fault_point("after_embed")
+            manifest = _new_manifest(settings, sources, new_docs, len(chunks), len(dense_ids), per_doc)
+            dropped = [old_docs[i] for i in report.removed] if remove is not None else []
+            _publish(root, manifest, new_docs, raws, chunks, matrix, dense_ids, texts, sources, dropped)
+    report.seconds = time.perf_counter() - t0
+    return report
 
-        # Dense vectors for the first ``limit`` passages of each article, BM25 for all of them: news
-        # states its facts first, and a long page's tail (live blogs, archives, link lists) costs
-        # embedding time out of proportion to what it adds; keywords still find it (README, RealTime QA).
-        per_doc: dict[str, int] = {}  # chunks seen so far per article; at the end, its chunk count
-        dense_ids: list[int] = []
-        for i, c in enumerate(chunks):
-            if limit <= 0 or per_doc.get(c.doc_id, 0) < limit:
-                dense_ids.append(i)
-            per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
-        todo = [i for i in dense_ids if _key(texts[i]) not in cache]
-        if todo:
-            vecs = embedding.embed([texts[i] for i in todo], progress=progress, bulk=True, embed_precision=settings.embed_precision)
-            for i, v in zip(todo, vecs):
-                cache[_key(texts[i])] = v
-        report.embedded_chunks = len(todo)
-        matrix = np.stack([cache[_key(texts[i])] for i in dense_ids]) if dense_ids else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
-        fault_point("after_embed")
 
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            **_settings_key(settings),
-            "sources": _source_entries(sources, source_fields),
-            "n_chunks": len(chunks),
-            "dense_chunks_per_article": limit,
-            "n_dense": len(dense_ids),
-            "documents": {
-                d.id: {"content_hash": d.content_hash, "path": d.path, "n_chunks": per_doc.get(d.id, 0)}
-                for d in new_docs.values()
-            },
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        try:
-            _write_generation(root, manifest, list(new_docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
-            if sources:
-                _save_sources(root, _source_entries(sources, source_fields))
-            if remove is not None:
-                _drop_fetched(root, [old_docs[i] for i in report.removed])
-        except OSError as exc:  # a full disk or a folder made read-only: the live generation is untouched
-            raise RagError(f"cannot write the index at {root}/ ({exc.strerror or exc}); nothing changed: free space or fix its permissions") from exc
-        report.seconds = time.perf_counter() - t0
-        return report
+# ---------------------------------------------------------------- the stages of an update
+@dataclass
+class _Sources:
+    """The files, folders and feeds an index is built from, each record file's path with its field map."""
+
+    paths: list[str]
+    fields: dict[str, dict[str, str]]
+
+    def entries(self) -> list:
+        return _source_entries(self.paths, self.fields)
+
+
+def _reusable(root: Path, settings: Settings, rebuild: bool) -> Index | None:
+    """The live index when its chunks and vectors can be reused, None when everything is built anew."""
+    if rebuild or _recorded_manifest(root).format_version != FORMAT_VERSION:
+        return None  # another format is simply rebuilt
+    old = Index.open(root)  # a corrupt index raises
+    # a different embedder or chunker: everything is re-embedded
+    return old if old.manifest.setup() == _setup(settings) else None
+
+
+def _without(old_docs: dict[str, Document], names: Iterable[str]) -> dict[str, Document]:
+    dropped = _removal(old_docs, names)
+    return {k: v for k, v in old_docs.items() if k not in dropped}
+
+
+def _load_sources(
+    root: Path,
+    settings: Settings,
+    old_docs: dict[str, Document],
+    sources: _Sources,
+    report: UpdateReport,
+    sync: Iterable[str | Path] | None,
+    add: Iterable[str | Path] | None,
+    feeds: Iterable[str],
+    field_map: dict[str, str] | None,
+    allow_remove: bool,
+) -> tuple[dict[str, Document], dict[str, str]]:
+    """Load and clean the articles of a sync or an add: the documents to index, and records' raw texts.
+
+    Notes the load errors in ``report`` and what was indexed from where in ``sources``.
+    """
+    # feeds are polled by rag.feeds before an update; here they are only kept on record, and
+    # a sync of named folders keeps them and the pages fetched: those are the index's own
+    followed = list(dict.fromkeys(s for s in (*sources.paths, *feeds) if is_url(s)))
+    paths = _given_paths(root, sources.paths, sync, add)
+    listed, maps, loaded = _load_paths(paths, settings, field_map, sources.fields)
+    new_docs = {d.id: d for d in loaded.documents}
+    if add is not None:
+        new_docs = {**old_docs, **new_docs}
+        kept: list[str] = []
+    else:
+        kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
+        if not allow_remove:
+            _refuse_mass_removal(set(old_docs) or _recorded_ids(root), set(new_docs))
+    report.errors = _note_kept(loaded.errors, kept, old_docs)
+    _remember_sources(sources, listed, maps, loaded.documents, new_docs, added=add is not None)
+    sources.paths = [*(s for s in sources.paths if not is_url(s)), *followed]
+    return new_docs, loaded.raws
+
+
+def _given_paths(root: Path, recorded: list[str], sync: Iterable[str | Path] | None, add: Iterable[str | Path] | None) -> list[str]:
+    """The resolved files and folders to read: those named, else the recorded ones and the fetched pages."""
+    given = list(add if add is not None else sync if sync is not None else [s for s in recorded if not is_url(s)])
+    if add is None and (root / FETCHED_DIR).is_dir():
+        given.append(root / FETCHED_DIR)
+    if not given:
+        raise RagError("no articles given: name a folder or files, e.g. `rag index seeds/`")
+    paths = list(dict.fromkeys(str(Path(p).resolve()) for p in given))
+    if add is None:
+        _refuse_missing(paths, named=sync is not None)
+    return paths
+
+
+def _load_paths(
+    paths: list[str], settings: Settings, field_map: dict[str, str] | None, recorded_fields: Mapping[str, dict[str, str]]
+) -> tuple[dict[str, list[Path]], dict[str, dict[str, str]], LoadResult]:
+    """The article files under each path, the field map each path is read with, and what loading them gave."""
+    walked = {p: iter_article_files([p]) for p in paths}  # each folder walked once, here
+    listed = {p: files for p, (files, _) in walked.items()}
+    n_files = sum(map(len, listed.values()))
+    if n_files > settings.max_files_per_add:
+        raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
+    maps = {p: field_map if field_map is not None else recorded_fields.get(p, {}) for p in paths}
+    loaded = load_files(
+        [f for files in listed.values() for f in files],
+        settings.max_file_bytes,
+        mark=False,  # marked by _chunk, with the kept ones
+        fields={f: maps[p] for p, files in listed.items() for f in files},
+    )
+    loaded.errors = [e for _, errs in walked.values() for e in errs] + loaded.errors
+    return listed, maps, loaded
+
+
+def _remember_sources(
+    sources: _Sources,
+    listed: Mapping[str, list[Path]],
+    maps: Mapping[str, dict[str, str]],
+    loaded: list[Document],
+    new_docs: Mapping[str, Document],
+    added: bool,
+) -> None:
+    # only a path something was indexed from is remembered: `rag index` and --rebuild reuse them
+    from_files = set(new_docs) | {_file_of(d) for d in new_docs.values()}
+    indexed = [p for p in listed if any(f.name in from_files for f in listed[p])]
+    if indexed:
+        sources.paths = [*sources.paths, *(p for p in indexed if p not in sources.paths)] if added else indexed
+    # a map is remembered once it has read something, so a sync that failed keeps the one that worked
+    fresh = {_file_of(d) for d in loaded}
+    for p in indexed:
+        if maps[p] and any(f.name in fresh for f in listed[p]):
+            sources.fields[p] = maps[p]
+
+
+def _chunk(
+    new_docs: dict[str, Document], old: Index | None, fresh_raws: Mapping[str, str], settings: Settings, report: UpdateReport
+) -> tuple[list[Chunk], list[str], dict[str, str]]:
+    """Every article's chunks (an unchanged one's taken over from ``old``), their texts to embed, and the raw texts.
+
+    Duplicates are marked first: a copy inherits metadata from another, which its chunks' texts carry.
+    """
+    old_docs = old.docs if old else {}
+    old_by_doc: dict[str, list[int]] = {}
+    for i, c in enumerate(old.chunks if old else []):
+        old_by_doc.setdefault(c.doc_id, []).append(i)
+    mark_duplicates(list(new_docs.values()))
+    raws: dict[str, str] = {}
+    chunks: list[Chunk] = []
+    texts: list[str] = []
+    for doc_id in sorted(new_docs):
+        d = new_docs[doc_id]
+        prev = old_docs.get(doc_id)
+        if prev is not None and prev.content_hash == d.content_hash and (doc_id in old_by_doc or d is prev):
+            report.unchanged.append(doc_id)
+            doc_chunks = [old.chunks[i] for i in old_by_doc.get(doc_id, [])]
+            raws[doc_id] = old.raw(doc_id)
+        else:
+            (report.updated if prev is not None else report.added).append(doc_id)
+            raws[doc_id] = fresh_raws[doc_id] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
+            doc_chunks = chunk_document(d, raws[doc_id], settings.chunk_chars, settings.chunk_overlap_sentences)
+        chunks.extend(doc_chunks)
+        texts.extend(embed_text(c, d) for c in doc_chunks)
+    return chunks, texts, raws
+
+
+def _nothing_changed(old: Index | None, new_docs: Mapping[str, Document], report: UpdateReport, limit: int) -> bool:
+    """True when the live generation already is what this update would write: no new generation then."""
+    return (
+        old is not None
+        and not (report.added or report.updated or report.removed)
+        and old.manifest.dense_chunks_per_article == limit
+        and all(asdict(new_docs[i]) == asdict(old.docs[i]) for i in new_docs)
+    )
+
+
+def _dense_choice(chunks: list[Chunk], limit: int) -> tuple[list[int], dict[str, int]]:
+    """The chunks that get a dense vector, and each article's chunk count.
+
+    Dense vectors for the first ``limit`` passages of each article, BM25 for all of them: news
+    states its facts first, and a long page's tail (live blogs, archives, link lists) costs
+    embedding time out of proportion to what it adds; keywords still find it (README, RealTime QA).
+    """
+    per_doc: dict[str, int] = {}  # chunks seen so far per article; at the end, its chunk count
+    dense_ids: list[int] = []
+    for i, c in enumerate(chunks):
+        if limit <= 0 or per_doc.get(c.doc_id, 0) < limit:
+            dense_ids.append(i)
+        per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
+    return dense_ids, per_doc
+
+
+def _stored_vectors(old: Index | None) -> dict[str, np.ndarray]:
+    """The live generation's vectors by the hash of their embedded text: a passage seen before is not embedded again."""
+    if old is None:
+        return {}
+    vectors = old.vector_matrix()
+    cache: dict[str, np.ndarray] = {}
+    for r, i in enumerate(old.dense_ids):
+        c = old.chunks[int(i)]
+        cache[_key(embed_text(c, old.docs[c.doc_id]))] = vectors[r]
+    return cache
+
+
+def _embed(
+    texts: list[str], dense_ids: list[int], cache: dict[str, np.ndarray], settings: Settings, progress: bool, report: UpdateReport
+) -> np.ndarray:
+    """The vectors of the chunks ``dense_ids``, in that order; only texts not in ``cache`` are embedded."""
+    todo = [i for i in dense_ids if _key(texts[i]) not in cache]
+    if todo:
+        vecs = embedding.embed([texts[i] for i in todo], progress=progress, bulk=True, embed_precision=settings.embed_precision)
+        for i, v in zip(todo, vecs):
+            cache[_key(texts[i])] = v
+    report.embedded_chunks = len(todo)
+    if not dense_ids:
+        return np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+    return np.stack([cache[_key(texts[i])] for i in dense_ids])
+
+
+def _new_manifest(
+    settings: Settings, sources: _Sources, docs: Mapping[str, Document], n_chunks: int, n_dense: int, per_doc: Mapping[str, int]
+) -> Manifest:
+    embedder, precision, dim, chunker = _setup(settings)
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        embedder=embedder,
+        precision=precision,
+        dim=dim,
+        chunker=chunker,
+        sources=sources.paths,
+        source_fields=sources.fields,
+        n_chunks=n_chunks,
+        dense_chunks_per_article=settings.dense_chunks_per_article,
+        n_dense=n_dense,
+        documents={d.id: ManifestDocument(d.content_hash, d.path, per_doc.get(d.id, 0)) for d in docs.values()},
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+def _publish(
+    root: Path,
+    manifest: Manifest,
+    docs: Mapping[str, Document],
+    raws: dict[str, str],
+    chunks: list[Chunk],
+    matrix: np.ndarray,
+    dense_ids: list[int],
+    texts: list[str],
+    sources: _Sources,
+    dropped: list[Document],
+) -> None:
+    """Write the new generation and make it live, then record the sources and delete removed fetched pages."""
+    try:
+        _write_generation(root, manifest, list(docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
+        if sources.paths:
+            _save_sources(root, sources.entries())
+        _drop_fetched(root, dropped)
+    except OSError as exc:  # a full disk or a folder made read-only: the live generation is untouched
+        raise RagError(f"cannot write the index at {root}/ ({exc.strerror or exc}); nothing changed: free space or fix its permissions") from exc
 
 
 def _drop_fetched(root: Path, docs: list[Document]) -> None:
@@ -631,7 +852,7 @@ def _keep_unloadable(
     return sorted(kept)
 
 
-def _note_kept(errors: list[str], kept: list[str], old_docs: Mapping[str, Document]) -> list[str]:
+def _note_kept(errors: list[LoadError], kept: list[str], old_docs: Mapping[str, Document]) -> list[LoadError]:
     """The load errors, each kept file's line saying that its last indexed version stays."""
     errors = list(errors)
     by_file: dict[str, list[str]] = {}
@@ -639,20 +860,20 @@ def _note_kept(errors: list[str], kept: list[str], old_docs: Mapping[str, Docume
         if old_docs[doc_id].record is not None:
             by_file.setdefault(_file_of(old_docs[doc_id]), []).append(doc_id)
             continue
-        # a line about the file or its sidecar (the loader starts each line with the name it refused)
-        at = next((i for i, e in enumerate(errors) if e.startswith((f"{doc_id}:", f"{doc_id}.meta.json:"))), None)
+        # a line about the file or its sidecar
+        at = next((i for i, e in enumerate(errors) if e.where in (doc_id, f"{doc_id}.meta.json")), None)
         if at is None:
-            errors.append(f"{doc_id}: could not be loaded; kept the last indexed version")
+            errors.append(LoadError(doc_id, "could not be loaded; kept the last indexed version"))
         else:
-            errors[at] += "; kept the last indexed version"
+            errors[at] = errors[at].amended("; kept the last indexed version")
     for name, ids in by_file.items():
         what = f"{len(ids)} record{'s' if len(ids) > 1 else ''} indexed earlier"
-        at = next((i for i, e in enumerate(errors) if e.startswith(f"{name}: ")), None)  # the file as a whole failed
+        at = next((i for i, e in enumerate(errors) if e.where == name), None)  # the file as a whole failed
         if at is None:
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-            errors.append(f"{name}: kept the last indexed version of {what} that did not load this time ({shown})")
+            errors.append(LoadError(name, f"kept the last indexed version of {what} that did not load this time ({shown})"))
         else:
-            errors[at] += f"; kept its {what}"
+            errors[at] = errors[at].amended(f"; kept its {what}")
     return errors
 
 
@@ -681,7 +902,7 @@ def fault_point(name: str) -> None:
 
 def _write_generation(
     root: Path,
-    manifest: dict,
+    manifest: Manifest,
     docs: list[Document],
     raws: dict[str, str],
     chunks: list[Chunk],
@@ -718,7 +939,7 @@ def _write_generation(
         bm.save(str(tmp / "bm25"))
     # the manifest goes last: a generation without one is incomplete
     fault_point("during_write")
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    (tmp / "manifest.json").write_text(manifest.to_json())
     for p in tmp.rglob("*"):
         if p.is_file():
             with open(p, "rb") as fh:

@@ -21,16 +21,16 @@ def test_reopening_and_rebuilding_unchanged_corpus_embeds_nothing(corpus, tmp_pa
     opened = Index.open(idx)
     assert len(opened.chunks) == first.n_chunks and opened.vectors.ntotal == first.n_chunks
     manifest = opened.manifest
-    assert manifest["embedder"].endswith("all-MiniLM-L6-v2")
-    assert manifest["chunker"]["chunk_chars"] > 0
-    assert set(manifest["documents"]) == {p.name for p in SEEDS.glob("*.txt")}
-    assert all(len(v["content_hash"]) == 64 for v in manifest["documents"].values())
+    assert manifest.embedder.endswith("all-MiniLM-L6-v2")
+    assert manifest.chunker.chunk_chars > 0
+    assert set(manifest.documents) == {p.name for p in SEEDS.glob("*.txt")}
+    assert all(len(v.content_hash) == 64 for v in manifest.documents.values())
 
 
 def test_changed_added_and_removed_articles_only_reembed_themselves(corpus, tmp_path):
     idx = tmp_path / "idx"
     build(idx, [corpus])
-    n_000 = Index.open(idx).manifest["documents"]["000_7d385fec3d1c01e6.txt"]["n_chunks"]
+    n_000 = Index.open(idx).manifest.documents["000_7d385fec3d1c01e6.txt"].n_chunks
     with open(corpus / "000_7d385fec3d1c01e6.txt", "a") as f:
         f.write("\nHamas later denied the report in a statement on Tuesday.\n")
     (corpus / "zorblat.txt").write_text(ARTICLE)
