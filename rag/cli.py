@@ -257,9 +257,7 @@ def _list(args, settings: Settings) -> int:
 
     dates = parse_range(args.since, args.until)
     idx = Index.open(settings.index_dir)
-    counts = {d: 0 for d in idx.docs}
-    for c in idx.chunks:
-        counts[c.doc_id] += 1
+    counts = idx.chunk_counts
     docs, undated = select_documents(idx.docs.values(), args.sort, dates, args.outlet)
     for d in docs:
         why = [f"same report as {d.duplicate_of}"] if d.duplicate_of else []

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -284,6 +285,14 @@ class Index:
         before the next `rag index`.
         """
         return self._raw[doc_id]
+
+    @cached_property
+    def chunk_counts(self) -> dict[str, int]:
+        """The number of chunks of each indexed article (a generation never changes, so counted once)."""
+        counts = dict.fromkeys(self.docs, 0)
+        for c in self.chunks:
+            counts[c.doc_id] += 1
+        return counts
 
     def vector_matrix(self) -> np.ndarray:
         """Row r is the vector of chunk ``dense_ids[r]``."""

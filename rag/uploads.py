@@ -73,14 +73,6 @@ def default_folder(idx: Index) -> Path:
     return Path(idx.root) / "articles"
 
 
-def chunk_counts(idx: Index) -> dict[str, int]:
-    """The number of chunks of each indexed article."""
-    counts = {d: 0 for d in idx.docs}
-    for c in idx.chunks:
-        counts[c.doc_id] = counts.get(c.doc_id, 0) + 1
-    return counts
-
-
 class Uploads:
     """Adds article files to a corpus folder (``folder``, else ``settings.corpus_dir``, else
     :func:`default_folder`) and to the opened index."""
@@ -164,7 +156,7 @@ class Uploads:
             self.rag.refresh()
             names = {t.name for t in saved}
             lines.extend(UploadLine("error", e) for e in report.errors)
-            counts = chunk_counts(self.rag.index)
+            counts = self.rag.index.chunk_counts
             for verb, doc_ids in (("added", report.added), ("updated", report.updated)):
                 for doc_id in doc_ids:
                     if doc_id in names:

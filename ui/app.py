@@ -18,7 +18,7 @@ import gradio as gr
 
 from rag import RAG, RagError, Settings
 from rag.dates import parse_range, select_documents
-from rag.uploads import Uploads, chunk_counts
+from rag.uploads import Uploads
 
 from . import render
 from .render import Turn
@@ -68,9 +68,9 @@ def corpus_table(rag: RAG, sort: str = "date", since: str = "", until: str = "",
     try:
         shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
     except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
-        return render.corpus_html(docs, chunk_counts(rag.index), note=f"⚠ {exc}")
+        return render.corpus_html(docs, rag.index.chunk_counts, note=f"⚠ {exc}")
     note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
-    return render.corpus_html(docs, chunk_counts(rag.index), shown, note)
+    return render.corpus_html(docs, rag.index.chunk_counts, shown, note)
 
 
 def key_endpoints(settings: Settings) -> set[str]:
