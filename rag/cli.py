@@ -80,10 +80,11 @@ def parser() -> argparse.ArgumentParser:
         "`rag index add PATH...` adds or refreshes articles and keeps the rest; `rag index remove DOC...` drops "
         "documents by id (`rag list`; a record file's name drops all its records). A sync refuses, changing nothing, when a path does not exist or when it would "
         "remove more than half of the indexed articles (use `rag index remove` or --allow-remove for that). "
-        "`rag index add --feed URL` and `--url URL...` fetch web pages into the index; a sync without paths polls the feeds again.",
+        "`rag index add --feed URL` and `--url URL...` fetch web pages into the index; a sync without paths polls the feeds again. "
+        "Each write adds a segment and merges the small ones; `rag index compact` merges them all into one.",
     )
     _common(p)
-    p.add_argument("paths", nargs="*", metavar="[add|remove|sync] PATH", help="files or folders (default: the sources of the last build)")
+    p.add_argument("paths", nargs="*", metavar="[add|remove|sync|compact] PATH", help="files or folders (default: the sources of the last build)")
     p.add_argument("--rebuild", action="store_true", help="discard the existing index and build from scratch (from the last sources)")
     p.add_argument("--allow-remove", action="store_true", help="let a sync remove more than half of the indexed articles")
     p.add_argument(
@@ -217,8 +218,14 @@ def _index(args, settings: Settings) -> int:
     from .index import forget_feeds, is_url, update
 
     verb, paths = "sync", args.paths
-    if paths and paths[0] in ("add", "remove", "sync") and not os.path.exists(paths[0]):
+    if paths and paths[0] in ("add", "remove", "sync", "compact") and not os.path.exists(paths[0]):
         verb, paths = paths[0], paths[1:]
+    if verb == "compact":
+        if paths or args.feeds or args.urls:
+            raise RagError("`rag index compact` takes no paths: it merges the index's segments into one")
+        report = update(settings.index_dir, settings, compact=True, progress=sys.stderr.isatty())
+        print(f"index {settings.index_dir}/: compacted into one segment; {report.summary()}")
+        return 0
     web = next((p for p in paths if is_url(p)), None)
     if web:
         raise RagError(f"{web} is a web address: fetch a page with `rag index add --url URL`, follow a feed with `rag index add --feed URL`")

@@ -8,6 +8,8 @@ folds passages that repeat one already shown, at ``Settings.dup_threshold``.
 from __future__ import annotations
 
 import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 
 from .types import Document
 
@@ -19,11 +21,15 @@ SAME_REPORT = 0.8
 
 
 def shingles(text: str, n: int = 5) -> set[int]:
-    """Hashed word n-grams, for near-duplicate detection."""
+    """Hashed word n-grams, for near-duplicate detection.
+
+    CRC-32, not Python's ``hash``: that one changes from process to process, and an index keeps a
+    sample of each article's shingles to find the reports a later article repeats.
+    """
     words = re.findall(r"\w+", text.lower())
     if len(words) < n:
-        return {hash(" ".join(words))} if words else set()
-    return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
+        return {zlib.crc32(" ".join(words).encode())} if words else set()
+    return {zlib.crc32(" ".join(words[i : i + n]).encode()) for i in range(len(words) - n + 1)}
 
 
 def containment(a: set[int], b: set[int]) -> float:
@@ -51,15 +57,15 @@ def mark_duplicates(docs: list[Document], threshold: float = SAME_REPORT) -> Non
     sh: list[set[int]] = []
     for i, d in enumerate(ordered):
         sh.append(shingles(d.text))
-        sample = _sample(sh[i])
+        found_by = sample(sh[i])
         d.duplicate_of = None
-        candidates = sorted({j for h in sample for j in postings.get(h, ())})
+        candidates = sorted({j for h in found_by for j in postings.get(h, ())})
         for j in candidates:  # earlier (richer) documents first
             if containment(sh[i], sh[j]) >= threshold:
                 d.duplicate_of = ordered[j].id
                 break
         if d.duplicate_of is None:  # only canonical reports are matched against
-            for h in sample:
+            for h in found_by:
                 postings.setdefault(h, []).append(i)
     inherit_metadata(docs)
 
@@ -87,5 +93,47 @@ def inherit_metadata(docs: list[Document]) -> None:
                     d.inherited[name] = source.id
 
 
-def _sample(sh: set[int]) -> set[int]:
+def sample(sh: set[int]) -> set[int]:
+    """The shingles an article is found by as a candidate copy: an eighth of them, all of a short one."""
     return sh if len(sh) < 64 else {h for h in sh if h % 8 == 0}
+
+
+def affected(
+    seeds: Iterable[str],
+    docs: Mapping[str, Document],
+    sharing: Callable[[set[int]], Iterable[str]],
+    threshold: float = SAME_REPORT,
+) -> set[str]:
+    """The articles whose duplicate marks may change when ``seeds`` arrive, change or go.
+
+    Marking these alone with :func:`mark_duplicates` gives what marking all of ``docs`` would: they
+    are closed under "is a candidate copy of" (a shared shingle sample, then exact containment at
+    ``threshold``, the relation :func:`mark_duplicates` follows) and hold every article of each
+    report they touch, so nothing outside them can match anything inside. ``docs``: every article
+    after the change (the removed ones' copies among the seeds); ``sharing``: the articles whose
+    stored shingle sample holds one of the given hashes. Only these articles' texts are shingled,
+    so an update costs what its own articles cost, not what the index holds.
+    """
+    copies: dict[str, list[str]] = {}
+    for d in docs.values():
+        if d.duplicate_of:
+            copies.setdefault(d.duplicate_of, []).append(d.id)
+
+    def report(doc_id: str) -> list[str]:  # every copy of the report an article belongs to
+        d = docs[doc_id]
+        head = d.duplicate_of if d.duplicate_of in docs else doc_id
+        return [head, *copies.get(head, []), *copies.get(doc_id, [])]
+
+    found: set[str] = set()
+    todo = [i for s in seeds if s in docs for i in report(s)]
+    sh: dict[str, set[int]] = {}
+    while todo:
+        doc_id = todo.pop()
+        if doc_id in found:
+            continue
+        found.add(doc_id)
+        mine = sh.setdefault(doc_id, shingles(docs[doc_id].text))
+        for other in set(sharing(sample(mine))) - found:
+            if other in docs and containment(mine, sh.setdefault(other, shingles(docs[other].text))) >= threshold:
+                todo.extend(report(other))
+    return found

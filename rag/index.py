@@ -16,6 +16,7 @@ with ``os.replace``: a reader, or a crash at any point, sees the old index or th
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
@@ -24,29 +25,27 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import embedding, records
+from . import embedding, records, segments
 from .chunking import chunk_document
 from .corpus import LoadError, LoadResult, iter_article_files, load_files, read_text
-from .dedup import mark_duplicates
+from .dedup import affected, mark_duplicates, sample, shingles
 from .files import published
 from .settings import Settings
-from .text import bm25_tokenize
-from .types import Chunk, Document, RagError, Sentence
+from .types import Chunk, Document, RagError
 
-if TYPE_CHECKING:  # imported where used: both load slowly, and many commands never open an index
-    import bm25s
+if TYPE_CHECKING:  # imported where used: it loads slowly, and many commands never open an index
     import faiss
 
-FORMAT_VERSION = 4  # 4: Document.inherited (metadata filled in from another copy), .record and .html (records of a file)
+FORMAT_VERSION = 5  # 5: immutable segments shared between generations; 4: Document.inherited (metadata filled in from another copy), .record and .html (records of a file)
 SOURCES_FILE = "sources.json"  # outside the generations: a damaged CURRENT or manifest cannot take it along
 FETCHED_DIR = "fetched"  # pages rag.feeds fetched, stored as .html files with sidecars
 _GEN_NAME = re.compile(r"gen-\d{6,}")
@@ -101,6 +100,14 @@ class ManifestDocument:
 
 
 @dataclass(frozen=True)
+class SegmentRef:
+    """A live segment of a generation, and the articles deleted from it since it was written."""
+
+    name: str
+    deleted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A generation's ``manifest.json``: the format, how it was embedded and chunked, its sources and articles.
 
@@ -119,7 +126,8 @@ class Manifest:
     n_chunks: int | None = None
     dense_chunks_per_article: int | None = None
     n_dense: int | None = None
-    documents: dict[str, ManifestDocument] = field(default_factory=dict)
+    documents: dict[str, ManifestDocument] = field(default_factory=dict)  # older formats only: read to rebuild them
+    segments: list[SegmentRef] = field(default_factory=list)
     built_at: str | None = None
 
     @classmethod
@@ -149,6 +157,7 @@ class Manifest:
             dense_chunks_per_article=_typed(data.get("dense_chunks_per_article"), int),
             n_dense=_typed(data.get("n_dense"), int),
             documents={k: _manifest_document(v) for k, v in docs.items()} if isinstance(docs, dict) else {},
+            segments=_segment_refs(data.get("segments")),
             built_at=_typed(data.get("built_at"), str),
         )
 
@@ -164,7 +173,7 @@ class Manifest:
             "n_chunks": self.n_chunks,
             "dense_chunks_per_article": self.dense_chunks_per_article,
             "n_dense": self.n_dense,
-            "documents": {k: asdict(v) for k, v in self.documents.items()},
+            "segments": [{"name": r.name, "deleted": list(r.deleted)} for r in self.segments],
             "built_at": self.built_at,
         }
         return json.dumps(data, indent=1, ensure_ascii=False)
@@ -194,6 +203,17 @@ def _chunker(data: object) -> ChunkerSetup | None:
         return None
 
 
+def _segment_refs(data: object) -> list[SegmentRef]:
+    refs = []
+    for entry in data if isinstance(data, list) else []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        deleted = entry.get("deleted") if isinstance(entry, dict) else None
+        # a name that is not a segment (garbage, or a path such as ../x) is never followed
+        if isinstance(name, str) and segments.SEGMENT_NAME.fullmatch(name) and isinstance(deleted, list):
+            refs.append(SegmentRef(name, tuple(d for d in deleted if isinstance(d, str))))
+    return refs
+
+
 def _manifest_document(data: object) -> ManifestDocument:
     data = data if isinstance(data, dict) else {}
     return ManifestDocument(_typed(data.get("content_hash"), str), _typed(data.get("path"), str), _typed(data.get("n_chunks"), int) or 0)
@@ -211,7 +231,7 @@ class Index:
         chunks: list[Chunk],
         vectors: faiss.IndexFlatIP,
         dense_ids: np.ndarray,
-        bm25: bm25s.BM25 | None,
+        bm25: segments.SegmentedBM25 | None,
         raw: dict[str, str],
     ) -> None:
         self.root = root
@@ -229,7 +249,6 @@ class Index:
     @classmethod
     def open(cls, root: str | Path) -> Index:
         """Open the live generation of the index at ``root``; raises RagError if missing or corrupt."""
-        import bm25s
         import faiss
 
         root = Path(root)
@@ -240,43 +259,39 @@ class Index:
             manifest = Manifest.from_json(json.loads(part.read_text(encoding="utf-8")))
             if manifest.format_version != FORMAT_VERSION:
                 raise RagError(f"index at {root}/ has format {manifest.format_version}, this version reads {FORMAT_VERSION}: {fix}")
-            part = gen / "documents.json"
-            docs = {
-                d["id"]: Document(**{**d, "segments": [tuple(s) for s in d["segments"]]})
-                for d in json.loads(part.read_text(encoding="utf-8"))
-            }
-            part = gen / "chunks.jsonl"
-            chunks = []
-            with open(part, encoding="utf-8") as f:
-                for line in f:
-                    c = json.loads(line)
-                    c["sentences"] = [Sentence(**s) for s in c["sentences"]]
-                    chunks.append(Chunk(**c))
-            part = gen / "vectors.faiss"
-            vectors = faiss.read_index(str(part))
-            part = gen / "dense_ids.npy"
-            dense_ids = np.load(part)
-            part = gen / "raw.jsonl"
-            raw: dict[str, str] = {}
-            with open(part, encoding="utf-8") as f:
-                for line in f:
-                    d = json.loads(line)
-                    raw[d["id"]] = d["raw"]
-            part = gen / "bm25"
-            bm25 = bm25s.BM25.load(str(part)) if chunks else None
+            parts = [_Segment.read(root, ref) for ref in manifest.segments]
         except RagError:
             raise
+        except _Damaged as exc:
+            raise RagError(f"index file {exc.part} is corrupt ({exc.reason}); {fix}") from exc
         except Exception as exc:  # any unreadable or truncated file
             raise RagError(f"index file {part} is corrupt ({type(exc).__name__}: {exc}); {fix}") from exc
-        if (
-            vectors.ntotal != len(dense_ids)
-            or manifest.n_chunks != len(chunks)
-            or (len(dense_ids) and int(dense_ids.max()) >= len(chunks))
-        ):
-            raise RagError(f"index at {gen}/ is corrupt (vectors.faiss, dense_ids.npy and chunks.jsonl disagree); {fix}")
-        if set(raw) != set(docs):
-            raise RagError(f"index at {gen}/ is corrupt (raw.jsonl lacks article texts); {fix}")
-        return cls(root, gen, manifest, docs, chunks, vectors, dense_ids, bm25, raw)
+        docs: dict[str, Document] = {}
+        raw: dict[str, str] = {}
+        chunks: list[Chunk] = []
+        dense_ids: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        terms = []
+        for p in parts:  # the live passages of each segment, numbered on from the ones before
+            at = np.full(len(p.chunks), -1, np.int64)
+            live = np.flatnonzero(p.live)
+            at[live] = np.arange(len(chunks), len(chunks) + len(live))
+            chunks.extend(p.chunks[i] for i in live)
+            docs.update((d.id, d) for d in p.docs if d.id not in p.deleted)
+            raw.update((k, v) for k, v in p.raws.items() if k not in p.deleted)
+            kept = at[p.dense_rows] >= 0
+            dense_ids.append(at[p.dense_rows][kept])
+            rows.append(p.vectors[kept])
+            terms.append((p.terms, at))
+        vectors = faiss.IndexFlatIP(embedding.EMBEDDER_DIM)
+        matrix = np.concatenate(rows) if rows else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+        if len(matrix):
+            vectors.add(np.ascontiguousarray(matrix, dtype=np.float32))
+        ids = np.concatenate(dense_ids) if dense_ids else np.zeros(0, np.int64)
+        if manifest.n_chunks != len(chunks) or set(raw) != set(docs):
+            raise RagError(f"index at {gen}/ is corrupt (its manifest and segments disagree); {fix}")
+        bm25 = segments.SegmentedBM25(terms) if chunks else None
+        return cls(root, gen, manifest, docs, chunks, vectors, ids, bm25, raw)
 
     def raw(self, doc_id: str) -> str:
         """The article's file text as it was indexed; citation offsets point into it.
@@ -298,6 +313,61 @@ class Index:
         """Row r is the vector of chunk ``dense_ids[r]``."""
         n = self.vectors.ntotal
         return self.vectors.reconstruct_n(0, n) if n else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
+
+
+class _Damaged(Exception):
+    """A segment file that cannot be read, or that disagrees with the segment's meta.json."""
+
+    def __init__(self, part: Path, reason: str) -> None:
+        super().__init__(reason)
+        self.part, self.reason = part, reason
+
+
+@dataclass
+class _Segment:
+    """One live segment as :meth:`Index.open` reads it whole."""
+
+    docs: list[Document]
+    deleted: set[str]
+    raws: dict[str, str]
+    chunks: list[Chunk]
+    live: np.ndarray  # per passage: its article is not deleted
+    dense_rows: np.ndarray  # the passage of each vector row
+    vectors: np.ndarray
+    terms: segments.Terms
+
+    @classmethod
+    def read(cls, root: Path, ref: SegmentRef) -> _Segment:
+        folder = root / segments.SEGMENTS_DIR / ref.name
+        read = {
+            "meta.json": segments.read_meta,
+            "documents.json": segments.read_documents,
+            "chunks.jsonl": lambda f: [c for _, c in segments.read_chunks(f)],
+            "raw.jsonl": segments.read_raws,
+            "vectors.npy": segments.read_vectors,
+            "terms.npz": segments.Terms.load,
+        }
+        got: dict[str, Any] = {}
+        for name, how in read.items():
+            try:
+                got[name] = how(folder)
+            except Exception as exc:  # any unreadable or truncated file
+                raise _Damaged(folder / name, f"{type(exc).__name__}: {exc}") from exc
+        meta, docs, chunks = got["meta.json"], got["documents.json"], got["chunks.jsonl"]
+        vectors, terms = got["vectors.npy"], got["terms.npz"]
+        if [d.id for d in docs] != meta.docs or set(got["raw.jsonl"]) != set(meta.docs):
+            raise _Damaged(folder / "documents.json", "its articles are not those of meta.json")
+        if len(chunks) != meta.n_chunks or len(terms.lengths) != meta.n_chunks:
+            raise _Damaged(folder / "chunks.jsonl", "its passages are not those of meta.json")
+        if vectors.ndim != 2 or vectors.shape != (sum(meta.dense), embedding.EMBEDDER_DIM):
+            raise _Damaged(folder / "vectors.npy", f"{vectors.shape} vectors where meta.json counts {sum(meta.dense)}")
+        deleted = set(ref.deleted)
+        live = np.ones(len(chunks), bool)
+        dense_rows: list[int] = []
+        for doc_id, (start, stop), n in zip(meta.docs, meta.chunk_range().values(), meta.dense):
+            live[start:stop] = doc_id not in deleted
+            dense_rows.extend(range(start, start + n))
+        return cls(docs, deleted, got["raw.jsonl"], chunks, live, np.asarray(dense_rows, np.int64), vectors, terms)
 
 
 # ---------------------------------------------------------------- reading the layout
@@ -481,6 +551,11 @@ def remove(root: str | Path, doc_ids: Iterable[str], settings: Settings | None =
     return update(root, settings, remove=list(doc_ids))
 
 
+def compact(root: str | Path, settings: Settings | None = None, progress: bool = False) -> UpdateReport:
+    """Merge the index's segments into one (deleted articles dropped for good); nothing is embedded again."""
+    return update(root, settings, compact=True, progress=progress)
+
+
 def update(
     root: str | Path,
     settings: Settings | None = None,
@@ -493,8 +568,14 @@ def update(
     progress: bool = False,
     feeds: Iterable[str] = (),
     fields: str | Mapping[str, str] | None = None,
+    compact: bool = False,
 ) -> UpdateReport:
-    """The one write path behind sync, add and remove: publish a new generation atomically.
+    """The one write path behind sync, add, remove and compact: publish a new generation atomically.
+
+    A write adds one segment holding the articles it adds or changes (merged with the newest
+    segments when they are no bigger, so an index keeps a few segments, each at least twice the
+    size of the next) and deletes the old versions from their segments; ``compact`` merges all
+    segments into one.
 
     A sync (or rebuild) refuses, changing nothing, when a given path does not exist or when it
     would drop more than half of the indexed articles, unless ``allow_remove``: a mistyped
@@ -510,29 +591,29 @@ def update(
     t0 = time.perf_counter()
     report = UpdateReport()
     with writer_lock(root):
-        old = _reusable(root, settings, rebuild)
-        old_docs = old.docs if old else {}
+        live = _reusable(root, settings, rebuild)
+        old_docs = dict(live.docs) if live else {}
         recorded, recorded_fields = _recorded(root)
         sources = _Sources(list(recorded), dict(recorded_fields))
-        if remove is not None:
+        if compact:
+            new_docs, fresh_raws = dict(old_docs), {}
+        elif remove is not None:
             new_docs, fresh_raws = _without(old_docs, remove), {}
         else:
             new_docs, fresh_raws = _load_sources(root, settings, old_docs, sources, report, sync, add, feeds, field_map, allow_remove)
-        # keyed by the texts as they were embedded, before marking duplicates can change an old title or date
-        stored = _stored_vectors(old)
-        chunks, texts, raws = _chunk(new_docs, old, fresh_raws, settings, report)
+        plan = _plan(live, old_docs, new_docs, settings, report, whole=compact)
         report.removed = sorted(set(old_docs) - set(new_docs))
-        report.n_chunks = len(chunks)
-        if _nothing_changed(old, new_docs, report, settings.dense_chunks_per_article):
+        if plan.nothing_to_do(live):
+            report.n_chunks = live.n_chunks(plan.refs) if live else 0
             if sources.paths:  # the same articles may come from a new place, or an older index has no sources.json yet
                 _save_sources(root, sources.entries())
         else:
-            dense_ids, per_doc = _dense_choice(chunks, settings.dense_chunks_per_article)
-            matrix = _embed(texts, dense_ids, stored, settings, progress, report)
+            data = _segment_data(plan, live, fresh_raws, settings, progress, report)
             fault_point("after_embed")
-            manifest = _new_manifest(settings, sources, new_docs, len(chunks), len(dense_ids), per_doc)
+            report.n_chunks = (live.n_chunks(plan.refs) if live else 0) + sum(map(len, data.chunks.values()))
+            manifest = _new_manifest(settings, sources, report.n_chunks)
             dropped = [old_docs[i] for i in report.removed] if remove is not None else []
-            _publish(root, manifest, new_docs, raws, chunks, matrix, dense_ids, texts, sources, dropped)
+            _publish(root, manifest, plan.refs, data, sources, dropped)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -549,13 +630,13 @@ class _Sources:
         return _source_entries(self.paths, self.fields)
 
 
-def _reusable(root: Path, settings: Settings, rebuild: bool) -> Index | None:
+def _reusable(root: Path, settings: Settings, rebuild: bool) -> _Live | None:
     """The live index when its chunks and vectors can be reused, None when everything is built anew."""
     if rebuild or _recorded_manifest(root).format_version != FORMAT_VERSION:
         return None  # another format is simply rebuilt
-    old = Index.open(root)  # a corrupt index raises
+    live = _Live.open(root)  # a corrupt index raises
     # a different embedder or chunker: everything is re-embedded
-    return old if old.manifest.setup() == _setup(settings) else None
+    return live if live.manifest.setup() == _setup(settings) else None
 
 
 def _without(old_docs: dict[str, Document], names: Iterable[str]) -> dict[str, Document]:
@@ -651,93 +732,190 @@ def _remember_sources(
             sources.fields[p] = maps[p]
 
 
-def _chunk(
-    new_docs: dict[str, Document], old: Index | None, fresh_raws: Mapping[str, str], settings: Settings, report: UpdateReport
-) -> tuple[list[Chunk], list[str], dict[str, str]]:
-    """Every article's chunks (an unchanged one's taken over from ``old``), their texts to embed, and the raw texts.
+@dataclass
+class _Live:
+    """The live generation as a writer needs it: its segments and articles, not their passages or vectors."""
 
-    Duplicates are marked first: a copy inherits metadata from another, which its chunks' texts carry.
+    root: Path
+    manifest: Manifest
+    metas: dict[str, segments.SegmentMeta]
+    docs: dict[str, Document]
+    home: dict[str, str]  # article -> the segment holding it
+
+    @classmethod
+    def open(cls, root: Path) -> _Live:
+        gen = root / current_name(root)
+        fix = _rebuild_hint(root)
+        part = gen / "manifest.json"
+        try:
+            manifest = Manifest.from_json(json.loads(part.read_text(encoding="utf-8")))
+            metas: dict[str, segments.SegmentMeta] = {}
+            docs: dict[str, Document] = {}
+            home: dict[str, str] = {}
+            for ref in manifest.segments:
+                folder = root / segments.SEGMENTS_DIR / ref.name
+                part = folder / "meta.json"
+                metas[ref.name] = segments.read_meta(folder)
+                part = folder / "documents.json"
+                for d in segments.read_documents(folder):
+                    if d.id not in ref.deleted:
+                        docs[d.id], home[d.id] = d, ref.name
+        except Exception as exc:  # any unreadable or truncated file
+            raise RagError(f"index file {part} is corrupt ({type(exc).__name__}: {exc}); {fix}") from exc
+        return cls(root, manifest, metas, docs, home)
+
+    def folder(self, name: str) -> Path:
+        return self.root / segments.SEGMENTS_DIR / name
+
+    def n_chunks(self, refs: Iterable[SegmentRef]) -> int:
+        """The passages of the live articles of ``refs``."""
+        return sum(n for r in refs for d, n in zip(self.metas[r.name].docs, self.metas[r.name].chunks) if d not in r.deleted)
+
+    def sharing(self, fresh: Mapping[str, set[int]]) -> Callable[[set[int]], list[str]]:
+        """Articles whose shingle sample holds one of some hashes: the stored samples, and ``fresh`` ones (article -> sample)."""
+        postings: dict[int, list[str]] = {}
+        for name, meta in self.metas.items():
+            doc, hashes = segments.read_samples(self.folder(name))
+            for k, h in zip(doc.tolist(), hashes.tolist()):
+                d = meta.docs[k]
+                if self.home.get(d) == name and d not in fresh:
+                    postings.setdefault(h, []).append(d)
+        for d, hashes in fresh.items():
+            for h in hashes:
+                postings.setdefault(h, []).append(d)
+        return lambda hashes: [d for h in hashes for d in postings.get(h, ())]
+
+
+@dataclass
+class _Plan:
+    """What a write does: the articles of its new segment, and the old segments it keeps."""
+
+    write: dict[str, Document]  # the new segment's articles
+    fresh: set[str]  # among them, those read from their files now: chunked anew
+    refs: list[SegmentRef]  # the old segments kept, with the articles deleted from them
+    before: dict[str, Document]  # an old article as it was stored, where this write changes it
+    dense_limit: int
+
+    def nothing_to_do(self, live: _Live | None) -> bool:
+        """True when the live generation already is what this write would publish."""
+        return (
+            live is not None
+            and not self.write
+            and self.refs == live.manifest.segments
+            and live.manifest.dense_chunks_per_article == self.dense_limit
+        )
+
+
+def _own(d: Document) -> dict:
+    """What an article states itself: its fields without what duplicate marking filled in."""
+    data = asdict(d)
+    for name in d.inherited:
+        data[name] = None
+    data["inherited"], data["duplicate_of"] = {}, None
+    return data
+
+
+def _plan(
+    live: _Live | None, old_docs: Mapping[str, Document], new_docs: dict[str, Document], settings: Settings, report: UpdateReport, whole: bool
+) -> _Plan:
+    """Sort the articles into unchanged, added and updated; mark duplicates; choose what the new segment holds.
+
+    Only the articles a change can reach are marked again (:func:`rag.dedup.affected`); an old
+    article whose marks change moves to the new segment.
     """
-    old_docs = old.docs if old else {}
-    old_by_doc: dict[str, list[int]] = {}
-    for i, c in enumerate(old.chunks if old else []):
-        old_by_doc.setdefault(c.doc_id, []).append(i)
-    mark_duplicates(list(new_docs.values()))
-    raws: dict[str, str] = {}
-    chunks: list[Chunk] = []
-    texts: list[str] = []
-    for doc_id in sorted(new_docs):
-        d = new_docs[doc_id]
-        prev = old_docs.get(doc_id)
-        if prev is not None and prev.content_hash == d.content_hash and (doc_id in old_by_doc or d is prev):
-            report.unchanged.append(doc_id)
-            doc_chunks = [old.chunks[i] for i in old_by_doc.get(doc_id, [])]
-            raws[doc_id] = old.raw(doc_id)
+    limit = settings.dense_chunks_per_article
+    unchanged = {i for i, d in new_docs.items() if i in old_docs and (d is old_docs[i] or _own(d) == _own(old_docs[i]))}
+    for i in sorted(new_docs):
+        if i in unchanged:
+            new_docs[i] = old_docs[i]  # the stored article, with its marks
+            report.unchanged.append(i)
         else:
-            (report.updated if prev is not None else report.added).append(doc_id)
-            raws[doc_id] = fresh_raws[doc_id] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
-            doc_chunks = chunk_document(d, raws[doc_id], settings.chunk_chars, settings.chunk_overlap_sentences)
-        chunks.extend(doc_chunks)
-        texts.extend(embed_text(c, d) for c in doc_chunks)
-    return chunks, texts, raws
+            (report.updated if i in old_docs else report.added).append(i)
+    fresh = set(new_docs) - unchanged
+    if live is None or whole or live.manifest.dense_chunks_per_article != limit:
+        before = {i: copy.deepcopy(old_docs[i]) for i in unchanged}
+        mark_duplicates(list(new_docs.values()))
+        return _Plan(dict(new_docs), fresh, [], before, limit)
+    gone = set(old_docs) - unchanged  # removed, or replaced by a new version
+    seeds = fresh | {old_docs[i].duplicate_of for i in gone if old_docs[i].duplicate_of}
+    seeds |= {i for i in unchanged if new_docs[i].duplicate_of in gone}
+    samples = {i: sample(shingles(new_docs[i].text)) for i in fresh}
+    reach = affected(seeds, new_docs, live.sharing(samples))
+    before = {i: copy.deepcopy(new_docs[i]) for i in reach & unchanged}
+    mark_duplicates([new_docs[i] for i in reach])
+    moved = {i for i in before if asdict(new_docs[i]) != asdict(before[i])}
+    write = {i: new_docs[i] for i in sorted(fresh | moved)}
+    deleted = gone | moved
+    refs = [
+        SegmentRef(r.name, tuple(sorted({*r.deleted, *(d for d in live.metas[r.name].docs if d in deleted)})))
+        for r in live.manifest.segments
+    ]
+    refs = [r for r in refs if len(r.deleted) < len(live.metas[r.name].docs)]  # a segment all deleted is dropped
+    # merge the newest segments while they are no bigger than what is written: each segment ends up
+    # at least twice the size of the next, so there are about log2(articles) of them, and an article
+    # is rewritten about that many times over its life
+    while write and refs and len(live.metas[refs[-1].name].docs) - len(refs[-1].deleted) <= len(write):
+        r = refs.pop()
+        for d in live.metas[r.name].docs:
+            if d not in r.deleted:
+                write[d] = new_docs[d]
+                before.setdefault(d, new_docs[d])
+    return _Plan(dict(sorted(write.items())), fresh, refs, before, limit)
 
 
-def _nothing_changed(old: Index | None, new_docs: Mapping[str, Document], report: UpdateReport, limit: int) -> bool:
-    """True when the live generation already is what this update would write: no new generation then."""
-    return (
-        old is not None
-        and not (report.added or report.updated or report.removed)
-        and old.manifest.dense_chunks_per_article == limit
-        and all(asdict(new_docs[i]) == asdict(old.docs[i]) for i in new_docs)
-    )
+def _segment_data(
+    plan: _Plan, live: _Live | None, fresh_raws: Mapping[str, str], settings: Settings, progress: bool, report: UpdateReport
+) -> segments.SegmentData:
+    """The new segment: its articles' passages (an old article's taken over), texts and vectors.
 
-
-def _dense_choice(chunks: list[Chunk], limit: int) -> tuple[list[int], dict[str, int]]:
-    """The chunks that get a dense vector, and each article's chunk count.
-
-    Dense vectors for the first ``limit`` passages of each article, BM25 for all of them: news
-    states its facts first, and a long page's tail (live blogs, archives, link lists) costs
-    embedding time out of proportion to what it adds; keywords still find it (README, RealTime QA).
+    Only a passage whose embedded text no stored vector has is embedded.
     """
-    per_doc: dict[str, int] = {}  # chunks seen so far per article; at the end, its chunk count
-    dense_ids: list[int] = []
-    for i, c in enumerate(chunks):
-        if limit <= 0 or per_doc.get(c.doc_id, 0) < limit:
-            dense_ids.append(i)
-        per_doc[c.doc_id] = per_doc.get(c.doc_id, 0) + 1
-    return dense_ids, per_doc
-
-
-def _stored_vectors(old: Index | None) -> dict[str, np.ndarray]:
-    """The live generation's vectors by the hash of their embedded text: a passage seen before is not embedded again."""
-    if old is None:
-        return {}
-    vectors = old.vector_matrix()
+    stored: dict[str, list[str]] = {}  # old segment -> its articles whose passages or vectors this write reuses
+    for i in plan.write:
+        if live is not None and i in live.home:
+            stored.setdefault(live.home[i], []).append(i)
+    chunks: dict[str, list[Chunk]] = {}
+    raws: dict[str, str] = {}
     cache: dict[str, np.ndarray] = {}
-    for r, i in enumerate(old.dense_ids):
-        c = old.chunks[int(i)]
-        cache[_key(embed_text(c, old.docs[c.doc_id]))] = vectors[r]
-    return cache
-
-
-def _embed(
-    texts: list[str], dense_ids: list[int], cache: dict[str, np.ndarray], settings: Settings, progress: bool, report: UpdateReport
-) -> np.ndarray:
-    """The vectors of the chunks ``dense_ids``, in that order; only texts not in ``cache`` are embedded."""
-    todo = [i for i in dense_ids if _key(texts[i]) not in cache]
+    for name, ids in stored.items():
+        folder, meta = live.folder(name), live.metas[name]
+        span, dense = meta.chunk_range(), meta.dense_range()
+        rows = {r for i in ids for r in range(*span[i])}
+        old_chunks: dict[str, list[Chunk]] = {}
+        for _, c in segments.read_chunks(folder, rows):
+            old_chunks.setdefault(c.doc_id, []).append(c)
+        vectors = segments.read_vectors(folder, mmap=True)
+        kept = [i for i in ids if i not in plan.fresh]
+        raws.update(segments.read_raws(folder, set(kept)))
+        for i in ids:
+            old_doc = plan.before.get(i) or live.docs[i]
+            for c, r in zip(old_chunks.get(i, []), range(*dense[i])):
+                cache[_key(embed_text(c, old_doc))] = np.asarray(vectors[r])
+            if i not in plan.fresh:
+                chunks[i] = old_chunks.get(i, [])
+    for i in plan.fresh:
+        d = plan.write[i]
+        raws[i] = fresh_raws[i] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
+        chunks[i] = chunk_document(d, raws[i], settings.chunk_chars, settings.chunk_overlap_sentences)
+    texts = {i: [embed_text(c, d) for c in chunks[i]] for i, d in plan.write.items()}
+    # dense vectors for the first passages of each article, BM25 for all of them: news states its
+    # facts first, and a long page's tail (live blogs, archives, link lists) costs embedding time
+    # out of proportion to what it adds; keywords still find it (README, RealTime QA)
+    dense = {i: t if plan.dense_limit <= 0 else t[: plan.dense_limit] for i, t in texts.items()}
+    todo = list(dict.fromkeys(k for t in dense.values() for k in map(_key, t) if k not in cache))
+    by_key = {_key(t): t for ts in dense.values() for t in ts}
+    new = set(todo)
     if todo:
-        vecs = embedding.embed([texts[i] for i in todo], progress=progress, bulk=True, embed_precision=settings.embed_precision)
-        for i, v in zip(todo, vecs):
-            cache[_key(texts[i])] = v
-    report.embedded_chunks = len(todo)
-    if not dense_ids:
-        return np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
-    return np.stack([cache[_key(texts[i])] for i in dense_ids])
+        vecs = embedding.embed([by_key[k] for k in todo], progress=progress, bulk=True, embed_precision=settings.embed_precision)
+        cache.update(zip(todo, vecs))
+    report.embedded_chunks = sum(k in new for t in dense.values() for k in map(_key, t))  # passages, a repeated text each time
+    vectors = {
+        i: np.stack([cache[_key(t)] for t in ts]) if ts else np.zeros((0, embedding.EMBEDDER_DIM), np.float32) for i, ts in dense.items()
+    }
+    return segments.SegmentData(list(plan.write.values()), raws, chunks, vectors, texts)
 
 
-def _new_manifest(
-    settings: Settings, sources: _Sources, docs: Mapping[str, Document], n_chunks: int, n_dense: int, per_doc: Mapping[str, int]
-) -> Manifest:
+def _new_manifest(settings: Settings, sources: _Sources, n_chunks: int) -> Manifest:
     embedder, precision, dim, chunker = _setup(settings)
     return Manifest(
         format_version=FORMAT_VERSION,
@@ -749,27 +927,25 @@ def _new_manifest(
         source_fields=sources.fields,
         n_chunks=n_chunks,
         dense_chunks_per_article=settings.dense_chunks_per_article,
-        n_dense=n_dense,
-        documents={d.id: ManifestDocument(d.content_hash, d.path, per_doc.get(d.id, 0)) for d in docs.values()},
         built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
 
 
 def _publish(
-    root: Path,
-    manifest: Manifest,
-    docs: Mapping[str, Document],
-    raws: dict[str, str],
-    chunks: list[Chunk],
-    matrix: np.ndarray,
-    dense_ids: list[int],
-    texts: list[str],
-    sources: _Sources,
-    dropped: list[Document],
+    root: Path, manifest: Manifest, refs: list[SegmentRef], data: segments.SegmentData, sources: _Sources, dropped: list[Document]
 ) -> None:
-    """Write the new generation and make it live, then record the sources and delete removed fetched pages."""
+    """Write the new segment and generation and make it live, then record the sources and delete removed fetched pages."""
     try:
-        _write_generation(root, manifest, list(docs.values()), raws, chunks, matrix, np.asarray(dense_ids, dtype=np.int64), texts)
+        refs = list(refs)
+        if data.docs:
+            name = segments.next_name(root)
+            tmp = root / segments.SEGMENTS_DIR / f".tmp-{name}-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            segments.write(tmp, data, fault=lambda: fault_point("during_write"))
+            os.replace(tmp, root / segments.SEGMENTS_DIR / name)
+            refs.append(SegmentRef(name))
+        _write_generation(root, replace(manifest, segments=refs))
         if sources.paths:
             _save_sources(root, sources.entries())
         _drop_fetched(root, dropped)
@@ -909,19 +1085,8 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_generation(
-    root: Path,
-    manifest: Manifest,
-    docs: list[Document],
-    raws: dict[str, str],
-    chunks: list[Chunk],
-    matrix: np.ndarray,
-    dense_ids: np.ndarray,
-    texts: list[str],
-) -> None:
-    import bm25s
-    import faiss
-
+def _write_generation(root: Path, manifest: Manifest) -> None:
+    """Publish ``manifest`` as the next generation, make it live, and delete what no kept generation uses."""
     cur = root / "CURRENT"
     prev = _current_or_none(root)
     # past every generation on disk: one a killed writer published but never made current is an orphan
@@ -930,29 +1095,10 @@ def _write_generation(
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "documents.json").write_text(json.dumps([asdict(d) for d in sorted(docs, key=lambda d: d.id)], ensure_ascii=False))
-    with open(tmp / "raw.jsonl", "w", encoding="utf-8") as f:
-        for doc_id in sorted(raws):
-            f.write(json.dumps({"id": doc_id, "raw": raws[doc_id]}, ensure_ascii=False) + "\n")
-    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
-        for c in chunks:
-            f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
-    vi = faiss.IndexFlatIP(embedding.EMBEDDER_DIM)
-    if len(matrix):
-        vi.add(np.ascontiguousarray(matrix, dtype=np.float32))
-    faiss.write_index(vi, str(tmp / "vectors.faiss"))
-    np.save(tmp / "dense_ids.npy", dense_ids)
-    if texts:
-        bm = bm25s.BM25()
-        bm.index(bm25_tokenize(texts), show_progress=False)
-        bm.save(str(tmp / "bm25"))
-    # the manifest goes last: a generation without one is incomplete
-    fault_point("during_write")
-    (tmp / "manifest.json").write_text(manifest.to_json())
-    for p in tmp.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
+    with open(tmp / "manifest.json", "w", encoding="utf-8") as f:
+        f.write(manifest.to_json())
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, root / name)
     fault_point("before_swap")
     _write_atomic(cur, name)
@@ -962,3 +1108,6 @@ def _write_generation(
             shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    # likewise the segments only those generations listed, and the folders of killed writers
+    kept = {r.name for g in (name, prev) if g for r in Manifest.read(root / g).segments}
+    segments.remove_unlisted(root, kept)

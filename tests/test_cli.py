@@ -78,8 +78,8 @@ def test_index_reports_bad_files_keeps_the_rest_and_exits_nonzero(tmp_path, seed
 def test_corrupt_index_is_detected(tmp_path, seed_dir):
     idx = tmp_path / "idx"
     assert rag_cmd("index", str(seed_dir), "--index", str(idx)).returncode == 0
-    gen = idx / (idx / "CURRENT").read_text().strip()
-    (gen / "vectors.faiss").write_bytes(b"garbage")
+    (segment,) = (idx / "segments").glob("seg-*")
+    (segment / "vectors.npy").write_bytes(b"garbage")
     p = rag_cmd("ask", Q2012, "--index", str(idx), "--llm", "extractive")
     assert p.returncode == 1 and "corrupt" in p.stderr and "--rebuild" in p.stderr
     assert rag_cmd("index", "--rebuild", "--index", str(idx)).returncode == 0  # sources remembered

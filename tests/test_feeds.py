@@ -211,7 +211,7 @@ def test_a_feed_of_50_indexes_the_good_pages_once_lists_each_failure_and_a_repol
     assert len(idx.docs) == 45
     new = [d for d in idx.docs.values() if d.url in {f"{site.base}/news/town-{i}.html" for i in range(100, 105)}]
     assert len(new) == 5
-    n_new = sum(idx.manifest.documents[d.id].n_chunks for d in new)
+    n_new = sum(idx.chunk_counts[d.id] for d in new)
     assert f"{len(idx.chunks)} chunks ({n_new} embedded)" in out  # the new entries' passages, and no other
 
     again = sync(root, settings)

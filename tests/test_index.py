@@ -23,14 +23,14 @@ def test_reopening_and_rebuilding_unchanged_corpus_embeds_nothing(corpus, tmp_pa
     manifest = opened.manifest
     assert manifest.embedder.endswith("all-MiniLM-L6-v2")
     assert manifest.chunker.chunk_chars > 0
-    assert set(manifest.documents) == {p.name for p in SEEDS.glob("*.txt")}
-    assert all(len(v.content_hash) == 64 for v in manifest.documents.values())
+    assert set(opened.docs) == {p.name for p in SEEDS.glob("*.txt")}
+    assert all(len(d.content_hash) == 64 for d in opened.docs.values())
 
 
 def test_changed_added_and_removed_articles_only_reembed_themselves(corpus, tmp_path):
     idx = tmp_path / "idx"
     build(idx, [corpus])
-    n_000 = Index.open(idx).manifest.documents["000_7d385fec3d1c01e6.txt"].n_chunks
+    n_000 = Index.open(idx).chunk_counts["000_7d385fec3d1c01e6.txt"]
     with open(corpus / "000_7d385fec3d1c01e6.txt", "a") as f:
         f.write("\nHamas later denied the report in a statement on Tuesday.\n")
     (corpus / "zorblat.txt").write_text(ARTICLE)
@@ -63,8 +63,8 @@ def test_missing_and_corrupt_index_give_clear_errors(corpus, tmp_path):
         Index.open(tmp_path / "nothing")
     idx = tmp_path / "idx"
     build(idx, [corpus])
-    gen = idx / (idx / "CURRENT").read_text().strip()
-    (gen / "chunks.jsonl").write_text('{"broken": ')
+    (segment,) = (idx / "segments").glob("seg-*")
+    (segment / "chunks.jsonl").write_text('{"broken": ')
     with pytest.raises(RagError, match="corrupt.*--rebuild"):
         Index.open(idx)
     build(idx, [corpus], rebuild=True)

@@ -108,7 +108,7 @@ def test_passages_past_an_articles_lead_are_still_found_and_scored(tmp_path):
     lead = Settings.from_env(dense_chunks_per_article=2)
     build(tmp_path / "lead", [tmp_path / "seeds"], lead)
     idx = Index.open(tmp_path / "lead")
-    assert len(idx.dense_ids) == 8 and idx.manifest.n_dense == 8 < len(idx.chunks)
+    assert len(idx.dense_ids) == idx.vectors.ntotal == 8 < len(idx.chunks)
     # a fact in 002's last passage, beyond its two embedded ones: BM25 finds it and its cosine is computed
     last = max((c for c in idx.chunks if c.doc_id.startswith("002")), key=lambda c: c.start)
     words = last.sentences[-1].text  # its own last sentence: the first one repeats the passage before
