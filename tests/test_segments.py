@@ -104,3 +104,13 @@ def test_compaction_killed_midway_leaves_the_index_whole(corpus, tmp_path, point
     compact(idx)
     assert len(Index.open(idx).manifest.segments) == 1
     assert not list(idx.glob(".tmp-*")) and not list((idx / "segments").glob(".tmp-*"))
+
+
+def test_a_rebuild_that_would_drop_most_articles_refuses(corpus, tmp_path):
+    from rag.types import RagError
+
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    with pytest.raises(RagError, match="would remove 3 of the 4 indexed articles"):
+        build(idx, [corpus / "000_7d385fec3d1c01e6.txt"], rebuild=True)  # a rebuild reads the ids from the segments
+    assert len(Index.open(idx).docs) == 4
