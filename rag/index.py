@@ -491,7 +491,14 @@ def forget_feeds(root: str | Path, urls: Iterable[str]) -> None:
 
 def _recorded_ids(root: Path) -> set[str]:
     """The document ids of the live index, read leniently (for a rebuild, which does not open it)."""
-    return set(_recorded_manifest(root).documents)
+    manifest = _recorded_manifest(root)
+    ids = set(manifest.documents)  # an older format lists them in its manifest
+    for ref in manifest.segments:
+        try:
+            ids |= set(segments.read_meta(root / segments.SEGMENTS_DIR / ref.name).docs) - set(ref.deleted)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged segment: what can be read still counts
+    return ids
 
 
 # ---------------------------------------------------------------- writing

@@ -12,6 +12,7 @@ from .dates import NO_DAY, ArticleDates, DateRange
 from .dedup import containment, shingles
 from .index import Index, embed_text
 from .settings import Settings
+from .store import open_store
 from .text import bm25_tokenize
 from .types import Chunk, Passage, RagError
 
@@ -57,6 +58,7 @@ class HybridRetriever:
         position = {doc_id: a for a, doc_id in enumerate(self.article_dates.ids)}
         self._article_of = np.fromiter((position[c.doc_id] for c in index.chunks), dtype=np.int64, count=len(index.chunks))
         self._vectors = _stored_vectors(index.vectors)  # row r is the vector of chunk index.dense_ids[r]
+        self.store = open_store(index, settings)  # None: search the index's own FAISS vectors and bm25s model
         self._masks: dict[DateRange, np.ndarray] = {}
         self._query: tuple[str, np.ndarray] | None = None
 
@@ -97,14 +99,16 @@ class HybridRetriever:
                 out.append((j, s))
         return out
 
-    def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """The ``k`` nearest chunks, only among the ``allowed`` ones (a mask over chunks) when given.
+    def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None, dates: DateRange | None = None) -> list[tuple[int, float]]:
+        """The ``k`` nearest chunks, only among the ``allowed`` ones (a mask over chunks, made from ``dates``) when given.
 
         The exhaustive inner product of ``faiss.IndexFlatIP.search``, over the same stored vectors,
         in one thread: for a single query on 2 cores that is faster than FAISS's or BLAS's threads,
         whose spinning also slowed the embedding that follows by a third or more (einsum uses no
         thread pool). A date mask costs nothing extra (FAISS builds an ID selector per query).
         """
+        if self.store is not None:
+            return self.store.dense(qvec, k, allowed, dates)
         scores = np.einsum("ij,j->i", self._vectors, qvec)
         n = len(scores)
         if allowed is not None:
@@ -118,12 +122,14 @@ class HybridRetriever:
         top = top[np.lexsort((top, -scores[top]))]  # best first; identical vectors (a passage repeated word for word) in row order
         return [(int(self.index.dense_ids[r]), float(scores[r])) for r in top]
 
-    def sparse(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def sparse(self, query: str, k: int, allowed: np.ndarray | None = None, dates: DateRange | None = None) -> list[tuple[int, float]]:
         """The ``k`` best BM25 matches, only among the ``allowed`` chunks when given.
 
         The top k is chosen among the chunks holding a query word: bm25s's own selection
         partitions all chunks' scores, mostly zeros, which took ~30 ms for one query in ten at 500k chunks.
         """
+        if self.store is not None:
+            return self.store.sparse(query, k, allowed, dates)
         bm = self.index.bm25
         if bm is None:
             return []
@@ -198,8 +204,8 @@ class HybridRetriever:
         s = self.settings
         n_cand = max(s.candidates, GROUPING_CANDIDATES_PER_PASSAGE * top_k) if group_by_article else s.candidates
         allowed = self._allowed(dates)
-        dense = self._fold(self.dense(qvec, n_cand, allowed), folded, allowed)
-        sparse = self._fold(self.sparse(query, n_cand, allowed), folded, allowed)
+        dense = self._fold(self.dense(qvec, n_cand, allowed, dates), folded, allowed)
+        sparse = self._fold(self.sparse(query, n_cand, allowed, dates), folded, allowed)
         return dense, sparse
 
     def _add_recency(self, fused: dict[int, float], as_of: str) -> None:

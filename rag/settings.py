@@ -56,6 +56,10 @@ class Settings:
     # embedding: auto = bf16 where the CPU multiplies bfloat16 natively, else fp32 | fp32 | bf16 (a change re-embeds)
     embed_precision: str = "auto"
 
+    # where retrieval searches: faiss (the index's own vectors and BM25) | qdrant (a collection mirroring the index)
+    store: str = "faiss"
+    store_url: str = ""  # a Qdrant server or cluster ("": embedded, under the index folder in qdrant/)
+
     # answering
     llm: str = "local"  # local | openai | extractive
     max_context_sentences: int = 4
