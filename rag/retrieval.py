@@ -58,7 +58,7 @@ class HybridRetriever:
         position = {doc_id: a for a, doc_id in enumerate(self.article_dates.ids)}
         self._article_of = np.fromiter((position[c.doc_id] for c in index.chunks), dtype=np.int64, count=len(index.chunks))
         self._vectors = _stored_vectors(index.vectors)  # row r is the vector of chunk index.dense_ids[r]
-        self.store = open_store(index, settings)  # None: search the index's own FAISS vectors and bm25s model
+        self.store = open_store(index, settings)  # None: search the index's own vectors and BM25 postings
         self._masks: dict[DateRange, np.ndarray] = {}
         self._query: tuple[str, np.ndarray] | None = None
 
@@ -125,8 +125,8 @@ class HybridRetriever:
     def sparse(self, query: str, k: int, allowed: np.ndarray | None = None, dates: DateRange | None = None) -> list[tuple[int, float]]:
         """The ``k`` best BM25 matches, only among the ``allowed`` chunks when given.
 
-        The top k is chosen among the chunks holding a query word: bm25s's own selection
-        partitions all chunks' scores, mostly zeros, which took ~30 ms for one query in ten at 500k chunks.
+        The top k is chosen among the chunks holding a query word: partitioning all chunks' scores,
+        mostly zeros, took ~30 ms for one query in ten at 500k chunks.
         """
         if self.store is not None:
             return self.store.sparse(query, k, allowed, dates)
