@@ -1,4 +1,4 @@
-"""Where retrieval searches: the index's own FAISS vectors and bm25s model, or a Qdrant collection mirroring them.
+"""Where retrieval searches: the index's own vectors and BM25 postings (rag.segments), or a Qdrant collection mirroring them.
 
 ``RAG_STORE=faiss`` (the default) searches inside the opened index generation (``HybridRetriever``'s own
 ``dense``/``sparse``). ``RAG_STORE=qdrant`` searches a Qdrant collection: embedded on disk under the index
@@ -38,7 +38,7 @@ LOCAL_FOLDER = "qdrant"  # under the index folder, beside the generations
 LOCAL_COLLECTION = "chunks"
 DENSE = "dense"
 SPARSE = "bm25"
-# bm25s's defaults (rag.index builds BM25() as is): Qdrant's IDF modifier is Lucene's idf, the very one
+# bm25s's defaults, which rag.segments scores with: Qdrant's IDF modifier is Lucene's idf, the very one
 # bm25s's "lucene" method uses, so with these term weights the two score a passage the same.
 BM25_K1 = 1.5
 BM25_B = 0.75
@@ -275,7 +275,7 @@ def sync(client: QdrantClient, collection: str, index: Index, indexed_payload: b
 def _avgdl(client: QdrantClient, collection: str, lengths: list[int]) -> float:
     """The average passage length BM25 normalises by: recorded with the collection when first filled, then kept.
 
-    Kept, not recomputed, so that adding articles never re-sends every point; the bm25s model of each
+    Kept, not recomputed, so that adding articles never re-sends every point; the index's own BM25 of each
     generation uses the exact mean, so scores drift apart slightly as the corpus grows far past its first fill.
     """
     meta = client.get_collection(collection).config.metadata or {}
