@@ -147,19 +147,17 @@ class SegmentMeta:
 
     def chunk_range(self) -> dict[str, tuple[int, int]]:
         """Article -> its passages' rows (start, stop) in the segment."""
-        out, at = {}, 0
-        for d, n in zip(self.docs, self.chunks):
-            out[d] = (at, at + n)
-            at += n
-        return out
+        return _ranges(self.docs, self.chunks)
 
     def dense_range(self) -> dict[str, tuple[int, int]]:
         """Article -> its vectors' rows (start, stop) in the segment."""
-        out, at = {}, 0
-        for d, n in zip(self.docs, self.dense):
-            out[d] = (at, at + n)
-            at += n
-        return out
+        return _ranges(self.docs, self.dense)
+
+
+def _ranges(docs: list[str], counts: list[int]) -> dict[str, tuple[int, int]]:
+    """Each article's rows (start, stop) when the articles' rows follow one another in order."""
+    stops = np.cumsum(counts, dtype=np.int64).tolist()
+    return {d: (stop - n, stop) for d, n, stop in zip(docs, counts, stops)}
 
 
 @dataclass
