@@ -125,7 +125,6 @@ class Manifest:
     source_fields: dict[str, dict[str, str]] = field(default_factory=dict)  # the field map a source was read with
     n_chunks: int | None = None
     dense_chunks_per_article: int | None = None
-    n_dense: int | None = None
     documents: dict[str, ManifestDocument] = field(default_factory=dict)  # older formats only: read to rebuild them
     segments: list[SegmentRef] = field(default_factory=list)
     built_at: str | None = None
@@ -155,7 +154,6 @@ class Manifest:
             source_fields=source_fields,
             n_chunks=_typed(data.get("n_chunks"), int),
             dense_chunks_per_article=_typed(data.get("dense_chunks_per_article"), int),
-            n_dense=_typed(data.get("n_dense"), int),
             documents={k: _manifest_document(v) for k, v in docs.items()} if isinstance(docs, dict) else {},
             segments=_segment_refs(data.get("segments")),
             built_at=_typed(data.get("built_at"), str),
@@ -172,7 +170,6 @@ class Manifest:
             "sources": _source_entries(self.sources, self.source_fields),
             "n_chunks": self.n_chunks,
             "dense_chunks_per_article": self.dense_chunks_per_article,
-            "n_dense": self.n_dense,
             "segments": [{"name": r.name, "deleted": list(r.deleted)} for r in self.segments],
             "built_at": self.built_at,
         }

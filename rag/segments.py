@@ -22,7 +22,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -171,8 +171,11 @@ class SegmentData:
     texts: dict[str, list[str]]  # article -> the embedded (and BM25-indexed) text of each passage
 
 
-def write(folder: Path, data: SegmentData, fault: object = None) -> SegmentMeta:
-    """Write a complete segment into ``folder`` (a fresh temporary folder); the caller renames it into place."""
+def write(folder: Path, data: SegmentData, fault: Callable[[], None] | None = None) -> SegmentMeta:
+    """Write a complete segment into ``folder`` (a fresh temporary folder); the caller renames it into place.
+
+    ``fault``: called just before the segment is complete (the crash tests' hook).
+    """
     docs = sorted(data.docs, key=lambda d: d.id)
     meta = SegmentMeta([d.id for d in docs], [len(data.chunks[d.id]) for d in docs], [len(data.vectors[d.id]) for d in docs])
     (folder / "documents.json").write_text(json.dumps([asdict(d) for d in docs], ensure_ascii=False), encoding="utf-8")
@@ -193,7 +196,7 @@ def write(folder: Path, data: SegmentData, fault: object = None) -> SegmentMeta:
         doc_of.extend([k] * len(s))
         hashes.extend(s)
     np.savez(folder / "samples.npz", doc=np.asarray(doc_of, np.int32), hash=np.asarray(hashes, np.int64))
-    if callable(fault):
+    if fault is not None:
         fault()
     # meta.json last: a segment without one is incomplete
     (folder / "meta.json").write_text(json.dumps(asdict(meta)), encoding="utf-8")

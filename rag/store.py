@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from . import segments
 from .dates import NO_DAY, ArticleDates, DateRange
 from .index import Index, embed_text
 from .settings import Settings
@@ -38,10 +39,9 @@ LOCAL_FOLDER = "qdrant"  # under the index folder, beside the generations
 LOCAL_COLLECTION = "chunks"
 DENSE = "dense"
 SPARSE = "bm25"
-# bm25s's defaults, which rag.segments scores with: Qdrant's IDF modifier is Lucene's idf, the very one
-# bm25s's "lucene" method uses, so with these term weights the two score a passage the same.
-BM25_K1 = 1.5
-BM25_B = 0.75
+# The index's own BM25 parameters (rag.segments.K1, B): Qdrant's IDF modifier is Lucene's idf, the very
+# one the index scores with, so with these term weights the two score a passage the same.
+BM25_K1, BM25_B = segments.K1, segments.B
 UPSERT_BATCH = 512
 SCROLL_PAGE = 10_000
 
@@ -235,12 +235,10 @@ def point_keys(index: Index) -> dict[str, int]:
     """Point id -> chunk index: a chunk's id, the text embedded and BM25-indexed, and how it was embedded."""
     m = index.manifest
     how = f"{m.embedder}|{m.precision}|{m.dim}"
-    dense = np.zeros(len(index.chunks), dtype=bool)
-    dense[index.dense_ids] = True
     out: dict[str, int] = {}
     for i, c in enumerate(index.chunks):
         text = embed_text(c, index.docs[c.doc_id])
-        key = f"{c.id}\0{text}\0{how if dense[i] else 'bm25 only'}"
+        key = f"{c.id}\0{text}\0{how if i in index.row_of else 'bm25 only'}"
         out[str(uuid.UUID(bytes=hashlib.sha1(key.encode("utf-8")).digest()[:16]))] = i
     return out
 
@@ -293,7 +291,7 @@ def _upsert(client: QdrantClient, collection: str, index: Index, points: list[tu
     texts = [embed_text(index.chunks[i], index.docs[index.chunks[i].doc_id]) for _, i in points]
     counts, lengths = term_weights(texts)
     avgdl = _avgdl(client, collection, lengths)
-    row_of = {int(c): r for r, c in enumerate(index.dense_ids)}
+    row_of = index.row_of
     need_rows = [row_of[i] for _, i in points if i in row_of]
     vectors = index.vector_matrix() if need_rows else None  # every row: the index gives no cheaper way to read a few
     dates = ArticleDates.of(index.docs.values())
