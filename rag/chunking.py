@@ -9,7 +9,7 @@ from .types import Chunk, Document, Sentence, display_text
 # Punkt costs tens of microseconds per place it tests as a sentence end. A document may have it
 # test this many, plus one per this many characters (about one per sentence of real prose); a
 # segment that does not fit the budget left (text that is mostly punctuation) is only cut at
-# spaces, so splitting stays well under two seconds a megabyte whatever the file holds.
+# spaces, so splitting stays linear in the file whatever it holds.
 _PUNKT_BUDGET = 1_000
 _PUNKT_CHARS_PER_END = 100
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,48 @@ def dev_questions() -> list[dict]:
 def read_file(path: str) -> str:
     with open(path) as f:  # exactly what a user's open(path).read() gives
         return f.read()
+
+
+# A hostile shape must not make loading or splitting superlinear: a file four times as long may take
+# about four times as long, never sixteen (a quadratic regex or parser loop). Comparing a file with
+# its quarter in one process holds on a slow or busy machine, where a fixed seconds-per-megabyte
+# budget does not (speed itself is measured by `rag bench`, not asserted in tests).
+GROWTH_LIMIT = 8.0  # linear work grows 4x from a quarter to the whole; quadratic grows 16x
+GROWTH_FLOOR_S = 0.05  # below this, a measurement is mostly noise
+
+
+def load_and_split_cpu_seconds(path: Path, text: str, chunk_chars: int) -> tuple[float, float | None]:
+    """CPU seconds to load the file at ``path`` and to split it (None if it was refused).
+
+    The best of two runs, with the garbage collector paused: its passes cost in proportion to every
+    object the test process holds, not to this file, and would otherwise swamp the growth measured.
+    """
+    from rag.chunking import chunk_document
+    from rag.corpus import load_document
+    from rag.types import RagError
+
+    loads, splits = [], []
+    for _ in range(2):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.process_time()  # this process's CPU time: other processes on the machine do not count
+            try:
+                doc = load_document(path)
+            except RagError:
+                doc = None
+            loads.append(time.process_time() - t0)
+            if doc is not None:
+                t0 = time.process_time()
+                chunk_document(doc, text, chunk_chars, 1)
+                splits.append(time.process_time() - t0)
+        finally:
+            gc.enable()
+    return min(loads), (min(splits) if splits else None)
+
+
+def assert_linear_growth(name: str, quarter: tuple[float, float | None], whole: tuple[float, float | None]) -> None:
+    """Loading and splitting the whole took at most GROWTH_LIMIT times its quarter (above the floor)."""
+    for step, small, big in (("loading", quarter[0], whole[0]), ("splitting", quarter[1], whole[1])):
+        if small is not None and big is not None:
+            assert big < GROWTH_LIMIT * max(small, GROWTH_FLOOR_S), f"{step} {name}: {small:.2f}s for a quarter, {big:.2f}s for the whole"
