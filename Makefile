@@ -18,7 +18,7 @@ run: setup index
 
 DEV_QA := ../shared/eval/seed_qa_dev.jsonl
 
-test: setup $(STAMP)/qdrant browser quality
+test: setup $(STAMP)/qdrant $(STAMP)/ray browser quality
 	$(BIN)/python -m pytest -q tests
 
 # quality gate on the dev QA set with the fast extractive backend: fails when a figure drops
@@ -57,6 +57,11 @@ $(STAMP)/deps: $(STAMP)/llama pyproject.toml
 # the optional Qdrant store, which the tests run beside FAISS; `make run` does without it
 $(STAMP)/qdrant: $(STAMP)/deps
 	$(BIN)/pip install -q -e ".[qdrant]"
+	touch $@
+
+# Ray, for the tests that index on a two-node cluster on this machine; `make run` does without it
+$(STAMP)/ray: $(STAMP)/deps
+	$(BIN)/pip install -q -e ".[ray]"
 	touch $@
 
 # 4. assemble the default model once into the cache (outside git) and check its sha256

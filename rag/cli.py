@@ -105,6 +105,16 @@ def parser() -> argparse.ArgumentParser:
         "remembered for later syncs (default: common names such as body, headline, published_at, link, source, byline, guid)",
     )
 
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="ADDRESS",
+        help="load, clean, chunk and embed on a Ray cluster: the one at ADDRESS (e.g. 10.0.0.5:6379), else the one this machine "
+        "belongs to or a new local one (needs `pip install \"rag[ray]\"`; the index folder must be on storage every node reaches)",
+    )
+
     p = sub.add_parser("ask", help="answer a question with verified citations")
     _common(p)
     _answering(p)
@@ -149,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _settings(args) -> Settings:
-    keys = ("index_dir", "llm", "top_k", "local_model", "openai_base_url", "openai_api_key", "openai_model")
+    keys = ("index_dir", "llm", "top_k", "local_model", "openai_base_url", "openai_api_key", "openai_model", "ray")
     return Settings.from_env(**{k: getattr(args, k, None) for k in keys})
 
 

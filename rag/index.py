@@ -4,14 +4,18 @@ Layout of an index folder::
 
     index/
       CURRENT          name of the live generation, replaced atomically
-      gen-000007/      manifest.json, documents.json, chunks.jsonl, raw.jsonl, vectors.faiss, dense_ids.npy, bm25/
+      gen-000007/      manifest.json: the live segments, the articles deleted from each, the embedder and chunker
+      segments/        immutable segments shared between generations (rag.segments: articles, passages,
+                       raw texts, vectors, BM25 term counts, shingle samples)
       sources.json     the files and folders of the last build that indexed something (a record file's with its
                        field map), and the feeds followed; replaced atomically
-      fetched/         pages fetched from feeds and urls (rag.feeds), indexed like any folder
+      fetched/         pages rag.feeds fetched, indexed like any folder
       .lock            held by the one writer
 
-A write builds a complete new generation beside the live one and then swaps ``CURRENT``
-with ``os.replace``: a reader, or a crash at any point, sees the old index or the new one.
+A write adds a segment beside the live ones, publishes a new generation and then swaps
+``CURRENT`` with ``os.replace``: a reader, or a crash at any point, sees the old index or the new
+one. With ``Settings.ray`` the articles it reads are loaded, chunked, embedded and written as
+segments on a Ray cluster (:mod:`rag.distributed`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import embedding, records, segments
+from . import distributed, embedding, records, segments
 from .chunking import chunk_document
 from .corpus import LoadError, LoadResult, iter_article_files, load_files, read_text
 from .dedup import affected, mark_duplicates, sample, shingles
@@ -595,6 +599,8 @@ def update(
     t0 = time.perf_counter()
     report = UpdateReport()
     with writer_lock(root):
+        if settings.ray and not compact and remove is None:
+            distributed.connect(settings.ray, progress)
         live = _reusable(root, settings, rebuild)
         old_docs = dict(live.docs) if live else {}
         recorded, recorded_fields = _recorded(root)
@@ -612,12 +618,26 @@ def update(
             if sources.paths:  # the same articles may come from a new place, or an older index has no sources.json yet
                 _save_sources(root, sources.entries())
         else:
-            data = _segment_data(plan, live, fresh_raws, settings, progress, report)
-            fault_point("after_embed")
-            report.n_chunks = (live.n_chunks(plan.refs) if live else 0) + sum(map(len, data.chunks.values()))
-            manifest = _new_manifest(settings, sources, report.n_chunks)
-            dropped = [old_docs[i] for i in report.removed] if remove is not None else []
-            _publish(root, manifest, plan.refs, data, sources, dropped)
+            written: list[str] = []
+            n_fresh = 0
+            if settings.ray and plan.fresh:
+                # the articles read now are chunked, embedded and written as segments by the cluster's
+                # workers; what this write takes over from old segments (their vectors stored) stays here
+                written, n_fresh, report.embedded_chunks = distributed.write_segments(root, plan, fresh_raws, settings)
+                plan = replace(plan, write={i: d for i, d in plan.write.items() if i not in plan.fresh}, fresh=set())
+            try:
+                embedded = report.embedded_chunks
+                data = _segment_data(plan, live, fresh_raws, settings, progress, report)
+                report.embedded_chunks += embedded
+                fault_point("after_embed")
+                report.n_chunks = (live.n_chunks(plan.refs) if live else 0) + sum(map(len, data.chunks.values()))
+                report.n_chunks += n_fresh
+                manifest = _new_manifest(settings, sources, report.n_chunks)
+                dropped = [old_docs[i] for i in report.removed] if remove is not None else []
+                _publish(root, manifest, plan.refs, data, sources, dropped, written)
+            finally:  # the workers' folders that did not become segments (the write failed) go now, not at the next write
+                for name in written:
+                    shutil.rmtree(root / segments.SEGMENTS_DIR / name, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -706,12 +726,12 @@ def _load_paths(
     if n_files > settings.max_files_per_add:
         raise RagError(f"{n_files:,} files given; at most {settings.max_files_per_add:,} per update (RAG_MAX_FILES_PER_ADD)")
     maps = {p: field_map if field_map is not None else recorded_fields.get(p, {}) for p in paths}
-    loaded = load_files(
-        [f for files in listed.values() for f in files],
-        settings.max_file_bytes,
-        mark=False,  # marked by _chunk, with the kept ones
-        fields={f: maps[p] for p, files in listed.items() for f in files},
-    )
+    files = [f for files in listed.values() for f in files]
+    file_fields = {f: maps[p] for p, files in listed.items() for f in files}
+    if settings.ray:  # each file loaded and cleaned by a task on the cluster
+        loaded = distributed.load(files, settings.max_file_bytes, file_fields)
+    else:  # marked by _plan, with the kept ones
+        loaded = load_files(files, settings.max_file_bytes, mark=False, fields=file_fields)
     loaded.errors = [e for _, errs in walked.values() for e in errs] + loaded.errors
     return listed, maps, loaded
 
@@ -919,6 +939,20 @@ def _segment_data(
     return segments.SegmentData(list(plan.write.values()), raws, chunks, vectors, texts)
 
 
+def write_fresh_segment(folder: Path, docs: list[Document], record_raws: Mapping[str, str], settings: Settings) -> tuple[int, int]:
+    """Chunk, embed and write articles read now (their duplicate marks set) as a segment in ``folder``.
+
+    What a cluster's worker does with its batch (:mod:`rag.distributed`), the same steps a local
+    write takes. ``record_raws``: the raw texts of records (an article file is read again from its
+    path). Returns the segment's passages and the passages embedded.
+    """
+    plan = _Plan({d.id: d for d in sorted(docs, key=lambda d: d.id)}, {d.id for d in docs}, [], {}, settings.dense_chunks_per_article)
+    report = UpdateReport()
+    data = _segment_data(plan, None, record_raws, settings, False, report)
+    segments.write(folder, data)
+    return sum(map(len, data.chunks.values())), report.embedded_chunks
+
+
 def _new_manifest(settings: Settings, sources: _Sources, n_chunks: int) -> Manifest:
     embedder, precision, dim, chunker = _setup(settings)
     return Manifest(
@@ -936,11 +970,24 @@ def _new_manifest(settings: Settings, sources: _Sources, n_chunks: int) -> Manif
 
 
 def _publish(
-    root: Path, manifest: Manifest, refs: list[SegmentRef], data: segments.SegmentData, sources: _Sources, dropped: list[Document]
+    root: Path,
+    manifest: Manifest,
+    refs: list[SegmentRef],
+    data: segments.SegmentData,
+    sources: _Sources,
+    dropped: list[Document],
+    written: Iterable[str] = (),
 ) -> None:
-    """Write the new segment and generation and make it live, then record the sources and delete removed fetched pages."""
+    """Write the new segment and generation and make it live, then record the sources and delete removed fetched pages.
+
+    ``written``: complete segments a cluster's workers wrote under temporary names, listed first.
+    """
     try:
         refs = list(refs)
+        for tmp in written:
+            name = segments.next_name(root)
+            os.replace(root / segments.SEGMENTS_DIR / tmp, root / segments.SEGMENTS_DIR / name)
+            refs.append(SegmentRef(name))
         if data.docs:
             name = segments.next_name(root)
             tmp = root / segments.SEGMENTS_DIR / f".tmp-{name}-{os.getpid()}"

@@ -60,6 +60,12 @@ class Settings:
     store: str = "faiss"
     store_url: str = ""  # a Qdrant server or cluster ("": embedded, under the index folder in qdrant/)
 
+    # indexing on a Ray cluster (rag.distributed): "" = in this process | auto (the cluster this machine
+    # belongs to, else a new local one) | a cluster's address; each embedding actor takes these resources
+    ray: str = ""
+    ray_actor_cpus: int = 1
+    ray_actor_gpus: float = 0.0
+
     # answering
     llm: str = "local"  # local | openai | extractive
     max_context_sentences: int = 4

@@ -2,7 +2,8 @@
 
 - ``latency``: warm answer time against llama-index's CitationQueryEngine (:mod:`rag.bench.latency`);
 - ``realtimeqa``: retrieval and answers on RealTime QA news (:mod:`rag.bench.realtimeqa`, data in :mod:`rag.bench.rtqa_data`);
-- ``load``: concurrent questions through the API and the UI's queue (:mod:`rag.bench.load`).
+- ``load``: concurrent questions through the API and the UI's queue (:mod:`rag.bench.load`);
+- ``ray``: indexing throughput on a local Ray cluster of 1, 2, ... nodes (:mod:`rag.bench.cluster`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` and its subcommands to the ``rag`` command's subparsers."""
-    from . import latency, load, realtimeqa
+    from . import cluster, latency, load, realtimeqa
 
     p = subparsers.add_parser("bench", help="benchmarks")
     sub = p.add_subparsers(dest="bench_cmd", required=True)
     latency.add_parser(sub)
     load.add_parser(sub)
     realtimeqa.add_parser(sub)
+    cluster.add_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``rag bench`` subcommand named in ``args``."""
-    from . import latency, load, realtimeqa
+    from . import cluster, latency, load, realtimeqa
 
-    return {"latency": latency.run, "load": load.run, "realtimeqa": realtimeqa.run}[args.bench_cmd](args)
+    return {"latency": latency.run, "load": load.run, "realtimeqa": realtimeqa.run, "ray": cluster.run}[args.bench_cmd](args)
