@@ -29,9 +29,8 @@ import os
 import pickle
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,8 +39,7 @@ from .corpus import LoadError, LoadResult, load_files
 from .settings import Settings
 from .types import Document, RagError
 
-if TYPE_CHECKING:
-    from .index import _Plan
+SegmentWrite = Callable[[Path, list[Document], Mapping[str, str], Settings], tuple[int, int]]
 
 # A batch of articles becomes one segment: enough batches to keep every actor busy to the end
 # (four each), none so small that a segment is mostly overhead, none so big that a worker holds
@@ -146,27 +144,30 @@ def _load_batch(batch: dict[str, np.ndarray], max_bytes: int) -> dict[str, list]
 
 
 # ---------------------------------------------------------------- stage 2: chunk, embed, write segments
-def write_segments(root: Path, plan: _Plan, fresh_raws: Mapping[str, str], settings: Settings) -> tuple[list[str], int, int]:
-    """Chunk, embed and write the articles read now (``plan.fresh``) as segments, on the cluster's actors.
+def write_segments(
+    root: Path, docs: list[Document], record_raws: Mapping[str, str], settings: Settings, write: SegmentWrite
+) -> tuple[list[str], int, int]:
+    """Chunk, embed and write articles read now (marked, in id order) as segments, on the cluster's actors.
 
-    Returns the temporary folder names the workers wrote under ``root/segments`` (in article
-    order), their passages and the passages embedded.
+    ``write(folder, docs, record_raws, settings)`` makes one segment of a batch
+    (:func:`rag.index.write_fresh_segment`, passed in so that this module does not import the
+    index's). Returns the temporary folder names the workers wrote under ``root/segments`` (in
+    article order), their passages and the passages embedded.
     """
     import ray
     from ray.data import ActorPoolStrategy
 
-    ids = sorted(plan.fresh)
-    if not ids:
+    if not docs:
         return [], 0, 0
     actors = max(1, int(_cpus() // max(settings.ray_actor_cpus, 1)))
-    per = min(MAX_SEGMENT_ARTICLES, max(MIN_SEGMENT_ARTICLES, math.ceil(len(ids) / (actors * BATCHES_PER_ACTOR))))
-    rows = [{"doc": pickle.dumps(plan.write[i]), "raw": fresh_raws.get(i, ""), "has_raw": i in fresh_raws} for i in ids]
+    per = min(MAX_SEGMENT_ARTICLES, max(MIN_SEGMENT_ARTICLES, math.ceil(len(docs) / (actors * BATCHES_PER_ACTOR))))
+    rows = [{"doc": pickle.dumps(d), "raw": record_raws.get(d.id, ""), "has_raw": d.id in record_raws} for d in docs]
     ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(rows) / per))
     written = ds.map_batches(
         _SegmentWriter,
         batch_size=per,
-        fn_constructor_kwargs={"root": str(root), "settings": settings},
-        compute=ActorPoolStrategy(size=min(actors, math.ceil(len(ids) / per))),
+        fn_constructor_kwargs={"root": str(root), "settings": settings, "write": write},
+        compute=ActorPoolStrategy(size=min(actors, math.ceil(len(docs) / per))),
         num_cpus=settings.ray_actor_cpus,
         num_gpus=settings.ray_actor_gpus or None,
     )
@@ -177,20 +178,18 @@ def write_segments(root: Path, plan: _Plan, fresh_raws: Mapping[str, str], setti
 class _SegmentWriter:
     """An actor of the pool: loads the embedder once, then turns each batch of articles into a segment folder."""
 
-    def __init__(self, root: str, settings: Settings) -> None:
+    def __init__(self, root: str, settings: Settings, write: SegmentWrite) -> None:
         import ray
 
-        self.root, self.settings = Path(root), settings
+        self.root, self.settings, self.write = Path(root), settings, write
         model = embedding.model()
         if ray.get_gpu_ids():  # an actor given a GPU embeds on it
             model.to("cuda")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from .index import write_fresh_segment
-
         docs: list[Document] = [pickle.loads(b) for b in batch["doc"]]
         raws = {d.id: str(r) for d, r, has in zip(docs, batch["raw"], batch["has_raw"]) if has}
         tmp = self.root / segments.SEGMENTS_DIR / f".tmp-ray-{uuid.uuid4().hex}"
         tmp.mkdir(parents=True)
-        n_chunks, embedded = write_fresh_segment(tmp, docs, raws, self.settings)
+        n_chunks, embedded = self.write(tmp, docs, raws, self.settings)
         return {"first": [min(d.id for d in docs)], "tmp": [tmp.name], "chunks": [n_chunks], "embedded": [embedded]}

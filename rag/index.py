@@ -623,7 +623,8 @@ def update(
             if settings.ray and plan.fresh:
                 # the articles read now are chunked, embedded and written as segments by the cluster's
                 # workers; what this write takes over from old segments (their vectors stored) stays here
-                written, n_fresh, report.embedded_chunks = distributed.write_segments(root, plan, fresh_raws, settings)
+                fresh = [plan.write[i] for i in sorted(plan.fresh)]
+                written, n_fresh, report.embedded_chunks = distributed.write_segments(root, fresh, fresh_raws, settings, write_fresh_segment)
                 plan = replace(plan, write={i: d for i, d in plan.write.items() if i not in plan.fresh}, fresh=set())
             try:
                 embedded = report.embedded_chunks

@@ -1,0 +1,193 @@
+"""`rag bench scale`: what the embedded store costs as a corpus grows to a million passages.
+
+Corpora are drawn from a real index (``--index``, e.g. the one ``rag bench realtimeqa`` builds):
+
+- **vectors**: each synthetic passage is a real passage's vector plus Gaussian noise (cosine about
+  0.9 to its source), renormalised, so neighbourhoods look like news, not like uniform noise.
+  Nothing is embedded here: the embedder's cost is measured by ``rag bench realtimeqa`` and
+  ``rag bench ray`` (passages per second, linear in the corpus), and this measures the store's own;
+- **texts**: each synthetic passage joins four sentences drawn at random from the real passages,
+  BM25-indexed as one segment would be (:class:`rag.segments.Terms`, :class:`rag.segments.SegmentedBM25`).
+
+Each size reports, for exact search (FAISS flat inner product, the default) and an approximate
+index (FAISS IVF with ``nlist = 4 * sqrt(n)`` lists, at most n / 39, ``--nprobe`` of them searched), the build
+time, memory of the vectors, one query's p50/p95 (the top 30, as hybrid retrieval asks), and the
+approximate index's recall@10 against exact search; and BM25's build time and query p50/p95.
+Queries are other real vectors with fresh noise, and the words of real passages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..measure import peak_rss_mb, percentile
+from ..settings import Settings
+from ..types import RagError
+
+NOISE_COSINE = 0.9  # a synthetic vector's cosine to the real one it comes from
+TOP = 30  # passages each search returns (HybridRetriever's candidate depth)
+
+
+def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = bench_subparsers.add_parser("scale", help="store cost against corpus size (10k, 100k, 1M passages): exact and approximate search, BM25")
+    p.add_argument("--index", dest="index_dir", default=None, help="the index whose passages and vectors are resampled (default: $RAG_INDEX_DIR or index/)")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="corpus sizes in passages, comma-separated (default 10000,100000,1000000)")
+    p.add_argument("--queries", type=int, default=100, help="queries per size (default 100)")
+    p.add_argument("--nprobe", type=int, default=32, help="IVF lists searched per query (default 32)")
+    p.add_argument("--out", default=None, help="folder for scale.md, scale.json and scale.png")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _vectors(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    sigma = math.sqrt((1 / NOISE_COSINE**2 - 1) / base.shape[1])
+    out = np.empty((n, base.shape[1]), np.float32)
+    for lo in range(0, n, 100_000):  # in steps: the noise of a million rows at once would double the peak
+        hi = min(n, lo + 100_000)
+        block = base[rng.integers(0, len(base), hi - lo)] + rng.normal(0, sigma, (hi - lo, base.shape[1])).astype(np.float32)
+        out[lo:hi] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def _timed(search, queries) -> tuple[float, float]:
+    ms = []
+    for q in queries:
+        t0 = time.perf_counter()
+        search(q)
+        ms.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(ms), 2), round(percentile(ms, 0.95), 2)
+
+
+def _vector_figures(n: int, base: np.ndarray, n_queries: int, nprobe: int, seed: int) -> dict:
+    """Exact and approximate search over ``n`` synthetic vectors (freed on return)."""
+    import faiss
+
+    rng = np.random.default_rng(seed)
+    row: dict = {}
+    vecs = _vectors(base, n, rng)
+    queries = _vectors(base, n_queries, np.random.default_rng(seed + 1))
+    t0 = time.perf_counter()
+    flat = faiss.IndexFlatIP(vecs.shape[1])
+    flat.add(vecs)
+    row["flat_build_s"] = round(time.perf_counter() - t0, 2)
+    row["flat_mb"] = round(vecs.nbytes / 1e6)
+    row["flat_p50_ms"], row["flat_p95_ms"] = _timed(lambda q: flat.search(q[None], TOP), queries)
+    _, exact = flat.search(queries, 10)
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants 39 training points a list
+    t0 = time.perf_counter()
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(vecs.shape[1]), vecs.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(vecs[rng.choice(n, min(n, 64 * nlist), replace=False)])
+    ivf.add(vecs)
+    row["ivf_build_s"] = round(time.perf_counter() - t0, 2)
+    ivf.nprobe = min(nprobe, nlist)
+    row["ivf_nlist"], row["ivf_nprobe"] = nlist, ivf.nprobe
+    row["ivf_p50_ms"], row["ivf_p95_ms"] = _timed(lambda q: ivf.search(q[None], TOP), queries)
+    _, approx = ivf.search(queries, 10)
+    row["ivf_recall@10"] = round(float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist())])), 4)
+    return row
+
+
+def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0) -> dict:
+    """Every figure for one corpus size."""
+    from ..segments import SegmentedBM25, Terms
+    from ..text import bm25_tokenize
+
+    row = {"passages": n, **_vector_figures(n, base, n_queries, nprobe, seed)}
+    pick = random.Random(seed)
+    texts = [" ".join(pick.choices(sentences, k=4)) for _ in range(n)]
+    t0 = time.perf_counter()
+    terms = Terms.of(texts)
+    bm25 = SegmentedBM25([(terms, np.arange(n))])
+    row["bm25_build_s"] = round(time.perf_counter() - t0, 2)
+    row["bm25_mb"] = round((terms.rows.nbytes + terms.tf.nbytes + terms.indptr.nbytes + terms.lengths.nbytes) / 1e6)
+    questions = [pick.choice(sentences) for _ in range(n_queries)]
+
+    def sparse(text: str) -> np.ndarray:  # as HybridRetriever.sparse: the query's words, then the top among the passages holding one
+        tok = bm25_tokenize([text])
+        scores = bm25.get_scores([w for w, _ in sorted(tok.vocab.items(), key=lambda x: x[1]) if w in bm25.vocab_dict])
+        hits = np.flatnonzero(scores > 0)
+        return hits[np.argpartition(-scores[hits], TOP)[:TOP]] if len(hits) > TOP else hits
+
+    row["bm25_p50_ms"], row["bm25_p95_ms"] = _timed(sparse, questions)
+    row["peak_rss_mb"] = round(peak_rss_mb())
+    return row
+
+
+def _sources(index_dir: str) -> tuple[np.ndarray, list[str]]:
+    from ..index import Index
+    from ..text import sentence_spans
+
+    idx = Index.open(index_dir)
+    base = idx.vector_matrix()
+    if len(base) < 10:
+        raise RagError(f"the index at {index_dir}/ has {len(base)} vectors; resample a bigger one (--index), e.g. the one `rag bench realtimeqa` builds")
+    sentences = [c.text[s:e] for c in idx.chunks for s, e in sentence_spans(c.text) if e - s > 20]
+    return base, sentences
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+    except ValueError as exc:
+        raise RagError(f"--sizes {args.sizes!r}: give passage counts such as 10000,100000") from exc
+    if not sizes or min(sizes) < 100 or max(sizes) > 5_000_000 or not 1 <= args.queries <= 10_000:
+        raise RagError("--sizes take 100 to 5,000,000 passages, and --queries 1 to 10,000")
+    settings = Settings.from_env(index_dir=args.index_dir)
+    base, sentences = _sources(settings.index_dir)
+    rows = [measure_size(n, base, sentences, args.queries, args.nprobe) for n in sizes]
+    result = {"index": settings.index_dir, "base_vectors": len(base), "base_sentences": len(sentences), "rows": rows}
+    md = markdown(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scale.md").write_text(md + "\n")
+        (out / "scale.json").write_text(json.dumps(result, indent=1))
+        chart(rows, out / "scale.png")
+    print(json.dumps(result, indent=1) if args.json else md)
+    return 0
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Resampled from {result['base_vectors']:,} vectors and {result['base_sentences']:,} sentences of {result['index']}/.",
+        "",
+        "| passages | flat: build s | flat: MB | flat: p50 / p95 ms | IVF: build s | IVF: p50 / p95 ms | IVF recall@10 | BM25: build s | BM25: MB | BM25: p50 / p95 ms | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['passages']:,} | {r['flat_build_s']} | {r['flat_mb']:,} | {r['flat_p50_ms']} / {r['flat_p95_ms']} | {r['ivf_build_s']} "
+            f"| {r['ivf_p50_ms']} / {r['ivf_p95_ms']} | {r['ivf_recall@10']} | {r['bm25_build_s']} | {r['bm25_mb']:,} "
+            f"| {r['bm25_p50_ms']} / {r['bm25_p95_ms']} | {r['peak_rss_mb']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(rows: list[dict], path: Path) -> Path:
+    """Query time and memory against corpus size, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["passages"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label in (("flat_p50_ms", "exact (FAISS flat)"), ("ivf_p50_ms", "approximate (FAISS IVF)"), ("bm25_p50_ms", "BM25")):
+        a.plot(n, [r[key] for r in rows], marker="o", label=label)
+    a.set(xscale="log", yscale="log", xlabel="passages", ylabel="query p50, ms", title="one query")
+    a.legend(fontsize=7)
+    for key, label in (("flat_mb", "vectors (float32)"), ("bm25_mb", "BM25 postings")):
+        b.plot(n, [r[key] for r in rows], marker="o", label=label)
+    b.set(xscale="log", yscale="log", xlabel="passages", ylabel="MB", title="memory")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
