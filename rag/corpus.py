@@ -233,12 +233,17 @@ def load_documents(
 
 
 def load_files(
-    files: list[Path], max_bytes: int = Settings.max_file_bytes, mark: bool = True, fields: Mapping[Path, Mapping[str, str] | None] | None = None
+    files: list[Path],
+    max_bytes: int = Settings.max_file_bytes,
+    mark: bool = True,
+    fields: Mapping[Path, Mapping[str, str] | None] | None = None,
+    loaded: Mapping[Path, LoadResult] | None = None,
 ) -> LoadResult:
     """Load and clean files already listed (by :func:`iter_article_files`); bad files are reported, not fatal.
 
     ``fields`` gives a record file its field map; ``max_bytes`` limits an article file, or each
-    record's text in a record file.
+    record's text in a record file. ``loaded``: files already loaded elsewhere (:func:`load_file`
+    on a cluster's workers), taken as they are; the others are loaded here.
     """
     result = LoadResult([], [])
     seen: dict[str, Path] = {}
@@ -249,26 +254,28 @@ def load_files(
             if is_records:
                 result.failed[f.name] = None
             continue
-        try:
-            if is_records:
-                seen[f.name] = f
-                part = load_record_file(f, max_bytes, (fields or {}).get(f))
-                result.documents.extend(part.documents)
-                result.errors.extend(part.errors)
-                result.raws.update(part.raws)
-                result.failed.update(part.failed)
-            else:
-                result.documents.append(load_document(f, max_bytes))
-                seen[f.name] = f
-        except RagError as exc:
-            result.errors.append(_refused(exc, f.name))
-        except Exception as exc:  # noqa: BLE001 - one file that trips the parser must not stop the rest
-            result.errors.append(LoadError(f.name, f"cannot be read as an article ({type(exc).__name__}: {exc})"))
-            if is_records:
-                result.failed[f.name] = None
+        part = loaded[f] if loaded is not None and f in loaded else load_file(f, max_bytes, (fields or {}).get(f))
+        if is_records or part.documents:  # an article file that was refused leaves its name to a later one
+            seen[f.name] = f
+        result.documents.extend(part.documents)
+        result.errors.extend(part.errors)
+        result.raws.update(part.raws)
+        result.failed.update(part.failed)
     if mark:
         mark_duplicates(result.documents)
     return result
+
+
+def load_file(f: Path, max_bytes: int = Settings.max_file_bytes, fields: Mapping[str, str] | None = None) -> LoadResult:
+    """One article or record file loaded and cleaned; a refusal is reported in the result, never raised."""
+    is_records = records.record_format(f) is not None
+    try:
+        return load_record_file(f, max_bytes, fields) if is_records else LoadResult([load_document(f, max_bytes)], [])
+    except RagError as exc:
+        return LoadResult([], [_refused(exc, f.name)])
+    except Exception as exc:  # noqa: BLE001 - one file that trips the parser must not stop the rest
+        error = LoadError(f.name, f"cannot be read as an article ({type(exc).__name__}: {exc})")
+        return LoadResult([], [error], failed={f.name: None} if is_records else {})
 
 
 def load_document(path: str | Path, max_bytes: int = Settings.max_file_bytes) -> Document:

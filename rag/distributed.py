@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import embedding, records, segments
-from .corpus import LoadError, LoadResult, load_files
+from . import embedding, segments
+from .corpus import LoadResult, load_file, load_files
 from .settings import Settings
 from .types import Document, RagError
 
@@ -73,9 +73,7 @@ def connect(address: str, progress: bool = False) -> None:
 
     if not progress:  # Ray Data logs each dataset's start and end; a command line says what happened at the end
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    ctx.execution_options.preserve_order = True  # results come back in the order the files were listed
+    DataContext.get_current().enable_progress_bars = progress
 
 
 def _reachable(address: str) -> None:
@@ -100,47 +98,24 @@ def _cpus() -> int:
 def load(files: list[Path], max_bytes: int, fields: Mapping[Path, Mapping[str, str] | None]) -> LoadResult:
     """:func:`rag.corpus.load_files` (``mark=False``), each file loaded and cleaned by a Ray task.
 
-    The same result in the same order: two files of one name are refused here, before any is
-    read, exactly as the local loader refuses the second it meets.
+    The workers run :func:`rag.corpus.load_file`; ``load_files`` then puts the results together as
+    it does locally (the same order, the same refusal of two files of one name).
     """
     import ray
 
-    rows, clashes = [], {}
-    seen: dict[str, Path] = {}
-    for i, f in enumerate(files):
-        if f.name in seen:
-            clashes[i] = f
-        else:
-            seen[f.name] = f
-            rows.append({"i": i, "path": str(f), "fields": json.dumps(dict(fields.get(f) or {}))})
-    parts: dict[int, LoadResult] = {}
-    if rows:
+    loaded: dict[Path, LoadResult] = {}
+    if files:
+        rows = [{"path": str(f), "fields": json.dumps(dict(fields.get(f) or {}))} for f in files]
         ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 4 * _cpus()))
-        loaded = ds.map_batches(_load_batch, batch_size=8, fn_kwargs={"max_bytes": max_bytes})
-        for row in loaded.iter_rows():
-            parts[int(row["i"])] = pickle.loads(row["result"])
-    out = LoadResult([], [])
-    for i, f in enumerate(files):
-        if i in clashes:  # the local loader's words, at the same place in the report
-            out.errors.append(LoadError(str(f), f"same file name as {seen[f.name]}; document ids are file names, rename one"))
-            if records.record_format(f) is not None:
-                out.failed[f.name] = None
-            continue
-        part = parts[i]
-        out.documents.extend(part.documents)
-        out.errors.extend(part.errors)
-        out.raws.update(part.raws)
-        out.failed.update(part.failed)
-    return out
+        for row in ds.map_batches(_load_batch, batch_size=8, fn_kwargs={"max_bytes": max_bytes}).iter_rows():
+            loaded[Path(row["path"])] = pickle.loads(row["result"])
+    return load_files(files, max_bytes, mark=False, fields=fields, loaded=loaded)
 
 
 def _load_batch(batch: dict[str, np.ndarray], max_bytes: int) -> dict[str, list]:
     """Load and clean a batch of files on a worker: one pickled LoadResult per file."""
-    results = []
-    for path, fields in zip(batch["path"], batch["fields"]):
-        f = Path(str(path))
-        results.append(pickle.dumps(load_files([f], max_bytes, mark=False, fields={f: json.loads(str(fields)) or None})))
-    return {"i": list(batch["i"]), "result": results}
+    results = [pickle.dumps(load_file(Path(str(p)), max_bytes, json.loads(str(f)) or None)) for p, f in zip(batch["path"], batch["fields"])]
+    return {"path": list(batch["path"]), "result": results}
 
 
 # ---------------------------------------------------------------- stage 2: chunk, embed, write segments

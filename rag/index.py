@@ -618,21 +618,18 @@ def update(
             if sources.paths:  # the same articles may come from a new place, or an older index has no sources.json yet
                 _save_sources(root, sources.entries())
         else:
-            written: list[str] = []
-            n_fresh = 0
+            written, n_written, embedded_written = [], 0, 0
             if settings.ray and plan.fresh:
                 # the articles read now are chunked, embedded and written as segments by the cluster's
                 # workers; what this write takes over from old segments (their vectors stored) stays here
                 fresh = [plan.write[i] for i in sorted(plan.fresh)]
-                written, n_fresh, report.embedded_chunks = distributed.write_segments(root, fresh, fresh_raws, settings, write_fresh_segment)
+                written, n_written, embedded_written = distributed.write_segments(root, fresh, fresh_raws, settings, write_fresh_segment)
                 plan = replace(plan, write={i: d for i, d in plan.write.items() if i not in plan.fresh}, fresh=set())
             try:
-                embedded = report.embedded_chunks
                 data = _segment_data(plan, live, fresh_raws, settings, progress, report)
-                report.embedded_chunks += embedded
+                report.embedded_chunks += embedded_written
                 fault_point("after_embed")
-                report.n_chunks = (live.n_chunks(plan.refs) if live else 0) + sum(map(len, data.chunks.values()))
-                report.n_chunks += n_fresh
+                report.n_chunks = (live.n_chunks(plan.refs) if live else 0) + sum(map(len, data.chunks.values())) + n_written
                 manifest = _new_manifest(settings, sources, report.n_chunks)
                 dropped = [old_docs[i] for i in report.removed] if remove is not None else []
                 _publish(root, manifest, plan.refs, data, sources, dropped, written)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..distributed import offline
-from ..index import Index, build
+from ..index import Manifest, build, current_name
 from ..measure import peak_rss_mb
 from ..settings import Settings
 from ..types import RagError
@@ -35,7 +35,7 @@ def _build(paths: list[str], settings: Settings) -> dict:
         t0 = time.perf_counter()
         report = build(Path(d) / "index", paths, settings)
         seconds = time.perf_counter() - t0
-        segments = len(Index.open(Path(d) / "index").manifest.segments)
+        segments = len(Manifest.read(Path(d) / "index" / current_name(Path(d) / "index")).segments)
     if report.errors:
         raise RagError(f"{len(report.errors)} files not indexed, the first: {report.errors[0]}")
     return {

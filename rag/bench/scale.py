@@ -96,8 +96,8 @@ def _vector_figures(n: int, base: np.ndarray, n_queries: int, nprobe: int, seed:
 
 def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0) -> dict:
     """Every figure for one corpus size."""
+    from ..retrieval import bm25_top
     from ..segments import SegmentedBM25, Terms
-    from ..text import bm25_tokenize
 
     row = {"passages": n, **_vector_figures(n, base, n_queries, nprobe, seed)}
     pick = random.Random(seed)
@@ -109,13 +109,7 @@ def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int,
     row["bm25_mb"] = round((terms.rows.nbytes + terms.tf.nbytes + terms.indptr.nbytes + terms.lengths.nbytes) / 1e6)
     questions = [pick.choice(sentences) for _ in range(n_queries)]
 
-    def sparse(text: str) -> np.ndarray:  # as HybridRetriever.sparse: the query's words, then the top among the passages holding one
-        tok = bm25_tokenize([text])
-        scores = bm25.get_scores([w for w, _ in sorted(tok.vocab.items(), key=lambda x: x[1]) if w in bm25.vocab_dict])
-        hits = np.flatnonzero(scores > 0)
-        return hits[np.argpartition(-scores[hits], TOP)[:TOP]] if len(hits) > TOP else hits
-
-    row["bm25_p50_ms"], row["bm25_p95_ms"] = _timed(sparse, questions)
+    row["bm25_p50_ms"], row["bm25_p95_ms"] = _timed(lambda q: bm25_top(bm25, q, TOP), questions)
     row["peak_rss_mb"] = round(peak_rss_mb())
     return row
 
