@@ -234,6 +234,7 @@ class Index:
         dense_ids: np.ndarray,
         bm25: segments.SegmentedBM25 | None,
         raw: dict[str, str],
+        vector_blocks: list[tuple[str, np.ndarray]] | None = None,
     ) -> None:
         self.root = root
         self.gen = gen
@@ -245,6 +246,8 @@ class Index:
         self.row_of = {int(c): r for r, c in enumerate(dense_ids)}  # chunk index -> vector row
         self.bm25 = bm25
         self._raw = raw  # loaded at open: a reader never depends on files a later writer removes
+        # per live segment, in row order: its name and which of its vector rows this generation keeps (rag.ann)
+        self.vector_blocks = vector_blocks or []
 
     # ------------------------------------------------------------ open
     @classmethod
@@ -273,7 +276,8 @@ class Index:
         dense_ids: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         terms = []
-        for p in parts:  # the live passages of each segment, numbered on from the ones before
+        blocks: list[tuple[str, np.ndarray]] = []
+        for ref, p in zip(manifest.segments, parts):  # the live passages of each segment, numbered on from the ones before
             at = np.full(len(p.chunks), -1, np.int64)
             live = np.flatnonzero(p.live)
             at[live] = np.arange(len(chunks), len(chunks) + len(live))
@@ -283,6 +287,7 @@ class Index:
             kept = at[p.dense_rows] >= 0
             dense_ids.append(at[p.dense_rows][kept])
             rows.append(p.vectors[kept])
+            blocks.append((ref.name, np.flatnonzero(kept)))
             terms.append((p.terms, at))
         vectors = faiss.IndexFlatIP(embedding.EMBEDDER_DIM)
         matrix = np.concatenate(rows) if rows else np.zeros((0, embedding.EMBEDDER_DIM), np.float32)
@@ -292,7 +297,7 @@ class Index:
         if manifest.n_chunks != len(chunks) or set(raw) != set(docs):
             raise RagError(f"index at {gen}/ is corrupt (its manifest and segments disagree); {fix}")
         bm25 = segments.SegmentedBM25(terms) if chunks else None
-        return cls(root, gen, manifest, docs, chunks, vectors, ids, bm25, raw)
+        return cls(root, gen, manifest, docs, chunks, vectors, ids, bm25, raw, blocks)
 
     def raw(self, doc_id: str) -> str:
         """The article's file text as it was indexed; citation offsets point into it.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import embedding
+from .ann import open_ivf
 from .dates import NO_DAY, ArticleDates, DateRange
 from .dedup import containment, shingles
 from .index import Index, embed_text
@@ -79,6 +80,8 @@ class HybridRetriever:
         self._article_of = np.fromiter((position[c.doc_id] for c in index.chunks), dtype=np.int64, count=len(index.chunks))
         self._vectors = _stored_vectors(index.vectors)  # row r is the vector of chunk index.dense_ids[r]
         self.store = open_store(index, settings)  # None: search the index's own vectors and BM25 postings
+        # the index's own vectors through IVF lists when the corpus is large (RAG_VECTOR_INDEX), else exactly
+        self.ivf = open_ivf(index, self._vectors, settings) if self.store is None else None
         self._masks: dict[DateRange, np.ndarray] = {}
         self._query: tuple[str, np.ndarray] | None = None
 
@@ -126,9 +129,13 @@ class HybridRetriever:
         in one thread: for a single query on 2 cores that is faster than FAISS's or BLAS's threads,
         whose spinning also slowed the embedding that follows by a third or more (einsum uses no
         thread pool). A date mask costs nothing extra (FAISS builds an ID selector per query).
+        A large index (``RAG_VECTOR_INDEX``, :mod:`rag.ann`) is searched through IVF lists instead.
         """
         if self.store is not None:
             return self.store.dense(qvec, k, allowed, dates)
+        if self.ivf is not None:
+            keep = None if allowed is None else allowed[self.index.dense_ids]
+            return [(int(self.index.dense_ids[r]), s) for r, s in self.ivf.search(qvec, k, keep)]
         scores = np.einsum("ij,j->i", self._vectors, qvec)
         n = len(scores)
         if allowed is not None:

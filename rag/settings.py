@@ -59,6 +59,9 @@ class Settings:
     # where retrieval searches: faiss (the index's own vectors and BM25) | qdrant (a collection mirroring the index)
     store: str = "faiss"
     store_url: str = ""  # a Qdrant server or cluster ("": embedded, under the index folder in qdrant/)
+    # how the faiss store searches vectors: auto (exact below 100k vectors, IVF lists from there on) | flat (exact) | ivf
+    vector_index: str = "auto"
+    ivf_nprobe: int = 32  # IVF lists searched per query (of 4 * sqrt(n)); more: better recall, slower
 
     # indexing on a Ray cluster (rag.distributed): "" = in this process | auto (the cluster this machine
     # belongs to, else a new local one) | a cluster's address; each embedding actor takes these resources

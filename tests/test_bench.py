@@ -85,14 +85,16 @@ def test_missing_questions_file_is_a_clear_error(tmp_path):
 def test_bench_scale_reports_exact_and_approximate_search_and_bm25_at_each_size(seed_index, tmp_path):
     from .test_cli import rag_cmd
 
-    p = rag_cmd("bench", "scale", "--index", str(seed_index), "--sizes", "2000,8000", "--queries", "10", "--out", str(tmp_path), "--json")
+    args = ["bench", "scale", "--index", str(seed_index), "--sizes", "2000,8000", "--queries", "10", "--qdrant-max", "2000"]
+    p = rag_cmd(*args, "--out", str(tmp_path), "--json")
     assert p.returncode == 0, p.stderr[-3000:]
     rows = json.loads(p.stdout)["rows"]
     assert [r["passages"] for r in rows] == [2000, 8000]
     for r in rows:
         assert 0 < r["flat_p50_ms"] <= r["flat_p95_ms"] and 0 < r["bm25_p50_ms"] <= r["bm25_p95_ms"]
-        assert 0 <= r["ivf_recall@10"] <= 1 and r["ivf_nprobe"] <= r["ivf_nlist"]
+        assert 0.5 <= r["ivf_recall@10"] <= 1 and r["ivf_nprobe"] <= r["ivf_nlist"] and r["ivf_add100_ms"] > 0
     assert rows[1]["flat_mb"] > rows[0]["flat_mb"]  # four times the vectors
+    assert rows[0]["qdrant_p50_ms"] > 0 and "qdrant_p50_ms" not in rows[1]  # embedded Qdrant only up to --qdrant-max
     assert "| 8,000 |" in (tmp_path / "scale.md").read_text()
     assert (tmp_path / "scale.png").read_bytes()[:4] == b"\x89PNG"
     p = rag_cmd("bench", "scale", "--index", str(seed_index), "--sizes", "ten")

@@ -9,10 +9,12 @@ Corpora are drawn from a real index (``--index``, e.g. the one ``rag bench realt
 - **texts**: each synthetic passage joins four sentences drawn at random from the real passages,
   BM25-indexed as one segment would be (:class:`rag.segments.Terms`, :class:`rag.segments.SegmentedBM25`).
 
-Each size reports, for exact search (FAISS flat inner product, the default) and an approximate
-index (FAISS IVF with ``nlist = 4 * sqrt(n)`` lists, at most n / 39, ``--nprobe`` of them searched), the build
-time, memory of the vectors, one query's p50/p95 (the top 30, as hybrid retrieval asks), and the
-approximate index's recall@10 against exact search; and BM25's build time and query p50/p95.
+Each size reports, for exact search (FAISS flat inner product) and the product's approximate index
+(:mod:`rag.ann`: FAISS IVF with ``nlist = 4 * sqrt(n)`` lists, at most n / 39, ``--nprobe`` of them
+searched; its training, assignment and per-generation assembly timed apart), memory of the vectors,
+one query's p50/p95 (the top 30, as hybrid retrieval asks), and the approximate index's recall@10
+against exact search; embedded Qdrant's load and query time up to ``--qdrant-max`` passages; and
+BM25's build time and query p50/p95.
 Queries are other real vectors with fresh noise, and the words of real passages.
 """
 
@@ -42,6 +44,13 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--sizes", default="10000,100000,1000000", help="corpus sizes in passages, comma-separated (default 10000,100000,1000000)")
     p.add_argument("--queries", type=int, default=100, help="queries per size (default 100)")
     p.add_argument("--nprobe", type=int, default=32, help="IVF lists searched per query (default 32)")
+    p.add_argument(
+        "--qdrant-max",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="measure embedded Qdrant up to N passages (0: never; default 20000: its local mode searches in Python, a server is for more)",
+    )
     p.add_argument("--out", default=None, help="folder for scale.md, scale.json and scale.png")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -66,8 +75,10 @@ def _timed(search, queries) -> tuple[float, float]:
 
 
 def _vector_figures(n: int, base: np.ndarray, n_queries: int, nprobe: int, seed: int) -> dict:
-    """Exact and approximate search over ``n`` synthetic vectors (freed on return)."""
+    """Exact search and the product's IVF (:mod:`rag.ann`, as ``RAG_VECTOR_INDEX=ivf`` builds it) over ``n`` synthetic vectors."""
     import faiss
+
+    from .. import ann
 
     rng = np.random.default_rng(seed)
     row: dict = {}
@@ -80,26 +91,64 @@ def _vector_figures(n: int, base: np.ndarray, n_queries: int, nprobe: int, seed:
     row["flat_mb"] = round(vecs.nbytes / 1e6)
     row["flat_p50_ms"], row["flat_p95_ms"] = _timed(lambda q: flat.search(q[None], TOP), queries)
     _, exact = flat.search(queries, 10)
-    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants 39 training points a list
+    nlist = ann.n_lists(n)
     t0 = time.perf_counter()
-    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(vecs.shape[1]), vecs.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-    ivf.train(vecs[rng.choice(n, min(n, 64 * nlist), replace=False)])
-    ivf.add(vecs)
-    row["ivf_build_s"] = round(time.perf_counter() - t0, 2)
-    ivf.nprobe = min(nprobe, nlist)
-    row["ivf_nlist"], row["ivf_nprobe"] = nlist, ivf.nprobe
-    row["ivf_p50_ms"], row["ivf_p95_ms"] = _timed(lambda q: ivf.search(q[None], TOP), queries)
-    _, approx = ivf.search(queries, 10)
-    row["ivf_recall@10"] = round(float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist())])), 4)
+    centroids = ann.train(vecs, nlist)
+    row["ivf_train_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    lists = ann.assign(centroids, vecs)
+    row["ivf_assign_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()  # what opening a generation costs once every segment's lists are cached
+    search = ann.IVFSearch(ann.build(centroids, vecs, lists), vecs, nprobe)
+    row["ivf_open_s"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()  # what a write of ~10 articles (100 vectors) adds: their assignment alone
+    ann.assign(centroids, vecs[:100])
+    row["ivf_add100_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+    row["ivf_build_s"] = round(row["ivf_train_s"] + row["ivf_assign_s"] + row["ivf_open_s"], 2)
+    row["ivf_nlist"], row["ivf_nprobe"] = nlist, search.nprobe
+    row["ivf_mb"] = round((vecs.nbytes + 8 * n) / 1e6)  # its lists hold their own copy of the vectors, and an id each
+    row["ivf_cache_mb"] = round((centroids.nbytes + lists.nbytes) / 1e6, 1)  # on disk in <index>/ann/: centroids, a list number a vector
+    row["ivf_p50_ms"], row["ivf_p95_ms"] = _timed(lambda q: search.search(q, TOP), queries)
+    approx = [[r for r, _ in search.search(q, 10)] for q in queries]
+    row["ivf_recall@10"] = round(float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact.tolist())])), 4)
     return row
 
 
-def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0) -> dict:
-    """Every figure for one corpus size."""
+def _qdrant_figures(n: int, base: np.ndarray, n_queries: int, seed: int) -> dict:
+    """Embedded Qdrant (qdrant-client's local mode, as ``RAG_STORE=qdrant`` without a URL) over ``n`` synthetic vectors."""
+    import tempfile
+
+    from qdrant_client import QdrantClient, models
+
+    from ..store import DENSE, UPSERT_BATCH
+
+    vecs = _vectors(base, n, np.random.default_rng(seed))
+    queries = _vectors(base, n_queries, np.random.default_rng(seed + 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        client = QdrantClient(path=tmp)
+        try:
+            t0 = time.perf_counter()
+            client.create_collection("scale", vectors_config={DENSE: models.VectorParams(size=vecs.shape[1], distance=models.Distance.DOT)})
+            for lo in range(0, n, UPSERT_BATCH):
+                block = vecs[lo : lo + UPSERT_BATCH]
+                client.upsert("scale", [models.PointStruct(id=lo + i, vector={DENSE: v.tolist()}) for i, v in enumerate(block)], wait=True)
+            row = {"qdrant_build_s": round(time.perf_counter() - t0, 2)}
+            row["qdrant_p50_ms"], row["qdrant_p95_ms"] = _timed(
+                lambda q: client.query_points("scale", query=q.tolist(), using=DENSE, limit=TOP, with_payload=False), queries
+            )
+        finally:
+            client.close()
+    return row
+
+
+def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0, qdrant_max: int = 0) -> dict:
+    """Every figure for one corpus size (embedded Qdrant's up to ``qdrant_max`` passages)."""
     from ..retrieval import bm25_top
     from ..segments import SegmentedBM25, Terms
 
     row = {"passages": n, **_vector_figures(n, base, n_queries, nprobe, seed)}
+    if n <= qdrant_max:
+        row.update(_qdrant_figures(n, base, n_queries, seed))
     pick = random.Random(seed)
     texts = [" ".join(pick.choices(sentences, k=4)) for _ in range(n)]
     t0 = time.perf_counter()
@@ -135,7 +184,12 @@ def run(args: argparse.Namespace) -> int:
         raise RagError("--sizes take 100 to 5,000,000 passages, and --queries 1 to 10,000")
     settings = Settings.from_env(index_dir=args.index_dir)
     base, sentences = _sources(settings.index_dir)
-    rows = [measure_size(n, base, sentences, args.queries, args.nprobe) for n in sizes]
+    if args.qdrant_max:
+        try:
+            import qdrant_client  # noqa: F401
+        except ImportError as exc:
+            raise RagError("--qdrant-max needs the qdrant extra: pip install 'newsrag[qdrant]' (or --qdrant-max 0)") from exc
+    rows = [measure_size(n, base, sentences, args.queries, args.nprobe, qdrant_max=args.qdrant_max) for n in sizes]
     result = {"index": settings.index_dir, "base_vectors": len(base), "base_sentences": len(sentences), "rows": rows}
     md = markdown(result)
     if args.out:
@@ -152,15 +206,25 @@ def markdown(result: dict) -> str:
     lines = [
         f"Resampled from {result['base_vectors']:,} vectors and {result['base_sentences']:,} sentences of {result['index']}/.",
         "",
-        "| passages | flat: build s | flat: MB | flat: p50 / p95 ms | IVF: build s | IVF: p50 / p95 ms | IVF recall@10 | BM25: build s | BM25: MB | BM25: p50 / p95 ms | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| passages | flat: MB | flat: p50 / p95 ms | IVF: train / assign / open s | IVF: +100 vectors ms | IVF: p50 / p95 ms | IVF recall@10 | IVF: MB in memory / cache on disk "
+        "| Qdrant embedded: build s | Qdrant: p50 / p95 ms | BM25: build s | BM25: MB | BM25: p50 / p95 ms | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
+        qdrant = f"{r['qdrant_build_s']} | {r['qdrant_p50_ms']} / {r['qdrant_p95_ms']}" if "qdrant_p50_ms" in r else "— | —"
         lines.append(
-            f"| {r['passages']:,} | {r['flat_build_s']} | {r['flat_mb']:,} | {r['flat_p50_ms']} / {r['flat_p95_ms']} | {r['ivf_build_s']} "
-            f"| {r['ivf_p50_ms']} / {r['ivf_p95_ms']} | {r['ivf_recall@10']} | {r['bm25_build_s']} | {r['bm25_mb']:,} "
+            f"| {r['passages']:,} | {r['flat_mb']:,} | {r['flat_p50_ms']} / {r['flat_p95_ms']} "
+            f"| {r['ivf_train_s']} / {r['ivf_assign_s']} / {r['ivf_open_s']} | {r['ivf_add100_ms']} "
+            f"| {r['ivf_p50_ms']} / {r['ivf_p95_ms']} | {r['ivf_recall@10']} | {r['ivf_mb']:,} / {r['ivf_cache_mb']} | {qdrant} | {r['bm25_build_s']} | {r['bm25_mb']:,} "
             f"| {r['bm25_p50_ms']} / {r['bm25_p95_ms']} | {r['peak_rss_mb']:,} |"
         )
+    lines += [
+        "",
+        "IVF is rag.ann as RAG_VECTOR_INDEX=ivf builds it: k-means once per index (train), each segment's vectors assigned "
+        "to their lists once and cached (assign), a generation's lists put together from the cached assignments (open); "
+        "a write assigns only its new vectors (+100 vectors). Qdrant embedded is qdrant-client's local mode, which searches "
+        "in Python: a Qdrant server or cluster is what serves a large corpus.",
+    ]
     return "\n".join(lines)
 
 
@@ -173,8 +237,15 @@ def chart(rows: list[dict], path: Path) -> Path:
 
     n = [r["passages"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label in (("flat_p50_ms", "exact (FAISS flat)"), ("ivf_p50_ms", "approximate (FAISS IVF)"), ("bm25_p50_ms", "BM25")):
-        a.plot(n, [r[key] for r in rows], marker="o", label=label)
+    for key, label in (
+        ("flat_p50_ms", "exact (FAISS flat)"),
+        ("ivf_p50_ms", "approximate (FAISS IVF, rag.ann)"),
+        ("qdrant_p50_ms", "Qdrant embedded"),
+        ("bm25_p50_ms", "BM25"),
+    ):
+        have = [(x, r[key]) for x, r in zip(n, rows) if key in r]
+        if have:
+            a.plot(*zip(*have), marker="o", label=label)
     a.set(xscale="log", yscale="log", xlabel="passages", ylabel="query p50, ms", title="one query")
     a.legend(fontsize=7)
     for key, label in (("flat_mb", "vectors (float32)"), ("bm25_mb", "BM25 postings")):
