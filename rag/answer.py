@@ -33,6 +33,11 @@ from .text import content_words, sentence_spans, years
 from .types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 
 CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
+# A dated question (as_of) answered only from reports more than a year older than it: news questions ask about
+# their own time, and an old report that matches the words is how most wrong answers on real news arise, so such
+# an answer needs this much more score (see decide). 0.1 to 0.3 give the same trade-off on the dev weeks.
+OLD_REPORT_DAYS = 365
+OLD_REPORT_PENALTY = 0.2
 # A refusal is looked for in the draft's first this many characters: a model that finds no answer says so
 # up front, while "not mentioned" further on qualifies one detail of an answer.
 REFUSAL_WINDOW = 300
@@ -239,10 +244,16 @@ def _visible(tokens: Iterator[str], pieces: list[str]) -> Iterator[str]:
 
 
 def build_answer(
-    question: str, draft: str, passages: list[Passage], raw_of: Callable[[str], str], settings: Settings, backend: str = "test"
+    question: str,
+    draft: str,
+    passages: list[Passage],
+    raw_of: Callable[[str], str],
+    settings: Settings,
+    backend: str = "test",
+    as_of: str | None = None,
 ) -> Answer:
-    """Verify a draft written elsewhere (``Answer: <short>`` line optional) into an Answer."""
-    return finish(question, Evidence.build(question, passages), parse_draft(draft), raw_of, settings, Timings(), backend)
+    """Verify a draft written elsewhere (``Answer: <short>`` line optional) into an Answer (``as_of``: the question's date)."""
+    return finish(question, Evidence.build(question, passages, as_of), parse_draft(draft), raw_of, settings, Timings(), backend)
 
 
 def finish(
@@ -305,6 +316,7 @@ def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settin
     and how sure the model was of its short answer (the geometric mean of its tokens'
     probabilities, 0..1). Half weight for the model: on the RealTime QA dev weeks aboutness alone
     tells right from wrong answers better than confidence alone, and the sum better than either.
+    A dated question answered only from reports over a year older than it loses OLD_REPORT_PENALTY.
     """
     # a reason is stated after its event: for a "why" question the sentence before the quote counts too
     first = min(lead.sources)
@@ -312,6 +324,11 @@ def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settin
     about = verify.about_question(question, [ev.srcs[j] for j in lead.sources], ev.common, lead_in)
     confidence = 1.0 if draft.confidence is None else draft.confidence  # no token probabilities: aboutness alone decides
     score = about.score + CONFIDENCE_WEIGHT * confidence
+    age = verify.report_age_days([ev.srcs[j] for j in lead.sources], ev.as_of)
+    old = age is not None and age > OLD_REPORT_DAYS
+    if old:
+        score -= OLD_REPORT_PENALTY
+        signals["old_report_days"] = float(age)
     signals.update(about_names=about.names, about_words=about.words, about_context=about.context_words, about=about.score, score=score)
     if not about.years:
         return "the quotes are not from the year the question asks about"
@@ -321,6 +338,7 @@ def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settin
         return (
             f"the evidence is too weak (its quotes speak of {about.score:.0%} of what was asked"
             + (f", the model was {draft.confidence:.0%} sure" if draft.confidence is not None else "")
+            + (f", its newest report is {age // 365} year{'s' if age >= 730 else ''} older than the question" if old else "")
             + f"; an answer needs a score of {settings.min_answer_score:.2f}, it has {score:.2f})"
         )
     return None

@@ -330,6 +330,13 @@ _RECENT = re.compile(
 RECENT_DAYS = 31  # "recently" read generously: a report a month older than the question tells of something else
 
 
+def report_age_days(quotes: list[SourceSentence], as_of: str | None) -> int | None:
+    """Days between the question's date and the newest dated report among ``quotes`` (None: no date to compare)."""
+    asked = as_date(as_of)
+    dated = [d for q in quotes if (d := as_date(q.passage.doc.date))]
+    return (asked - max(dated)).days if asked is not None and dated else None
+
+
 def stale(question: str, quotes: list[SourceSentence], as_of: str | None) -> str | None:
     """Why dated quotes cannot answer a question about what happened "this week", or None.
 

@@ -247,3 +247,21 @@ def test_the_extractive_backend_abstains_when_no_sentence_is_about_what_was_aske
     assert a.abstained and not a.citations, a.text
     a = town_2021.ask("Who won the regional bread award?", llm="extractive")
     assert not a.abstained and "bakery" in a.citations[0].quote
+
+
+def test_a_dated_question_answered_only_from_a_report_years_older_needs_stronger_evidence(beaches):
+    _, both = beaches
+    q = "Which US state is known as the Ocean State?"
+    draft = "Answer: Rhode Island\nRhode Island is known as the Ocean State [1]."
+    passages = both.retrieve(q)
+    timely = ans.build_answer(q, draft, passages, both.index.raw, both.settings, as_of="2022-06-01")
+    assert not timely.abstained and "old_report_days" not in timely.signals
+    # the same answer, the question dated three years after its only report: its score drops by the penalty
+    late = ans.build_answer(q, draft, passages, both.index.raw, both.settings, as_of="2025-06-01")
+    assert late.signals["old_report_days"] > 3 * 365 - 7
+    assert late.signals["score"] == pytest.approx(timely.signals["score"] - ans.OLD_REPORT_PENALTY)
+    # so an answer whose evidence only just carries it when timely is withheld when the report is old
+    strict = both.settings.with_(min_answer_score=timely.signals["score"] - ans.OLD_REPORT_PENALTY / 2)
+    assert not ans.build_answer(q, draft, passages, both.index.raw, strict, as_of="2022-06-01").abstained
+    old = ans.build_answer(q, draft, passages, both.index.raw, strict, as_of="2025-06-01")
+    assert old.abstained and "3 years older than the question" in old.abstain_reason and not old.citations
