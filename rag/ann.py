@@ -88,7 +88,7 @@ class IVFSearch:
         if k <= 0:
             return []
         if keep is not None and keep.sum() <= max(EXACT_BELOW, k):
-            return self._exact(qvec, k, np.flatnonzero(keep))
+            return self._exact(qvec, k, keep)
         params = faiss.SearchParametersIVF()
         params.nprobe = self.nprobe
         if keep is not None:
@@ -97,13 +97,20 @@ class IVFSearch:
         scores, rows = self.ivf.search(np.ascontiguousarray(qvec[None], dtype=np.float32), k, params=params)
         got = rows[0] >= 0
         if got.sum() < k and keep is not None:  # the probed lists held too few of the kept rows
-            return self._exact(qvec, k, np.flatnonzero(keep))
+            return self._exact(qvec, k, keep)
         rows, scores = rows[0][got], scores[0][got]
         order = np.lexsort((rows, -scores))
         return [(int(rows[i]), float(scores[i])) for i in order]
 
-    def _exact(self, qvec: np.ndarray, k: int, rows: np.ndarray) -> list[tuple[int, float]]:
-        scores = self.vectors[rows] @ qvec
+    def _exact(self, qvec: np.ndarray, k: int, keep: np.ndarray) -> list[tuple[int, float]]:
+        """Exhaustive search among the ``keep`` rows: the few kept rows alone, or every row with the rest masked out."""
+        if keep.sum() <= EXACT_BELOW:
+            rows = np.flatnonzero(keep)
+            scores = self.vectors[rows] @ qvec
+        else:  # a copy of most rows would cost more than scoring them all
+            rows = np.arange(len(keep))
+            scores = np.einsum("ij,j->i", self.vectors, qvec)
+            scores[~keep] = -np.inf
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((rows[top], -scores[top]))]
         return [(int(rows[i]), float(scores[i])) for i in top]
