@@ -84,10 +84,11 @@ class IVFSearch:
         import faiss
 
         n = self.ivf.ntotal
-        k = min(k, n if keep is None else int(keep.sum()))
+        kept = n if keep is None else int(keep.sum())
+        k = min(k, kept)
         if k <= 0:
             return []
-        if keep is not None and keep.sum() <= max(EXACT_BELOW, k):
+        if keep is not None and kept <= max(EXACT_BELOW, k):
             return self._exact(qvec, k, keep)
         params = faiss.SearchParametersIVF()
         params.nprobe = self.nprobe
@@ -106,14 +107,20 @@ class IVFSearch:
         """Exhaustive search among the ``keep`` rows: the few kept rows alone, or every row with the rest masked out."""
         if keep.sum() <= EXACT_BELOW:
             rows = np.flatnonzero(keep)
-            scores = self.vectors[rows] @ qvec
-        else:  # a copy of most rows would cost more than scoring them all
-            rows = np.arange(len(keep))
-            scores = np.einsum("ij,j->i", self.vectors, qvec)
-            scores[~keep] = -np.inf
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((rows[top], -scores[top]))]
-        return [(int(rows[i]), float(scores[i])) for i in top]
+            return best(self.vectors[rows] @ qvec, k, rows)
+        scores = np.einsum("ij,j->i", self.vectors, qvec)  # a copy of most rows would cost more than scoring them all
+        scores[~keep] = -np.inf
+        return best(scores, k)
+
+
+def best(scores: np.ndarray, k: int, rows: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """The ``k`` highest scores as (row, score), best first, equal scores in row order (``rows[i]`` is score i's row)."""
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    ids = top if rows is None else rows[top]
+    order = np.lexsort((ids, -scores[top]))  # identical vectors (a passage repeated word for word) in row order
+    return [(int(ids[i]), float(scores[top[i]])) for i in order]
 
 
 def open_ivf(index: Index, vectors: np.ndarray, settings: Settings) -> IVFSearch | None:

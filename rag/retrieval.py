@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import embedding
-from .ann import open_ivf
+from .ann import best, open_ivf
 from .dates import NO_DAY, ArticleDates, DateRange
 from .dedup import containment, shingles
 from .index import Index, embed_text
@@ -133,21 +133,15 @@ class HybridRetriever:
         """
         if self.store is not None:
             return self.store.dense(qvec, k, allowed, dates)
+        keep = None if allowed is None else allowed[self.index.dense_ids]
         if self.ivf is not None:
-            keep = None if allowed is None else allowed[self.index.dense_ids]
-            return [(int(self.index.dense_ids[r]), s) for r, s in self.ivf.search(qvec, k, keep)]
-        scores = np.einsum("ij,j->i", self._vectors, qvec)
-        n = len(scores)
-        if allowed is not None:
-            keep = allowed[self.index.dense_ids]
-            scores[~keep] = -np.inf
-            n = int(keep.sum())
-        k = min(k, n)
-        if k == 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.lexsort((top, -scores[top]))]  # best first; identical vectors (a passage repeated word for word) in row order
-        return [(int(self.index.dense_ids[r]), float(scores[r])) for r in top]
+            found = self.ivf.search(qvec, k, keep)
+        else:
+            scores = np.einsum("ij,j->i", self._vectors, qvec)
+            if keep is not None:
+                scores[~keep] = -np.inf
+            found = best(scores, min(k, len(scores) if keep is None else int(keep.sum())))
+        return [(int(self.index.dense_ids[r]), s) for r, s in found]
 
     def sparse(self, query: str, k: int, allowed: np.ndarray | None = None, dates: DateRange | None = None) -> list[tuple[int, float]]:
         """The ``k`` best BM25 matches, only among the ``allowed`` chunks when given (:func:`bm25_top`)."""
