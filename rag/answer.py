@@ -21,28 +21,40 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
-from . import embedding, verify
+from . import decision, embedding, verify
 from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
 from .evidence import Evidence
-from .llm import ChatModel, LocalLLM, TokenProb
+from .llm import ChatModel, TokenProb
 from .settings import Settings
 from .text import content_words, sentence_spans, years
 from .types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 
-CONFIDENCE_WEIGHT = 0.5  # the model's confidence counts half as much as the quotes' aboutness (see decide)
-# A dated question (as_of) answered only from reports more than a year older than it: news questions ask about
-# their own time, and an old report that matches the words is how most wrong answers on real news arise, so such
-# an answer needs this much more score (see decide). 0.1 to 0.3 give the same trade-off on the dev weeks.
-OLD_REPORT_DAYS = 365
-OLD_REPORT_PENALTY = 0.2
 # A refusal is looked for in the draft's first this many characters: a model that finds no answer says so
 # up front, while "not mentioned" further on qualifies one detail of an answer.
 REFUSAL_WINDOW = 300
 MIN_TOKEN_P = 1e-9  # floor of a token's probability before its log: one zero would make the geometric mean 0
 _LABEL = "answer:"  # the short answer's label, as the streamed text is matched against it (lower case)
+
+# The checks that can withhold an answer, by the name an abstention records (Answer.abstain_check) and
+# `rag eval` counts: what each one found missing is in the abstention's reason.
+CHECKS = {
+    "off topic": "no retrieved passage is about the question",
+    "year": "the question names a year no passage or quote is from",
+    "date range": "no indexed article falls in the dates asked",
+    "not asked": "no source sentence speaks of what was asked (extractive backend)",
+    "model refused": "the model found no answer in the sources",
+    "empty draft": "the model wrote nothing",
+    "claim": "the answer's main claim is not stated by its quotes",
+    "short answer": "the short answer is not what its quotes state",
+    "answer type": "the short answer is not the kind of thing asked (a person for who, a place for where), or is about another entity",
+    "stale": "the quotes are older than the days the question asks about",
+    "off question": "the quotes speak of none of what the question asks (only their passages do)",
+    "weak evidence": "aboutness and the model's confidence fall below the threshold",
+}
 
 _REFUSAL = re.compile(
     r"NOT IN SOURCES|(sources?|articles?|passages?|context)\s+(do(es)?\s+not|don't|doesn't)\s+(say|mention|contain|provide|answer|specify|include|state)|"
@@ -184,7 +196,7 @@ def run(
     why = off_topic(question, passages, settings.min_relevance)
     if why:
         timings.total_s = time.perf_counter() - t0
-        yield abstained(question, passages, timings, backend, why)
+        yield abstained(question, passages, timings, backend, why, "year" if why.startswith("no passage mentions") else "off topic")
         return
     ev = ev or Evidence.build(question, passages, as_of)
     timings.context_s = time.perf_counter() - t
@@ -199,14 +211,14 @@ def run(
     if llm is None:
         if why := unasked(question, ev):
             timings.total_s = time.perf_counter() - t0
-            yield abstained(question, passages, timings, backend, why)
+            yield abstained(question, passages, timings, backend, why, "not asked")
             return
         draft = extractive_draft(ev)
         timings.first_token_s = time.perf_counter() - t0
         yield draft.body
     else:
         messages = ev.messages(settings.max_context_sentences)
-        if isinstance(llm, LocalLLM):  # its load (once per process) is timed apart from the generation
+        if hasattr(llm, "model"):  # a local model's load (once per process) is timed apart from the generation
             t = time.perf_counter()
             llm.model()
             timings.llm_load_s = time.perf_counter() - t
@@ -218,7 +230,7 @@ def run(
                 timings.first_token_s = time.perf_counter() - t0
             yield piece
         timings.generation_s = time.perf_counter() - t
-        draft = parse_draft("".join(pieces), probs, llm.token_text if isinstance(llm, LocalLLM) else None)
+        draft = parse_draft("".join(pieces), probs, getattr(llm, "token_text", None))
     answer = finish(question, ev, draft, raw_of, settings, timings, backend)
     answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
     timings.total_s = time.perf_counter() - t0
@@ -262,10 +274,10 @@ def finish(
     """Verify the draft's sentences, decide whether it answers, and compose the answer."""
     t = time.perf_counter()
     if is_refusal(draft.body) or (draft.short and is_refusal(draft.short)):
-        return abstained(question, ev.passages, timings, backend, "the model found no answer in the sources")
+        return abstained(question, ev.passages, timings, backend, "the model found no answer in the sources", "model refused")
     parts = split_answer(draft.body)
     if not parts:
-        return abstained(question, ev.passages, timings, backend, "the model wrote nothing")
+        return abstained(question, ev.passages, timings, backend, "the model wrote nothing", "empty draft")
     claims = [c for c, _ in parts]
     matrix = verify.support_matrix(claims, ev.srcs, embedding.embed(claims), ev.vecs, question)
     by_number = {n: d for d, n in ev.numbers.items()}
@@ -279,69 +291,126 @@ def finish(
 
     # the lead: the first sentence that answers (not an aside, not a restated "why"), the one naming the short answer if any does
     order = [i for i, c in enumerate(claims) if not is_aside(c) and not restates(question, c, ev.common)] or [0]
-    short = draft.short
-    lead_i = next((i for i in order if short is None or verify.names_answer(short, claims[i], question, ev.common)), order[0])
-    lead = checks[lead_i]
-    signals: dict[str, float] = {"lead_score": lead.score}
+    signals: dict[str, float] = {}
     if draft.confidence is not None:
         signals["confidence"] = draft.confidence
         signals["first_p"] = draft.first_p or 0.0
-    why = None
-    if not lead.supported:
-        why = f"the answer's main claim is not stated by the sources: it {lead.reason}"
-    elif short and (unstated := verify.short_unstated(short, question, [ev.srcs[j] for j in lead.sources], ev.common)):
-        why = f"the short answer “{short}” {unstated}"
     replaced: list[Dropped] = []
-    if why and short and (j := quote_stating(short, question, ev)) is not None:
+    short = draft.short
+    polarity = verify.yes_or_no(short) if verify.is_yes_no(question) else None
+    if polarity:
+        short = None  # "yes" is stated by the sentence that says it happened, not by a word of its quote
+    elif short and (bad := verify.wrong_kind(question, short, ev.common)):
+        # a short answer of the wrong kind ("Hamas" for why, "yes" for who) answers nothing: the sentences must
+        replaced.append(Dropped(f"Answer: {short}", f"{bad}; left out"))
+        signals["short_wrong_kind"] = 1.0
+        short = None
+    lead_i = next((i for i in order if short is None or verify.names_answer(short, claims[i], question, ev.common)), order[0])
+    lead = checks[lead_i]
+    signals["lead_score"] = lead.score
+    why, check = None, None
+    if not lead.supported:
+        why, check = f"the answer's main claim is not stated by the sources: it {lead.reason}", "claim"
+    elif short and (unstated := verify.short_unstated(short, question, [ev.srcs[j] for j in lead.sources], ev.common)):
+        why, check = f"the short answer “{short}” {unstated}", "short answer"
+    elif polarity:
+        why = yes_no_unstated(polarity, question, claims[lead_i], [ev.srcs[j] for j in lead.sources])
+        check = "claim" if why else None
+    elif short is None and (bad := verify.wrong_kind(question, claims[lead_i], ev.common)):
+        why, check = bad, "answer type"
+    if why and short and (j := quote_stating(short, question, ev)) is not None and j not in lead.sources:
         # the model's sentence fails but a source sentence states its answer: that sentence takes its place
         replaced.append(Dropped(claims[lead_i], f"{why.split(': it ', 1)[-1]}; replaced by the quote that states the answer"))
-        claims[lead_i], checks[lead_i], why = quoted(ev.srcs[j].sentence.text), verify.Check(True, [j], 1.0), None
+        claims[lead_i], checks[lead_i], why, check = quoted(ev.srcs[j].sentence.text), verify.Check(True, [j], 1.0), None, None
         lead = checks[lead_i]
         signals["replaced"] = 1.0
     if why is None:
-        why = decide(question, ev, lead, draft, settings, signals)
+        asked = replace(draft, short=short)  # what decide reads: no "yes", no short answer of the wrong kind
+        check, why = decide(question, ev, lead, asked, settings, signals) or (None, None)
+        if why and short and not signals.get("replaced") and (j := quote_stating(short, question, ev)) is not None and j not in lead.sources:
+            # the model's sentence is withheld (another year, off the question): the best quote that states its answer may stand
+            alt = verify.Check(True, [j], 1.0)
+            alt_signals = dict(signals, replaced=1.0)
+            if decide(question, ev, alt, asked, settings, alt_signals) is None:
+                replaced.append(Dropped(claims[lead_i], f"{why}; replaced by the quote that states the answer"))
+                claims[lead_i], checks[lead_i], lead, why, check, signals = quoted(ev.srcs[j].sentence.text), alt, alt, None, None, alt_signals
     if why:
-        a = abstained(question, ev.passages, timings, backend, why)
-        a.short_answer, a.confidence, a.signals = short, draft.confidence, signals
+        a = abstained(question, ev.passages, timings, backend, why, check)
+        a.short_answer, a.confidence, a.signals = draft.short, draft.confidence, signals
         a.dropped = [Dropped(c, why if i == lead_i else "the answer was withheld") for i, c in enumerate(claims)]
         return a
-    return compose(question, ev, draft, claims, checks, lead_i, raw_of, timings, backend, signals, settings, bool(replaced), replaced)
+    if polarity:
+        draft = replace(draft, short=polarity.capitalize())
+    elif short != draft.short:
+        draft = replace(draft, short=short)
+    return compose(question, ev, draft, claims, checks, lead_i, raw_of, timings, backend, signals, settings, bool(signals.get("replaced")), replaced)
 
 
-def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settings: Settings, signals: dict[str, float]) -> str | None:
-    """Why a supported lead still does not answer the question, or None when the answer stands.
+def yes_no_unstated(polarity: str, question: str, claim: str, quotes: list[SourceSentence]) -> str | None:
+    """Why a supported sentence does not carry a "yes" or "no" to the question, or None when it does.
 
-    Two pieces of evidence add up: how much of what the question asks the lead's quotes speak of
-    (:func:`rag.verify.about_question`, 0..1: the question's names and words, not just its topic)
-    and how sure the model was of its short answer (the geometric mean of its tokens'
-    probabilities, 0..1). Half weight for the model: on the RealTime QA dev weeks aboutness alone
-    tells right from wrong answers better than confidence alone, and the sum better than either.
-    A dated question answered only from reports over a year older than it loses OLD_REPORT_PENALTY.
+    A "no" needs a quote that states the negation ("refused", "cut off", "did not"), never an
+    absence; a "yes" fails when its quote negates what the question asks about.
+    """
+    text = " ".join(q.sentence.text for q in quotes)
+    asked = verify.asked_words(question) - verify.negated(question)
+    if polarity == "no" and not verify.negated(text) & (asked | verify.negated(claim)):
+        return "the answer is “no”, and its quote does not say that what was asked did not happen"
+    if polarity == "yes" and verify.negated(text) & asked and not verify.negated(question):
+        return "the answer is “yes”, and its quote says that what was asked did not happen"
+    return None
+
+
+def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settings: Settings, signals: dict[str, float]) -> tuple[str, str] | None:
+    """The check (CHECKS) and the reason why a supported lead still does not answer the question, or None when the answer stands.
+
+    Hard checks first: the quotes must be from the year asked (or a later report), speak of
+    something the question asks, and be recent for a "this week" question. Then the fitted
+    decision (:mod:`rag.decision`) reads the signals recorded here (aboutness of the quotes, the
+    model's token probabilities, agreement across articles, the report's age, the quote's rank)
+    as the chance the answer is right, and the answer stands when that reaches the threshold.
     """
     # a reason is stated after its event: for a "why" question the sentence before the quote counts too
     first = min(lead.sources)
     lead_in = ev.srcs[b].sentence.text if is_why(question) and (b := ev.before(first)) is not None and b not in lead.sources else ""
     about = verify.about_question(question, [ev.srcs[j] for j in lead.sources], ev.common, lead_in)
-    confidence = 1.0 if draft.confidence is None else draft.confidence  # no token probabilities: aboutness alone decides
-    score = about.score + CONFIDENCE_WEIGHT * confidence
     age = verify.report_age_days([ev.srcs[j] for j in lead.sources], ev.as_of)
-    old = age is not None and age > OLD_REPORT_DAYS
-    if old:
-        score -= OLD_REPORT_PENALTY
-        signals["old_report_days"] = float(age)
-    signals.update(about_names=about.names, about_words=about.words, about_context=about.context_words, about=about.score, score=score)
-    if not about.years:
-        return "the quotes are not from the year the question asks about"
+    signals.update(about_names=about.names, about_words=about.words, about_context=about.context_words, about=about.score)
+    if age is not None:
+        signals["report_days"] = float(age)
+    order = np.argsort(-ev.relevance)
+    signals["lead_rank"] = float(min(int(np.flatnonzero(order == j)[0]) for j in lead.sources))
+    signals["lead_relevance"] = float(max(ev.relevance[j] for j in lead.sources))
+    signals["lead_passage"] = float(min(ev.srcs[j].passage.n for j in lead.sources))
+    if draft.short:
+        signals.update(corroboration(question, draft.short, lead, ev))
+    chance = decision.fitted().probability(signals)
+    signals["score"] = chance
+    if not about.years_or_later:
+        return "year", "the quotes are not from the year the question asks about, nor from a later report"
+    if about.words == 0:
+        # a quote that shares only its passage with the question states the answer to something else
+        # ("Hassan Rouhani ... was reelected as Iran's president" for who leads Hezbollah)
+        asked = sorted(verify.asked_words(question)) or ["what was asked"]
+        return "off question", f"its quotes speak of none of what the question asks ({', '.join(asked[:4])})"
     if late := verify.stale(question, [ev.srcs[j] for j in lead.sources], ev.as_of):
-        return late
-    if score < settings.min_answer_score:
-        return (
-            f"the evidence is too weak (its quotes speak of {about.score:.0%} of what was asked"
+        return "stale", late
+    needed = decision.threshold(settings.min_answer_score)
+    if chance < needed:
+        return "weak evidence", (
+            f"the evidence is too weak (its quotes speak of {about.words:.0%} of what was asked"
             + (f", the model was {draft.confidence:.0%} sure" if draft.confidence is not None else "")
-            + (f", its newest report is {age // 365} year{'s' if age >= 730 else ''} older than the question" if old else "")
-            + f"; an answer needs a score of {settings.min_answer_score:.2f}, it has {score:.2f})"
+            + (f", its newest report is {age // 365} year{'s' if age >= 730 else ''} older than the question" if age is not None and age >= 365 else "")
+            + f"; the chance it is right is {chance:.0%}, an answer needs {needed:.0%})"
         )
     return None
+
+
+def corroboration(question: str, short: str, lead: verify.Check, ev: Evidence) -> dict[str, float]:
+    """How many of the passages' articles state the short answer: all of them, and those other than the lead's quotes' own."""
+    lead_docs = {ev.srcs[j].passage.doc.id for j in lead.sources}
+    stating = {s.passage.doc.id for s in ev.srcs if verify.names_answer(short, s.sentence.text, question, ev.common)}
+    return {"articles": float(len({p.doc.id for p in ev.passages})), "stating": float(len(stating)), "stating_others": float(len(stating - lead_docs))}
 
 
 def quote_stating(short: str, question: str, ev: Evidence) -> int | None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from . import answer as ans
 from . import dates, embedding, index, prompts
 from .compose import abstained
-from .llm import ChatModel, LocalLLM, make_llm
+from .llm import ChatModel, make_llm
 from .retrieval import HybridRetriever
 from .settings import Settings
 from .types import Answer, Passage, RagError, Timings
@@ -34,6 +34,7 @@ class RAG:
         self.settings = settings
         self.retriever = HybridRetriever(idx, settings)
         self._llms: dict[tuple, ChatModel | None] = {}
+        self._llm_override: ChatModel | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.max_pending)
 
@@ -133,8 +134,17 @@ class RAG:
             return []
         return retriever.retrieve(question, top_k, as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first)
 
+    def use_llm(self, model: ChatModel | None) -> None:
+        """Answer every question with ``model`` instead of the backend settings name (None: back to settings).
+
+        How evaluation records a run's drafts and replays them (:mod:`rag.drafts`).
+        """
+        self._llm_override = model
+
     def llm(self, settings: Settings) -> ChatModel | None:
         """The backend ``settings`` name, made once per process and kept (None: the extractive backend)."""
+        if self._llm_override is not None:
+            return self._llm_override
         # an endpoint client is built for one key and one set of timeouts
         key = (
             settings.llm,
@@ -155,7 +165,7 @@ class RAG:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""
         settings = self.settings.with_(**overrides)
         llm = self.llm(settings) if settings.llm == "local" else None
-        if isinstance(llm, LocalLLM):
+        if hasattr(llm, "model"):  # a local model (recorded or not)
             llm.model()  # first: a question being retrieved meanwhile loads the embedder itself
         embedding.warm()
         return llm.load_s if llm is not None else 0.0
@@ -204,7 +214,7 @@ class RAG:
         plan = dates.plan(question, as_of, explicit, retriever.article_dates)
         if plan.empty:  # nothing to retrieve from: say so, and spend no model time
             timings.retrieval_s = timings.total_s = time.perf_counter() - t0
-            answer = abstained(question, [], timings, settings.llm, plan.empty)
+            answer = abstained(question, [], timings, settings.llm, plan.empty, "date range")
             answer.notes = plan.notes
             yield answer
             return

@@ -138,6 +138,12 @@ def parser() -> argparse.ArgumentParser:
         help="who judges whether cited quotes entail each sentence (ALCE citation recall/precision): "
         "the LLM (local model, or the API with --llm openai; default), word/embedding overlap (fast), or none",
     )
+    p.add_argument("--record", metavar="DIR", help="keep every draft the model writes (text and token probabilities) in DIR/drafts.jsonl")
+    p.add_argument(
+        "--replay",
+        metavar="DIR",
+        help="answer with the drafts recorded in DIR instead of the model: re-runs every stage after the model in seconds",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     p = sub.add_parser("ui", help="start the chat UI")
@@ -340,7 +346,7 @@ def _ask(rag, args, settings: Settings, open_s: float, loader: threading.Thread)
         return 0
     print(answer.text)
     if answer.abstained and answer.abstain_reason:
-        print(f"Why: {answer.abstain_reason}.")
+        print(f"Why: {answer.abstain_reason}." + (f" (the {answer.abstain_check} check)" if answer.abstain_check else ""))
     for note in answer.notes:
         print(f"Note: {note}")
     if answer.abstained:
@@ -381,7 +387,12 @@ def _eval(rag, args, settings: Settings) -> int:
         except ValueError as exc:
             raise RagError(f"--min {m!r}: expected METRIC=NUMBER") from exc
     questions = load_questions(args.qa)
-    rag.warm()
+    if args.record and args.replay:
+        raise RagError("--record and --replay: choose one")
+    if args.replay and args.judge == "llm":
+        raise RagError("--replay re-scores without a model: use --judge overlap or --judge none")
+    if not args.replay:
+        rag.warm()
     judge = None
     if args.judge == "overlap":
         judge = OverlapJudge(settings.support_threshold)
@@ -389,16 +400,24 @@ def _eval(rag, args, settings: Settings) -> int:
         judge_settings = settings.with_(llm="openai" if settings.llm == "openai" else "local")
         label = settings.openai_model if judge_settings.llm == "openai" else settings.local_model
         judge = LLMJudge(rag.llm(judge_settings), label)
+    if args.record or args.replay:
+        from .drafts import RecordingLLM, ReplayLLM
+
+        if settings.llm == "extractive":
+            raise RagError("--record/--replay keep a model's drafts: the extractive backend writes none")
+        rag.use_llm(RecordingLLM(rag.llm(settings), args.record) if args.record else ReplayLLM(args.replay, settings.llm))
     report = evaluate(rag, questions, judge=judge, progress=sys.stderr.isatty())
     files = write_outputs(report, args.out)
     if args.json:
-        print(json.dumps({"metrics": report.metrics, "latency": report.latency, "peak_rss_mb": report.peak_rss_mb}, indent=1))
+        print(json.dumps({"metrics": report.metrics, "abstentions": report.abstentions, "latency": report.latency, "peak_rss_mb": report.peak_rss_mb}, indent=1))
     else:
         for k, v in report.metrics.items():
             print(f"{k:26} {'n/a' if v is None else f'{v:.3f}'}")
         for k, v in report.latency.items():
             print(f"{k:26} p50 {v['p50']:.2f}s  p95 {v['p95']:.2f}s")
         print(f"{'peak memory':26} {report.peak_rss_mb:.0f} MB")
+        for k, v in report.abstentions.items():
+            print(f"{'withheld by ' + k:26} {v['answerable']} answerable, {v['not_answerable']} not answerable")
         print("wrote " + ", ".join(map(str, files)))
     fails = check_minimums(report, minimums)
     for f in fails:

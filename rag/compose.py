@@ -81,7 +81,9 @@ def compose(
         dropped.append(Dropped(lead, "its quote says more; shown instead"))
         lead, lead_quoted = quoted(ev.srcs[richer[0]].sentence.text), True
     short = draft.short
-    if short and any(verify.new_terms(short, question, ev.common)) and (lead_quoted or not verify.names_answer(short, lead, question, ev.common)):
+    if short and verify.is_yes_no(question) and verify.yes_or_no(short):
+        lead = f"{short}: {lead}"  # "Yes: Iran cut off its aid ..."
+    elif short and any(verify.new_terms(short, question, ev.common)) and (lead_quoted or not verify.names_answer(short, lead, question, ev.common)):
         lead = f"{short[:1].upper()}{short[1:]}: {lead}"  # the direct answer first, always in words
     kept: list[tuple[str, verify.Check, bool]] = [(lead, checks[lead_i], lead_quoted)]
     stated = set(content_words(lead)) | content_words(question)
@@ -156,7 +158,7 @@ def timeline(
     asked = sorted(int(y) for y in years(question))
     lo, hi = (asked[0], asked[-1]) if len(asked) >= 2 else ((asked[0], 9999) if asked else (0, 9999))
     if not len(ev.srcs):
-        return abstained(question, ev.passages, timings, backend, "no passage is about the question")
+        return abstained(question, ev.passages, timings, backend, "no passage is about the question", "off topic")
     floor = 0.5 * float(ev.relevance.max())
     q_names = name_tokens(question, ev.common)
     best: dict[int, tuple[float, int, str]] = {}
@@ -183,7 +185,7 @@ def timeline(
         if lo <= year <= hi and (year not in best or rank > best[year][0]):
             best[year] = (rank, i, label)
     if not best:
-        return abstained(question, ev.passages, timings, backend, "no dated passage is about the question")
+        return abstained(question, ev.passages, timings, backend, "no dated passage is about the question", "off topic")
     kept = []
     for year in sorted(best):
         _, i, label = best[year]
@@ -357,9 +359,9 @@ def _attach_marker(sentence: str) -> str:
     return f"{m.group(1)}{m.group(3)}{m.group(2)}" if m else sentence
 
 
-def abstained(question: str, passages: list[Passage], timings: Timings, backend: str, reason: str | None = None) -> Answer:
-    """"The sources do not answer", keeping the passages as related reading."""
-    return Answer(question, ABSTAIN_TEXT, True, [], [], passages, timings, backend, abstain_reason=reason)
+def abstained(question: str, passages: list[Passage], timings: Timings, backend: str, reason: str | None = None, check: str | None = None) -> Answer:
+    """"The sources do not answer", keeping the passages as related reading; ``check`` names the check that withheld it (CHECKS)."""
+    return Answer(question, ABSTAIN_TEXT, True, [], [], passages, timings, backend, abstain_reason=reason, abstain_check=check)
 
 
 def is_why(question: str) -> bool:

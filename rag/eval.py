@@ -59,6 +59,10 @@ class Row:
     off_question: int | None = None
     failed_claims: int | None = None  # sentences the claim checks failed: shown flagged, or dropped from the draft
     clean: bool | None = None
+    abstain_check: str | None = None  # the check that withheld the answer (rag.answer.CHECKS)
+    abstain_reason: str | None = None  # ... and what it found, in words
+    short_answer: str | None = None
+    signals: dict[str, float] = field(default_factory=dict)  # what the decision read (rag.decision)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Report:
     latency: dict[str, dict[str, float]]
     peak_rss_mb: float
     rows: list[Row]
+    abstentions: dict[str, dict[str, int]] = field(default_factory=dict)  # check -> {"answerable": n, "not_answerable": n}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,7 +92,14 @@ class Report:
         lines += [f"| {k} | {'n/a' if v is None else f'{v:.3f}'} |" for k, v in self.metrics.items()]
         lines += ["", "| stage | median s | p95 s |", "|---|---|---|"]
         lines += [f"| {k} | {v['p50']:.3f} | {v['p95']:.3f} |" for k, v in self.latency.items()]
-        lines += ["", f"Peak memory: {self.peak_rss_mb:.0f} MB", "", "## Per question", ""]
+        lines += ["", f"Peak memory: {self.peak_rss_mb:.0f} MB", ""]
+        if self.abstentions:
+            lines += ["## Why answers were withheld", "", "| check | answerable questions | not answerable |", "|---|---|---|"]
+            lines += [f"| {k} | {v['answerable']} | {v['not_answerable']} |" for k, v in self.abstentions.items()]
+            lines += ["", "| id | check | reason |", "|---|---|---|"]
+            lines += [f"| {r.id} | {r.abstain_check or ''} | {(r.abstain_reason or '').replace('|', '/')} |" for r in self.rows if r.abstained]
+            lines += [""]
+        lines += ["## Per question", ""]
         lines += [
             "| id | abstained | key facts | cit. precision | hit rank | sentences | repeated | off question | failed claims | clean | answer |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -286,6 +298,10 @@ def score_row(q: Question, a: Answer, judge: Judge | None = None) -> Row:
         timings=dict(a.timings),  # the stages that ran (Answer.timings reads as that mapping)
         alce_recall=alce[0],
         alce_precision=alce[1],
+        abstain_check=(a.abstain_check or "other") if a.abstained else None,
+        abstain_reason=a.abstain_reason if a.abstained else None,
+        short_answer=a.short_answer,
+        signals=dict(a.signals),
         **shape,
     )
 
@@ -351,7 +367,17 @@ def score_answers(questions: list[Question], answers: list[Answer], judge: Judge
         s: {"p50": statistics.median(v), "p95": percentile(v, 0.95)} for s in stages if (v := [r.timings[s] for r in rows if s in r.timings])
     }
     peak = peak_rss_mb()
-    return Report(backend, top_k, judge.name if judge else "none", len(rows), summarise(rows), latency, peak, rows)
+    return Report(backend, top_k, judge.name if judge else "none", len(rows), summarise(rows), latency, peak, rows, abstention_counts(rows))
+
+
+def abstention_counts(rows: list[Row]) -> dict[str, dict[str, int]]:
+    """How many abstentions each check caused, on answerable questions (withheld right answers, at worst) and the others; most first."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r.abstained:
+            c = counts.setdefault(r.abstain_check or "other", {"answerable": 0, "not_answerable": 0})
+            c["answerable" if r.answerable else "not_answerable"] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1]["answerable"], -kv[1]["not_answerable"], kv[0])))
 
 
 def write_outputs(report: Report, out: str | Path) -> list[Path]:

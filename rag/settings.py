@@ -87,9 +87,9 @@ class Settings:
     # abstention and verification
     min_relevance: float = 0.25  # best dense cosine below this: the sources are off-topic
     support_threshold: float = 0.5  # attribution score a quote needs to be considered for a sentence
-    # an answer stands when the aboutness of its lead's quotes (0..1) plus half the model's confidence in its
-    # short answer (0..1; 1 for a backend that gives no token probabilities) reaches this (answer.decide)
-    min_answer_score: float = 0.95
+    # an answer that passed every check stands when the fitted chance that it is right (rag.decision, 0..1)
+    # reaches this; below 0 (the default): the threshold fitted with it (rag/decision.json)
+    min_answer_score: float = -1.0
 
     # limits on input
     max_question_chars: int = 2000

@@ -152,6 +152,17 @@ def content_words(text: str) -> frozenset[str]:
     return frozenset(stemmer().stemWords(words))
 
 
+@lru_cache(maxsize=16384)
+def stated_words(text: str) -> frozenset[str]:
+    """:func:`content_words`, a compound counted as its parts too: "a two-year hiatus" states "two years", "Gaza-based" speaks of Gaza.
+
+    For checking what a sentence states; choosing which sentences the model reads keeps to
+    content_words, so that a change here never changes a prompt.
+    """
+    parts = " ".join(w.replace("-", " ") for w in WORD.findall(text) if "-" in w)
+    return content_words(text) | content_words(parts) if parts else content_words(text)
+
+
 def numbers(text: str) -> set[str]:
     """Numbers in ``text``, thousands separators dropped ("1,000" = "1000"), number words as digits."""
     found = {n.replace(",", "") for n in NUMBER.findall(text)}

@@ -257,6 +257,7 @@ class Answer:
     short_answer: str | None = None  # the model's direct answer ("New York City"), when it gave one
     confidence: float | None = None  # the model's probability for its short answer (local backend), 0..1
     abstain_reason: str | None = None  # why the sources were judged not to answer
+    abstain_check: str | None = None  # the check that withheld the answer, by name (rag.answer.CHECKS)
     dropped: list[Dropped] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)  # the figures the answer/abstain decision used
     draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
@@ -273,6 +274,7 @@ class Answer:
             "short_answer": self.short_answer,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "abstain_reason": self.abstain_reason,
+            "abstain_check": self.abstain_check,
             "notes": self.notes,
             "citations": [c.to_dict() for c in self.citations],
             "sentences": [asdict(s) for s in self.sentences],

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .text import WEEKDAYS, as_date, content_words, date_words, human_date, name_tokens, numbers, same_word, stopwords, years
+from .text import MONTHS, WEEKDAYS, as_date, date_words, human_date, name_tokens, numbers, same_word, stated_words, stopwords, years
 from .types import Passage, SourceSentence
 
 # support_score: word coverage counts more than the cosine, which rates a sentence on the claim's topic
@@ -50,14 +50,14 @@ ABOUT_NAMES_WEIGHT = 0.25
 
 # words of a question that say what kind of answer it wants, not what it is about
 _QUESTION_WORDS = frozenset(
-    content_words(
+    stated_words(
         "which what who whom whose when where why how many much week weeks recently recent new newly latest this year month day "
         "according announced said reported named called known"
     )
 )
 # auxiliaries, reporting verbs and question phrases ("how long did it take"): a sentence that
 # shares only these with a question is not about it
-_FILLER_WORDS = frozenset(content_words("did does do has had have was were about say says tell long take took happen happened get got"))
+_FILLER_WORDS = frozenset(stated_words("did does do has had have was were about say says tell long take took happen happened get got"))
 _CAUSE = re.compile(
     r"\b(because|since|due to|owing to|prompt\w*|led to|leading to|caus\w*|as a result|result\w* in|in response|in protest|"
     r"in retaliation|after|following|given|so that|therefore|thus|hence|spurred|triggered|sparked|reason\w*|angered|consider\w*|amid)\b",
@@ -102,10 +102,10 @@ def support_score(claim: str, source: str, cosine: float, source_date: str | Non
     whether one actually states the claim is :func:`check`'s job. A number the claim adds and the
     source does not state (nor its article's date) halves the score.
     """
-    words = content_words(claim)
-    new = words - content_words(question)
+    words = stated_words(claim)
+    new = words - stated_words(question)
     words = new or words
-    cover = len(words & content_words(source)) / max(len(words), 1)
+    cover = len(words & stated_words(source)) / max(len(words), 1)
     score = COVER_WEIGHT * cover + COSINE_WEIGHT * max(cosine, 0.0)
     if numbers(claim) - numbers(question) - numbers(source) - numbers(source_date or ""):
         score *= UNSTATED_NUMBER_FACTOR
@@ -128,7 +128,7 @@ def new_terms(claim: str, question: str, common: frozenset[str]) -> tuple[list[t
     q_words = words_of(question)
     names = [n for n in name_tokens(claim, common) if not carries(n, q_words)]
     nums = numbers(claim) - numbers(question)
-    words = content_words(claim) - content_words(question)
+    words = stated_words(claim) - stated_words(question)
     return names, nums, words
 
 
@@ -169,7 +169,7 @@ def names_answer(short: str, text: str, question: str, common: frozenset[str]) -
     quoted = name_tokens(text, common)
     if any(not carries(n, have) or swaps_name(n, have, quoted) for n in names) or nums - numbers(text):
         return False
-    return not words or len(words & content_words(text)) / len(words) >= MIN_WORDS_STATED
+    return not words or len(words & stated_words(text)) / len(words) >= MIN_WORDS_STATED
 
 
 def short_unstated(short: str, question: str, quotes: list[SourceSentence], common: frozenset[str]) -> str | None:
@@ -178,7 +178,7 @@ def short_unstated(short: str, question: str, quotes: list[SourceSentence], comm
         return f"names {', '.join(missing)}, which its quotes do not"
     _, _, words = new_terms(short, question, common)
     text = " ".join(q.sentence.text for q in quotes)
-    if words and len(words & content_words(text)) / len(words) < MIN_WORDS_STATED:
+    if words and len(words & stated_words(text)) / len(words) < MIN_WORDS_STATED:
         return "is not what its quotes say"
     return None
 
@@ -217,16 +217,18 @@ def check(claim: str, question: str, srcs: list[SourceSentence], chosen: list[in
     around = sorted({k for j in chosen for k in (j - 1, j, j + 1) if 0 <= k < len(srcs) and srcs[k].passage.doc.id == srcs[j].passage.doc.id})
     if clash := modifier_clash(claim, " ".join(srcs[k].sentence.text for k in around)):
         return Check(False, chosen, reason=clash)
-    covered = len(words & content_words(text)) / len(words) if words else 1.0
+    covered = len(words & stated_words(text)) / len(words) if words else 1.0
     if covered < MIN_WORDS_STATED:
         return Check(False, chosen, reason="most of what it states is not in its quote")
+    if (said_not := negated(claim, _CLAIM_NEGATION) - negated(question, _CLAIM_NEGATION)) and not negated(text) & said_not:
+        return Check(False, chosen, reason="says it did not happen; its quote does not say so")
     if _CLAIM_CAUSE.search(claim):
         if not _CAUSE.search(text):
             return Check(False, chosen, reason="states a cause its quote does not")
         if _ANAPHOR_SUBJECT.match(claim) and previous:
             # "The incident prompted ..." links the sentence before to this quote: the quote must name that event too
-            before = content_words(previous) - content_words(question)
-            if before and len(before & content_words(text)) / len(before) < MIN_LINKED_WORDS:
+            before = stated_words(previous) - stated_words(question)
+            if before and len(before & stated_words(text)) / len(before) < MIN_LINKED_WORDS:
                 return Check(False, chosen, reason="links two events its quote does not link")
     return Check(True, chosen)
 
@@ -292,6 +294,7 @@ class Aboutness:
     words: float  # the question's content words in the quotes themselves
     context_words: float  # ... or in their passages and titles
     years: bool  # every year the question names is in the quotes, their passages or their article's date
+    years_or_later: bool = True  # ... or a report of a later year (which may tell of that year's events)
 
     @property
     def score(self) -> float:
@@ -301,7 +304,7 @@ class Aboutness:
 
 def asked_words(question: str) -> frozenset[str]:
     """The content words that say what ``question`` is about: not its question words, auxiliaries or years."""
-    return content_words(question) - _QUESTION_WORDS - _FILLER_WORDS - years(question)
+    return stated_words(question) - _QUESTION_WORDS - _FILLER_WORDS - years(question)
 
 
 def about_question(question: str, quotes: list[SourceSentence], common: frozenset[str], lead_in: str = "") -> Aboutness:
@@ -310,16 +313,20 @@ def about_question(question: str, quotes: list[SourceSentence], common: frozense
     ``lead_in``: text read as part of the quotes (for a reason, the sentence before it, which names the event).
     """
     q_names = name_tokens(question, common)
-    q_words = content_words(question) - _QUESTION_WORDS
+    q_words = stated_words(question) - _QUESTION_WORDS
     sent_text = " ".join([lead_in] + [q.sentence.text for q in quotes]).strip()
     seen_passages = {id(q.passage): q.passage for q in quotes}
     ctx_text = " ".join([sent_text] + [f"{p.doc.title or ''} {p.chunk.text}" for p in seen_passages.values()])
     ctx_words = words_of(ctx_text)
     names = sum(carries(n, ctx_words) for n in q_names) / len(q_names) if q_names else 1.0
-    words = len(q_words & content_words(sent_text)) / len(q_words) if q_words else 1.0
-    context = len(q_words & content_words(ctx_text)) / len(q_words) if q_words else 1.0
-    dated = years(ctx_text) | {p.doc.date[:4] for p in seen_passages.values() if p.doc.date}
-    return Aboutness(names, words, context, years(question) <= dated)
+    words = len(q_words & stated_words(sent_text)) / len(q_words) if q_words else 1.0
+    context = len(q_words & stated_words(ctx_text)) / len(q_words) if q_words else 1.0
+    # a year asked is met by quotes that name it or a report of that year; the answer itself may also rest on a later
+    # report (a 2014 report may tell of the coup of July 2013), never on an earlier one, which cannot tell of its events
+    stated = years(ctx_text) | {p.doc.date[:4] for p in seen_passages.values() if p.doc.date}
+    published = [int(p.doc.date[:4]) for p in seen_passages.values() if p.doc.date and p.doc.date[:4].isdigit()]
+    later = all(y in stated or any(year >= int(y) for year in published) for y in years(question))
+    return Aboutness(names, words, context, years(question) <= stated, later)
 
 
 # A question about what is happening now: "this week", "recently", "on Tuesday", "yesterday".
@@ -352,3 +359,95 @@ def stale(question: str, quotes: list[SourceSentence], as_of: str | None) -> str
         return None
     newest = max(dated)
     return f"the question asks about the days before {human_date(as_of)}, and its quotes are from a report of {human_date(newest.isoformat())}"
+
+
+# ---------------------------------------------------------------- the kind of answer a question asks for
+# "Did Iran cut off its aid ...?", not "Did Meshaal or Haniyeh visit?" (a choice between two)
+_YES_NO_QUESTION = re.compile(r"^\s*(did|does|do|is|are|was|were|has|have|had|can|could|will|would|should)\b(?![^?]*\bor\b)", re.I)
+_YES_NO_ANSWER = re.compile(r"^\W*(yes|no)\b", re.I)
+# a sentence that says something did not happen, or was stopped, refused or denied
+_NEGATION = re.compile(
+    r"\b(not|never|no|none|neither|nor|without|cannot|refus\w*|den(y|ies|ied)|reject\w*|declin\w*|halt\w*|stopp?\w*|cut off|"
+    r"cut (its|their|his|her) \w+|suspend\w*|ended|ceased|abandon\w*|withdr[ae]w\w*)\b|n['’]t\b",
+    re.I,
+)
+# the narrower set a claim negates with: "Iran did not resume aid" must not pass on a quote saying it resumed
+_CLAIM_NEGATION = re.compile(r"\b(not|never|no longer|neither|nor|cannot|refused|denied|rejected)\b|n['’]t\b", re.I)
+_KINDS = (
+    ("duration", re.compile(r"\bhow long\b", re.I)),
+    ("number", re.compile(r"\bhow (many|much)\b", re.I)),
+    ("date", re.compile(r"^\s*when\b|\bsince when\b|\b(what|which) (year|month|day|date)\b|\bon what (day|date)\b", re.I)),
+    ("name", re.compile(r"^\s*(who|whom|whose)\b|\b(by|to|from|according to) whom\b|^\s*where\b|\bin which (city|country|town|state|region|place)\b", re.I)),
+    ("reason", re.compile(r"^\s*why\b", re.I)),
+)
+_KIND_WORDS = {
+    "duration": "how long",
+    "number": "how many",
+    "date": "when",
+    "name": "who or where",
+    "reason": "why",
+}
+_DURATION = re.compile(r"\b(years?|months?|weeks?|days?|hours?|minutes?|decades?|centur(y|ies))\b|\d", re.I)
+_AMOUNT = re.compile(r"\d|\b(dozens?|hundreds?|thousands?|millions?|billions?|several|few|many|none)\b", re.I)
+
+
+def is_yes_no(question: str) -> bool:
+    """A question answered by yes or no ("Did Iran cut off its aid ...?"), not a choice between two named options."""
+    return bool(_YES_NO_QUESTION.match(question))
+
+
+def yes_or_no(short: str | None) -> str | None:
+    """"yes" or "no" when the short answer is one ("Yes.", "No, it did not"), else None."""
+    m = _YES_NO_ANSWER.match(short or "")
+    return m.group(1).lower() if m else None
+
+
+NEGATION_REACH = 4  # a negation is about the next few words: "is not jumping from one lap" negates jumping, not a lap
+
+
+def negated(text: str, pattern: re.Pattern[str] = _NEGATION) -> frozenset[str]:
+    """The content words a sentence says did not happen (or were stopped, refused, cut off): those just after each negation."""
+    out: set[str] = set()
+    for m in pattern.finditer(text):
+        after = re.findall(r"[\w'’-]+", text[m.end() :])[:NEGATION_REACH]
+        out |= stated_words(" ".join(after))
+        if m.group(0).lower().startswith(("refus", "den", "reject", "declin", "halt", "stop", "cut", "suspend", "end", "ceas", "abandon", "withdr")):
+            out |= stated_words(m.group(0))  # "refused", "cut off": the word itself says what did not happen
+    return frozenset(out)
+
+
+def negates(text: str, about: str) -> bool:
+    """Whether ``text`` says that something ``about`` names did not happen (a negation reaching one of its content words)."""
+    return bool(negated(text) & stated_words(about))
+
+
+def asked_kind(question: str) -> str | None:
+    """What kind of answer the question asks for: duration, number, date, name (who, whom, where), reason; None: any."""
+    return next((kind for kind, pattern in _KINDS if pattern.search(question)), None)
+
+
+def wrong_kind(question: str, answer: str, common: frozenset[str]) -> str | None:
+    """Why ``answer`` (a short answer, or the lead sentence) is not the kind of thing the question asks for, or None."""
+    kind = asked_kind(question)
+    if kind is None:
+        return None
+    if yes_or_no(answer) and len(answer.split()) <= 3:
+        return f"the question asks {_KIND_WORDS[kind]}, and “{answer}” answers yes or no"
+    names = name_tokens(answer, common)
+    if kind == "name":
+        ok = bool(names)
+    elif kind == "date":
+        ok = bool(numbers(answer) or years(answer) or date_words_in(answer))
+    elif kind == "duration":
+        ok = bool(numbers(answer) or _DURATION.search(answer))
+    elif kind == "number":
+        ok = bool(numbers(answer) or _AMOUNT.search(answer))
+    else:  # a reason is more than a name: "Hamas" does not say why
+        ok = bool(stated_words(answer) - {w for n in names for w in stated_words(" ".join(n))})
+    return None if ok else f"the question asks {_KIND_WORDS[kind]}, and “{answer}” does not say"
+
+
+def date_words_in(text: str) -> bool:
+    """Whether ``text`` names a month, weekday or relative day ("March", "Tuesday", "yesterday")."""
+    low = words_of(text)
+    return bool(low & {*MONTHS, *WEEKDAYS, "today", "yesterday", "ago", "last", "early", "late", "mid"})

@@ -51,7 +51,8 @@ def test_invented_and_wrong_citation_markers_are_corrected_or_dropped(rag):
         "Iran considered the move an act of treason [17]. "
         f"The moon is made of green cheese, astronomers confirmed in 1969 [{n_000}]."
     )
-    a = ans.build_answer(Q2012, draft, passages, rag.index.raw, rag.settings)
+    # the threshold lifted: attribution is under test here, not the decision
+    a = ans.build_answer(Q2012, draft, passages, rag.index.raw, rag.settings.with_(min_answer_score=0.0))
     first, second = a.sentences
     assert first.supported and second.supported
     cited = {c.n: c for c in a.citations}

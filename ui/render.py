@@ -148,7 +148,8 @@ def answer_body(answer: Answer, turn: int) -> str:
 
 def _answer_body(answer: Answer, turn: int) -> str:
     if answer.abstained:
-        why = f'<div class="rag-abstain-why">Why: {esc(answer.abstain_reason)}.</div>' if answer.abstain_reason else ""
+        check = f' <span class="rag-abstain-check">(the {esc(answer.abstain_check)} check)</span>' if answer.abstain_check else ""
+        why = f'<div class="rag-abstain-why">Why: {esc(answer.abstain_reason)}.{check}</div>' if answer.abstain_reason else ""
         related = "".join(
             f'<li><span class="rag-related-meta">{esc(p.doc.title or p.doc.id)} · {esc(p.doc.date or "undated")}</span> '
             f"{esc(_snippet(p.chunk.text))}</li>"

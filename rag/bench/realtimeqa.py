@@ -278,7 +278,12 @@ def occurs_in(choice: str, texts: list[str]) -> bool:
     return want.strip() != "" and any(want in (t if t.startswith(" ") else _phrase(t)) for t in texts)
 
 
-def answer_open(index_dir: str, questions: list[dict], settings: Settings, progress: bool) -> dict:
+QUICK_LIMIT = 70  # --quick: every third question of the 2025 weeks, every fifth of 2022 (at least 60 of each)
+
+
+def answer_open(
+    index_dir: str, questions: list[dict], settings: Settings, progress: bool, record: str | None = None, replay: str | None = None
+) -> dict:
     """Ask each question through ``RAG.ask`` (no choices shown, the quiz date as ``as_of``) and score the answers.
 
     The questions are asked with the answer-score threshold lifted, and the configured threshold
@@ -287,8 +292,14 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
     one run also gives the whole trade-off of right against wrong as the threshold moves.
     """
     from ..api import RAG
+    from ..decision import threshold
 
+    needed = threshold(settings.min_answer_score)
     rag = RAG.open(index_dir, settings.with_(min_answer_score=0.0))
+    if record or replay:  # the drafts kept, or read back instead of the model (rag.drafts)
+        from ..drafts import RecordingLLM, ReplayLLM
+
+        rag.use_llm(RecordingLLM(rag.llm(rag.settings), record) if record else ReplayLLM(replay, rag.settings.llm))
     rag.warm()
     rag.ask("warm-up question about the news", as_of=questions[0]["date"] if questions else None)  # evaluates the fixed prompt prefix
     rows = []
@@ -298,7 +309,7 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
         right = not a.abstained and judge_open(a.text, q["choices"], q["answer"])
         score = a.signals.get("score")
         unlifted = "abstained" if a.abstained else ("right" if right else "wrong")
-        withheld = not a.abstained and score is not None and score < settings.min_answer_score
+        withheld = not a.abstained and score is not None and score < needed
         rows.append(
             {
                 "id": q["id"],
@@ -317,6 +328,7 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "confidence": a.confidence,
                 "short_answer": a.short_answer,
                 "abstain_reason": a.abstain_reason,
+                "abstain_check": (a.abstain_check or "other") if a.abstained else ("weak evidence" if withheld else None),
                 "kind": a.kind,
                 "signals": a.signals,
                 "dropped": [{"text": d.text, "reason": d.reason} for d in a.dropped],
@@ -326,9 +338,10 @@ def answer_open(index_dir: str, questions: list[dict], settings: Settings, progr
                 "in_context": occurs_in(right_choice, _context_sentences(q["question"], a, settings)),
                 "first_token_s": a.timings.first_token_s,
                 "total_s": a.timings.total_s,
+                "passages": [_passage_dict(p) for p in a.passages],
             }
         )
-    return {"n_questions": len(rows), "min_answer_score": settings.min_answer_score, **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
+    return {"n_questions": len(rows), "min_answer_score": needed, **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}
 
 
 def _context_sentences(question: str, a, settings: Settings) -> list[str]:
@@ -368,11 +381,22 @@ def open_summary(rows: list[dict]) -> dict:
         "total_p50_s": statistics.median(totals) if totals else None,
         "total_p95_s": percentile(totals, 0.95) if totals else None,
         "tradeoff": tradeoff(rows),
+        "withheld": withheld_by_check(rows),
     }
 
 
-def tradeoff(rows: list[dict], thresholds: tuple[float, ...] = (0.0, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2)) -> list[dict]:
-    """Right, abstained and wrong shares (all questions, those answerable from the pages, the others) at each answer-score threshold."""
+def withheld_by_check(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """Per check that withheld an answer: how many of the drafts it withheld named the right choice, and how many did not."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["verdict"] == "abstained":
+            c = out.setdefault(r.get("abstain_check") or "other", {"right_draft": 0, "wrong_draft": 0, "no_draft": 0})
+            c["no_draft" if r["draft_verdict"] is None else f"{r['draft_verdict']}_draft"] += 1
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["right_draft"]))
+
+
+def tradeoff(rows: list[dict], thresholds: tuple[float, ...] = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> list[dict]:
+    """Right, abstained and wrong shares (all questions, those answerable from the pages, the others) at each threshold on the fitted chance."""
     out = []
     for t in thresholds:
         verdicts = [
@@ -404,6 +428,8 @@ def realtimeqa_bench(
     reuse: bool = False,
     progress: bool = False,
     corpus_format: str = "files",
+    record: str | None = None,
+    replay: str | None = None,
 ) -> dict:
     """Build the index over the data set's pages, rank articles for each gold question (against the peer), and answer.
 
@@ -470,7 +496,7 @@ def realtimeqa_bench(
         result["answer"] = mc
     if open_answers:
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            result["open"] = pool.submit(answer_open, index_dir, asked, settings, progress).result()
+            result["open"] = pool.submit(answer_open, index_dir, asked, settings, progress, record, replay).result()
     return result
 
 
@@ -598,17 +624,22 @@ def open_markdown(o: dict) -> list[str]:
         f"Latency: first token p50 {'n/a' if first is None else f'{first:.2f} s'}, answer p50 "
         f"{'n/a' if total is None else f'{total:.2f} s'}, p95 {'n/a' if p95 is None else f'{p95:.2f} s'}; peak memory {o['peak_rss_mb']:.0f} MB.",
     ]
+    if o.get("withheld"):
+        lines += ["", "Why answers were withheld (the check, and whether the model's withheld draft named the right choice):", ""]
+        lines += ["| check | right draft | wrong draft | no draft |", "|---|---|---|---|"]
+        lines += [f"| {k} | {v['right_draft']} | {v['wrong_draft']} | {v['no_draft']} |" for k, v in o["withheld"].items()]
     if o.get("tradeoff"):
         lines += [
             "",
-            "An answer stands when its score (the aboutness of its lead's quotes plus half the model's confidence) reaches the "
-            f"threshold (configured: {o['min_answer_score']:.2f}, marked ◀); moving it trades right answers against wrong ones:",
+            "An answer that passed every check stands when the fitted chance that it is right (rag.decision) reaches the "
+            f"threshold (configured: {o['min_answer_score']:.2f}; ◀ marks the row nearest it); moving it trades right answers against wrong ones:",
             "",
             "| threshold | right | abstained | wrong | right − wrong | answerable: right / abstained | not answerable: abstained |",
             "|---|---|---|---|---|---|---|",
         ]
         for c in o["tradeoff"]:
-            mark = " ◀" if abs(c["threshold"] - o["min_answer_score"]) < 1e-9 else ""
+            nearest = min(o["tradeoff"], key=lambda t: abs(t["threshold"] - o["min_answer_score"]))["threshold"]
+            mark = " ◀" if c["threshold"] == nearest else ""
             lines.append(
                 f"| {c['threshold']:.2f}{mark} | {pct(c['right'])} | {pct(c['abstained'])} | {pct(c['wrong'])} | {pct(c['right'] - c['wrong'])} | "
                 f"{pct(c['answerable_right'])} / {pct(c['answerable_abstained'])} | {pct(c['not_answerable_abstained'])} |"
@@ -711,12 +742,33 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         action="store_true",
         help="keep our index from the last run (re-embeds only what changed; build time is then not a cold build)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"with --open, the fixed subset of {QUICK_LIMIT} questions spread evenly over the weeks (--answer-limit {QUICK_LIMIT}: "
+        "70 of the 2025 split, 63 of the 2022 one)",
+    )
+    p.add_argument("--record", metavar="DIR", help="with --open, keep every draft the model writes (text and token probabilities) in DIR")
+    p.add_argument(
+        "--replay",
+        metavar="DIR",
+        help="with --open, answer with the drafts recorded in DIR instead of the model (implies --reuse-index --no-peer): "
+        "every stage after the model re-run in about a minute",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """``rag bench realtimeqa``: run the benchmark, write its report files, and print the report (with --json its figures)."""
     if not args.data.is_dir():
         raise RagError(f"--data {args.data}: no such folder (the RealTime QA folder, e.g. ../shared/bench/realtimeqa)")
+    if (args.record or args.replay) and not args.open_answers:
+        raise RagError("--record and --replay keep the drafts of open answers: add --open")
+    if args.record and args.replay:
+        raise RagError("--record and --replay: choose one")
+    if args.replay:
+        args.reuse_index, args.no_peer = True, True
+    if args.quick:
+        args.answer_limit = args.answer_limit or QUICK_LIMIT
     if args.answer_limit is not None and args.answer_limit < 1:
         raise RagError(f"--answer-limit must be at least 1, not {args.answer_limit}")
     result = realtimeqa_bench(
@@ -731,6 +783,8 @@ def run(args: argparse.Namespace) -> int:
         reuse=args.reuse_index,
         progress=True,
         corpus_format=args.corpus_format,
+        record=args.record,
+        replay=args.replay,
     )
     md = markdown(result)
     files = write_outputs(result, md, args.out)
