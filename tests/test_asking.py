@@ -105,3 +105,14 @@ def test_the_eval_report_gives_every_abstentions_check_and_a_count_per_check(rag
     md = report.markdown()
     assert "Why answers were withheld" in md and "| off question | 0 | 1 |" in md
     assert report.to_dict()["rows"][0]["abstain_reason"].startswith("its quotes speak of none")
+
+
+def test_a_question_that_names_a_capital_is_about_a_quote_that_names_its_country(rag):
+    q = "Why did Tehran cut off its financial aid to Hamas?"
+    ev = ans.Evidence.build(q, rag.retrieve(q))
+    quote = next(s for s in ev.srcs if "cut off its financial and military aid" in s.sentence.text)
+    plain = next(s for s in ev.srcs if "Tehran" not in s.sentence.text and "Iran" in s.sentence.text and "financial" in s.sentence.text)
+    about = verify.about_question(q, [plain], ev.common)
+    assert about.names == 1.0  # "Tehran" asked, "Iran" quoted
+    assert verify.about_question("Why did Paris cut off its financial aid to Hamas?", [plain], ev.common).names < 1.0
+    assert verify.about_question(q, [quote], ev.common).words > 0

@@ -125,3 +125,20 @@ def test_passages_past_an_articles_lead_are_still_found_and_scored(tmp_path):
     gone = rag.ask(words + " in 1850?", llm="extractive", top_k=8)
     assert gone.abstained and "1850" in gone.abstain_reason and last.id in {p.chunk.id for p in gone.passages}
     assert all(isinstance(p.to_dict()["score"], float) for p in gone.passages)
+
+
+def test_the_open_scorer_accepts_acronyms_number_words_and_surnames():
+    from rag.bench.realtimeqa import judge_open
+
+    # 2025, "What is the world's top infectious killer?": the model answered "TB"
+    killer = ["Malaria", "Measles", "Ebola", "Tuberculosis"]
+    assert judge_open("TB: the World Health Organization names it the top infectious killer", killer, 3)
+    assert not judge_open("TB is the top infectious killer", killer, 0)  # an acronym names its own word only
+    # 2022, "Global superband BTS have split after how many years together?" ("BTS" abbreviates none of the choices)
+    years = ["Seven years", "Eight years", "Nine years", "Ten years"]
+    assert judge_open("BTS split after nine years together", years, 2) and judge_open("after 9 years", years, 2)
+    assert not judge_open("BTS split after nine years together", years, 1)
+    # a surname no other choice shares names the person; one that two choices share names neither
+    actors = ["Adrien Brody", "Timothée Chalamet", "Ralph Fiennes", "Colman Domingo"]
+    assert judge_open("Brody broke the record for the longest acceptance speech", actors, 0)
+    assert not judge_open("Roosevelt was president", ["Franklin D. Roosevelt", "Theodore Roosevelt", "John F. Kennedy", "Abraham Lincoln"], 0)

@@ -258,9 +258,40 @@ def choice_recall(choice: str, text: str) -> float:
 
 
 def judge_open(text: str, choices: list[str], right: int) -> bool:
-    """True when ``text`` names ``choices[right]`` better than any other choice."""
-    recalls = [choice_recall(c, text) for c in choices]
+    """True when ``text`` names ``choices[right]`` better than any other choice (an acronym of a choice names it whole)."""
+    recalls = [1.0 if abbreviates(c, text) else choice_recall(c, text) for c in choices]
     return recalls[right] >= 0.5 and all(recalls[right] > r for i, r in enumerate(recalls) if i != right)
+
+
+_ACRONYM = re.compile(r"\b[A-Z]{2,6}\b")
+
+
+def abbreviates(choice: str, text: str) -> bool:
+    """Whether ``text`` names ``choice`` by an acronym: "WHO" for "World Health Organization", "TB" for "Tuberculosis".
+
+    A choice of several words: the initials of its words (common ones skipped). One long word: the
+    acronym's letters in order in it, the first letter first (how "TB" abbreviates "Tuberculosis").
+    The choice must not be written out in ``text`` itself, and must be longer than the acronym.
+    """
+    words = [w for w in re.findall(r"[A-Za-z]+", choice) if w.lower() not in _CHOICE_STOP]
+    if not words or choice.isupper():
+        return False
+    for token in _ACRONYM.findall(text):
+        low = token.lower()
+        if len(words) >= 2 and "".join(w[0].lower() for w in words) == low:
+            return True
+        if len(words) == 1 and len(words[0]) > len(low) + 2 and words[0][0].lower() == low[0] and _in_order(low, words[0].lower()):
+            return True
+    return False
+
+
+def _in_order(letters: str, word: str) -> bool:
+    at = 0
+    for ch in letters:
+        at = word.find(ch, at) + 1
+        if at == 0:
+            return False
+    return True
 
 
 _MONTH_ABBR = {m[:3]: m for m in "january february march april may june july august september october november december".split()}
