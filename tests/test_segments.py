@@ -26,9 +26,20 @@ def segment_files(idx):
     return {p.relative_to(idx): p.stat().st_mtime_ns for p in (idx / "segments").rglob("*") if p.is_file()}
 
 
-def top_passages(idx) -> list[set[tuple[str, float]]]:
+# A passage embedded in another batch (the grown index embeds only what it adds) differs from a fresh build's in the
+# fourth decimal: the embedder pads a batch to its longest text, and that moves the float sums, not the ranking.
+SCORE_TOLERANCE = 2e-3
+
+
+def top_passages(idx) -> list[dict[str, float]]:
     retriever = HybridRetriever(Index.open(idx), Settings.from_env())
-    return [{(p.chunk.id, round(p.score, 5)) for p in retriever.retrieve(q, top_k=8)} for q in QUESTIONS]
+    return [{p.chunk.id: p.score for p in retriever.retrieve(q, top_k=8)} for q in QUESTIONS]
+
+
+def same_top_passages(a: list[dict[str, float]], b: list[dict[str, float]]) -> None:
+    for got, want in zip(a, b, strict=True):
+        assert set(got) == set(want)
+        assert all(abs(got[k] - want[k]) < SCORE_TOLERANCE for k in got), (got, want)
 
 
 def same_as_fresh_build(idx, corpus_files, tmp_path):
@@ -39,7 +50,7 @@ def same_as_fresh_build(idx, corpus_files, tmp_path):
     grown, built = Index.open(idx), Index.open(fresh)
     assert {k: asdict(d) for k, d in grown.docs.items()} == {k: asdict(d) for k, d in built.docs.items()}
     assert sorted(c.id for c in grown.chunks) == sorted(c.id for c in built.chunks)
-    assert top_passages(idx) == top_passages(fresh)
+    same_top_passages(top_passages(idx), top_passages(fresh))
 
 
 def test_an_added_report_copy_moves_only_its_copy_and_reads_as_a_fresh_build(corpus, tmp_path):
