@@ -32,7 +32,7 @@ quality: index
 	@# the questions in the words people use (paraphrases, who/where/how long, yes/no, out of corpus): the figures it achieves
 	@if [ -f $(DEV_QA2) ]; then \
 	  $(BIN)/rag eval $(DEV_QA2) --llm extractive --judge overlap --out eval-output/ci2 \
-	    --min key_fact_recall=0.8 --min citation_precision=0.95 --min answered_when_answerable=0.85 --min abstention_recall=0.6; \
+	    --min key_fact_recall=0.75 --min citation_precision=0.95 --min answered_when_answerable=0.85 --min abstention_recall=0.8; \
 	else echo "no $(DEV_QA2): second quality gate skipped"; fi
 
 setup: $(STAMP)/model
