@@ -53,7 +53,7 @@ CHECKS = {
     "answer type": "the short answer is not the kind of thing asked (a person for who, a place for where), or is about another entity",
     "stale": "the quotes are older than the days the question asks about",
     "off question": "the quotes speak of none of what the question asks (only their passages do)",
-    "weak evidence": "aboutness and the model's confidence fall below the threshold",
+    "weak evidence": "the fitted chance that the answer is right (rag.decision) falls below the threshold",
 }
 
 _REFUSAL = re.compile(
