@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import decision, embedding, verify
+from . import candidates, decision, embedding, verify
 from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
 from .evidence import Evidence
 from .llm import ChatModel, TokenProb
@@ -231,10 +231,23 @@ def run(
             yield piece
         timings.generation_s = time.perf_counter() - t
         draft = parse_draft("".join(pieces), probs, getattr(llm, "token_text", None))
+        if settings.rank_candidates and candidates.can_rank(llm) and rankable(question, draft):
+            t = time.perf_counter()
+            ranking = candidates.rank(llm, messages, question, draft.short, ev.read(settings.max_context_sentences))
+            timings.ranking_s = time.perf_counter() - t
+            if ranking:
+                draft.ranking = ranking.signals()
+                draft.candidates = [(c, round(float(p), 4), round(float(q), 4)) for c, p, q in zip(ranking.candidates, ranking.shares, ranking.choice_shares)]
     answer = finish(question, ev, draft, raw_of, settings, timings, backend)
     answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
+    answer.candidates = draft.candidates
     timings.total_s = time.perf_counter() - t0
     yield answer
+
+
+def rankable(question: str, draft: Draft) -> bool:
+    """Whether the draft's short answer is one of the names, dates or numbers the sources offer: not a refusal, a yes or no, or a reason."""
+    return bool(draft.short) and not is_refusal(draft.body) and not is_refusal(draft.short or "") and not verify.is_yes_no(question) and verify.asked_kind(question) != "reason"
 
 
 def _visible(tokens: Iterator[str], pieces: list[str]) -> Iterator[str]:
@@ -295,6 +308,7 @@ def finish(
     if draft.confidence is not None:
         signals["confidence"] = draft.confidence
         signals["first_p"] = draft.first_p or 0.0
+    signals.update(draft.ranking)
     replaced: list[Dropped] = []
     short = draft.short
     polarity = verify.yes_or_no(short) if verify.is_yes_no(question) else None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import answer as ans
-from . import dates, embedding, index, prompts
+from . import candidates, dates, embedding, index, prompts
 from .compose import abstained
 from .llm import ChatModel, make_llm
 from .retrieval import HybridRetriever
@@ -167,6 +167,8 @@ class RAG:
         llm = self.llm(settings) if settings.llm == "local" else None
         if hasattr(llm, "model"):  # a local model (recorded or not)
             llm.model()  # first: a question being retrieved meanwhile loads the embedder itself
+            if settings.rank_candidates:
+                candidates.warm()
         embedding.warm()
         return llm.load_s if llm is not None else 0.0
 

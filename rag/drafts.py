@@ -26,6 +26,12 @@ def prompt_key(messages: list[Message], max_tokens: int, temperature: float) -> 
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
+def score_key(messages: list[Message], head: str, continuation: str) -> str:
+    """What identifies one scored continuation: the prompt, the reply's head and the continuation."""
+    blob = json.dumps(["score", messages, head, continuation], ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
 class RecordingLLM:
     """Answers with ``inner`` and appends each generation (text and token probabilities) to ``<folder>/drafts.jsonl``."""
 
@@ -61,6 +67,14 @@ class RecordingLLM:
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
+    def score(self, messages: list[Message], head: str, continuations: list[str]) -> list[float]:
+        """The inner model's scores of the continuations (:meth:`rag.llm.LocalLLM.score`), each recorded."""
+        scores = self.inner.score(messages, head, continuations)  # type: ignore[attr-defined]
+        with self.path.open("a", encoding="utf-8") as f:
+            for text, lp in zip(continuations, scores):
+                f.write(json.dumps({"key": score_key(messages, head, text), "continuation": text, "score": lp}, ensure_ascii=False) + "\n")
+        return scores
+
 
 class ReplayLLM:
     """Writes, for each prompt, what the recorded model wrote for it, with the same token probabilities."""
@@ -95,3 +109,14 @@ class ReplayLLM:
     def token_text(self, token: int) -> str:
         """The text of a recorded token (tokens are numbered as they are replayed)."""
         return self._pieces[token]
+
+    def score(self, messages: list[Message], head: str, continuations: list[str]) -> list[float]:
+        """The recorded scores of the continuations; one never scored for this prompt is refused."""
+        out = []
+        for text in continuations:
+            row = self.drafts.get(score_key(messages, head, text))
+            if row is None:
+                self.missed += 1
+                raise RagError(f"no recorded score for the candidate “{text.strip()}”: a change reached which candidates are scored; record the run again")
+            out.append(row["score"])
+        return out

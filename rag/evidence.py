@@ -104,6 +104,17 @@ class Evidence:
             out.setdefault(doc_id, []).append(sent)
         return out
 
+    def read(self, limit: int) -> list[str]:
+        """The sentences the model reads (:meth:`context`), most relevant first."""
+        chosen = {(d, s.start) for d, sents in self.context(limit).items() for s in sents}
+        out: list[str] = []
+        for i in np.argsort(-self.relevance):
+            key = (self.srcs[int(i)].passage.doc.id, self.srcs[int(i)].sentence.start)
+            if key in chosen:
+                chosen.discard(key)
+                out.append(self.srcs[int(i)].sentence.text)
+        return out
+
     def render(self, context: dict[str, list[Sentence]]) -> list[str]:
         docs = {p.doc.id: p.doc for p in self.passages}
         return [

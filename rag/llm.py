@@ -170,6 +170,71 @@ class LocalLLM:
         """The text of one token of this model's vocabulary."""
         return self.model().detokenize([token]).decode("utf-8", errors="ignore")
 
+    def score(self, messages: list[Message], head: str, continuations: list[str]) -> list[float]:
+        """The log-probability the model gives each continuation, written right after ``head`` in its reply to ``messages``.
+
+        One short forward pass per continuation on the evaluated prompt, not a generation: the
+        prompt (which the draft just evaluated) and ``head`` are reused from llama.cpp's cache,
+        each continuation's few tokens are decoded with the logits of every position, and then
+        removed from the cache again. llama-cpp-python has no call for this (its ``logprobs``
+        needs ``logits_all``, ~2.5 GB more), so the batch and context it owns are used directly
+        (pinned version: STACK.md).
+        """
+        llm = self.model()
+        with self._gen_lock:
+            prompt = _prompt_tokens(llm, messages)
+            head_ids = prompt + llm.tokenize(head.encode("utf-8"), add_bos=False, special=False)
+            cached = llm.input_ids[: llm.n_tokens]
+            same = int(np.argmin(np.append(cached[: len(head_ids)] == head_ids[: len(cached)], False)))
+            keep = min(same, len(head_ids) - 1)  # the head's last token is evaluated again: its logits score each continuation's first
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            llm.n_tokens = keep
+            llm.eval(head_ids[keep:])
+            n_vocab = llm.n_vocab()
+            last = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,)).astype(np.float64)
+            at = llm.n_tokens
+            out = []
+            try:
+                for text in continuations:
+                    ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[: llm.n_batch]
+                    if not ids:
+                        out.append(0.0)
+                        continue
+                    if len(ids) == 1:  # one token (a choice's letter): the head's logits score it, no pass needed
+                        top = last.max()
+                        out.append(float(last[ids[0]] - top - np.log(np.exp(last - top).sum())))
+                        continue
+                    llm._batch.set_batch(batch=ids, n_past=at, logits_all=True)
+                    llm._ctx.decode(llm._batch)
+                    rows = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(ids) * n_vocab,)).reshape(len(ids), n_vocab)
+                    logits = np.vstack([last[None], rows[:-1].astype(np.float64)])  # the logits before each token
+                    top = logits.max(axis=1)
+                    norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+                    out.append(float((logits[np.arange(len(ids)), ids] - norm).sum()))
+                    llm._ctx.kv_cache_seq_rm(-1, at, -1)
+            finally:
+                llm._ctx.kv_cache_seq_rm(-1, at, -1)
+                llm.n_tokens = at
+                llm._requires_eval = True  # the context's last logits are a continuation's, not the head's
+        return out
+
+
+def _prompt_tokens(llm: Llama, messages: list[Message]) -> list[int]:
+    """The tokens ``create_chat_completion`` gives the model for ``messages``: the GGUF's chat template, as llama-cpp-python renders it."""
+    from llama_cpp import llama_chat_format
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise RagError("the local model's GGUF file carries no chat template: candidate answers cannot be scored")
+    eos, bos = llm.token_eos(), llm.token_bos()
+    rendered = llama_chat_format.Jinja2ChatFormatter(
+        template=template,
+        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
+        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        stop_token_ids=[eos],
+    )(messages=messages)
+    return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+
 
 # ------------------------------------------------------------ the instruction prefix, evaluated once
 

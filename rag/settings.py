@@ -77,6 +77,11 @@ class Settings:
     llm_threads: int = 0  # 0 = all cores
     llm_ctx: int = 4096
     local_model: str = "qwen"  # qwen (default) | smollm (small test model) | a .gguf path
+    # the local model also scores the candidate answers the sentences it read offer (rag.candidates), recording how much
+    # of their probability its own answer holds, as the reply and as the choice it picks. Off by default: on the dev
+    # weeks neither chose better than the draft nor made the fitted decision better on held-out weeks (README), and
+    # it costs ~1 s a question; on, a recorded run keeps these signals for a later refit
+    rank_candidates: bool = False
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = "not-needed"
     openai_model: str = "local-model"

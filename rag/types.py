@@ -198,6 +198,8 @@ class Draft:
     body: str
     confidence: float | None = None  # geometric-mean probability of the short answer's tokens (local backend)
     first_p: float | None = None  # probability of the short answer's first token
+    ranking: dict[str, float] = field(default_factory=dict)  # rag.candidates' signals (share of the candidates' probability, margin)
+    candidates: list[tuple[str, float, float]] = field(default_factory=list)  # the candidate answers scored, with their shares (rag.candidates)
 
 
 @dataclass
@@ -222,6 +224,7 @@ class Timings(Mapping[str, float]):
     llm_load_s: float | None = None  # the local model loaded (once per process)
     first_token_s: float | None = None  # from the question to the first streamed text
     generation_s: float | None = None  # the model writing its draft
+    ranking_s: float | None = None  # the model scoring the candidate answers (rag.candidates)
     verify_s: float | None = None  # attribution of the draft's sentences
     total_s: float | None = None  # from the question to the verified answer
     index_open_s: float | None = None  # rag ask: opening the index (before the question's clock starts)
@@ -263,6 +266,8 @@ class Answer:
     draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
     kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
     notes: list[str] = field(default_factory=list)  # what the reader should know about how the sources were chosen (dates)
+    # candidate answers the model scored (rag.candidates): each with its share of the probability as the reply, and as the choice picked
+    candidates: list[tuple[str, float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The stable JSON shape of ``rag ask --json``."""
@@ -283,5 +288,6 @@ class Answer:
             "passages": [p.to_dict() for p in self.passages],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "signals": {k: round(v, 4) for k, v in self.signals.items()},
+            "candidates": [{"text": t, "reply_share": r, "choice_share": c} for t, r, c in self.candidates],
             "backend": self.backend,
         }

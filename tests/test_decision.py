@@ -59,3 +59,39 @@ def test_a_refit_gives_scikit_learns_probabilities_and_a_threshold_that_pays():
     held = fitting.outcome(fitting.probabilities(d, test), test, d["threshold"])
     assert held["right_minus_wrong"] > fitting.outcome(fitting.probabilities(d, test), test, 0.0)["right_minus_wrong"]
     assert not math.isnan(held["right"])
+
+
+def test_a_refit_on_other_signals_is_read_back_and_an_unknown_signal_is_refused(tmp_path, monkeypatch):
+    train = rows(120, 3)
+    for r in train:  # a signal only some answers carry (the candidates' ranking, when it ran)
+        if r["verdict_any_score"] in ("right", "wrong") and r["id"].endswith(("0", "2", "4")):
+            r["signals"]["pick_share"] = 0.9 if r["verdict_any_score"] == "right" else 0.2
+    features = (*decision.FEATURES, "pick_share")
+    d = fitting.fit(train, features)
+    assert d["features"] == list(features) and len(d["coef"]) == len(features)
+    file = tmp_path / "decision.json"
+    file.write_text(json.dumps(d))
+    monkeypatch.setattr(decision, "MODEL_FILE", file)
+    decision.fitted.cache_clear()
+    try:
+        model = decision.fitted()
+        base = {"about_words": 0.6, "about_context": 0.6, "about_names": 1.0, "confidence": 0.8, "first_p": 0.8, "lead_score": 0.9}
+        assert model.probability({**base, "pick_share": 0.9}) > model.probability({**base, "pick_share": 0.2})
+        file.write_text(json.dumps({**d, "features": [*d["features"][:-1], "no_such_signal"]}))
+        decision.fitted.cache_clear()
+        with pytest.raises(ValueError, match="no_such_signal"):
+            decision.fitted()
+    finally:
+        decision.fitted.cache_clear()
+
+
+def test_bench_decision_refuses_an_unknown_signal_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "bench", "decision", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--features", "about_words,bogus"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0 and "unknown signal bogus" in out.stderr and "Traceback" not in out.stderr

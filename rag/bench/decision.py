@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decision import FEATURES, MODEL_FILE, feature_values
+from ..decision import FEATURES, MODEL_FILE, SIGNALS, feature_values
 from ..types import RagError
 
 # An answer stands when its fitted chance p of being right makes answering worth more than abstaining: p − WRONG_COST·(1 − p) > 0,
@@ -59,14 +59,14 @@ def decided(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["verdict_any_score"] in ("right", "wrong") and r.get("signals")]
 
 
-def fit(rows: list[dict]) -> dict:
-    """Fit the logistic decision on ``rows`` (all of a split's rows: the threshold counts per question)."""
+def fit(rows: list[dict], features: tuple[str, ...] = FEATURES) -> dict:
+    """Fit the logistic decision on ``rows`` (all of a split's rows: the threshold counts per question) over the named signals."""
     from sklearn.linear_model import LogisticRegression
 
     train = decided(rows)
     if len({r["verdict_any_score"] for r in train}) < 2:
         raise RagError("the fitting runs need both right and wrong answers")
-    raw = np.array([[np.nan if v is None else v for v in feature_values(r["signals"])] for r in train], dtype=float)
+    raw = np.array([[np.nan if v is None else v for v in feature_values(r["signals"], features)] for r in train], dtype=float)
     with warnings.catch_warnings():  # a signal no answer has (no token probabilities at all) is a column of NaN: its mean is 0
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(raw, axis=0)
@@ -77,7 +77,7 @@ def fit(rows: list[dict]) -> dict:
     y = np.array([r["verdict_any_score"] == "right" for r in train])
     model = LogisticRegression(C=C, max_iter=1000).fit((x - mean) / scale, y)
     d = {
-        "features": list(FEATURES),
+        "features": list(features),
         "mean": [round(float(v), 6) for v in mean],
         "scale": [round(float(v), 6) for v in scale],
         "coef": [round(float(v), 6) for v in model.coef_[0]],
@@ -92,7 +92,7 @@ def probabilities(d: dict, rows: list[dict]) -> list[float | None]:
     """Each row's fitted probability (None: the hard checks withheld it, no decision to make)."""
     from ..decision import Decision
 
-    model = Decision(tuple(d["mean"]), tuple(d["scale"]), tuple(d["coef"]), d["intercept"], d.get("threshold", 0.5))
+    model = Decision(tuple(d["features"]), tuple(d["mean"]), tuple(d["scale"]), tuple(d["coef"]), d["intercept"], d.get("threshold", 0.5))
     return [model.probability(r["signals"]) if r["verdict_any_score"] in ("right", "wrong") and r.get("signals") else None for r in rows]
 
 
@@ -143,10 +143,10 @@ def hand_weighted(rows: list[dict], threshold: float = 0.95) -> dict:
     return outcome(probs, rows, threshold)
 
 
-def report(splits: dict[str, list[dict]]) -> tuple[dict, str]:
+def report(splits: dict[str, list[dict]], features: tuple[str, ...] = FEATURES) -> tuple[dict, str]:
     """Fit on each split and test on every other, against fitting on the test split itself and the hand-weighted sum."""
-    result: dict = {"splits": {}, "cross": []}
-    fits = {name: fit(rows) for name, rows in splits.items()}
+    result: dict = {"splits": {}, "cross": [], "features": list(features)}
+    fits = {name: fit(rows, features) for name, rows in splits.items()}
     lines = [
         "| fitted on | tested on | threshold | right | abstained | wrong | right − wrong | answerable right | share of the gain of fitting on the test split |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -167,11 +167,11 @@ def report(splits: dict[str, list[dict]]) -> tuple[dict, str]:
             result["cross"].append({"fitted_on": train, "tested_on": test, **got, "gain_share": share, "risk_coverage": risk_coverage(probs, rows)})
             lines.append(_line(train, test, fits[train]["threshold"], got, share))
         if len(splits) > 2:  # fitted on every other split together: the shipped decision's case on data it has not seen
-            rest = fit([r for name, other in splits.items() if name != test for r in other])
+            rest = fit([r for name, other in splits.items() if name != test for r in other], features)
             got = outcome(probabilities(rest, rows), rows, rest["threshold"])
             result["cross"].append({"fitted_on": "all others", "tested_on": test, **got})
             lines.append(_line("all the others", test, rest["threshold"], got, None))
-    every = fit([r for rows in splits.values() for r in rows])
+    every = fit([r for rows in splits.values() for r in rows], features)
     for test, rows in splits.items():
         got = outcome(probabilities(every, rows), rows, every["threshold"])
         result["splits"][test]["fitted_on_all"] = got
@@ -200,19 +200,27 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     p.add_argument("--write", action="store_true", help=f"fit on all of them and write {MODEL_FILE.name} into the package")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument(
+        "--features",
+        type=lambda v: tuple(f.strip() for f in v.split(",") if f.strip()),
+        default=FEATURES,
+        help=f"comma-separated signals to fit on (default: {','.join(FEATURES)}; known: {','.join(SIGNALS)})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """``rag bench decision``."""
     if len(args.reports) < 2:
         raise RagError("give at least two realtimeqa.json reports: the decision is fitted on one split and tested on another")
+    if unknown := [f for f in args.features if f not in SIGNALS]:
+        raise RagError(f"--features: unknown signal {', '.join(unknown)} (known: {', '.join(SIGNALS)})")
     splits = {f"{p.parent.name}": load_rows(p) for p in args.reports}
-    result, md = report(splits)
+    result, md = report(splits, args.features)
     if args.write:
         every = [r for rows in splits.values() for r in rows]
-        d = fit(every)
+        d = fit(every, args.features)
         d["fitted_on"] = {name: len(decided(rows)) for name, rows in splits.items()}
-        d["command"] = "rag bench decision " + " ".join(str(p) for p in args.reports) + " --write"
+        d["command"] = "rag bench decision " + " ".join(str(p) for p in args.reports) + f" --features {','.join(args.features)} --write"
         MODEL_FILE.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
         result["written"] = d
         print(f"wrote {MODEL_FILE} (threshold {d['threshold']:.2f})", file=sys.stderr)

@@ -362,6 +362,7 @@ def answer_open(
                 "abstain_check": (a.abstain_check or "other") if a.abstained else ("weak evidence" if withheld else None),
                 "kind": a.kind,
                 "signals": a.signals,
+                "candidates": a.candidates,
                 "dropped": [{"text": d.text, "reason": d.reason} for d in a.dropped],
                 "citations": [{"source_file": c.source_file, "date": c.date, "quote": c.quote} for c in a.citations],
                 "quotes_answer": right and not withheld and any(choice_recall(right_choice, c.quote) >= 0.5 for c in a.citations),
