@@ -126,9 +126,26 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        # an API caller's top_k="3" would fail deep in retrieval as a TypeError: name it here
+        for f in fields(self):
+            value, default = getattr(self, f.name), getattr(Settings, f.name, None)
+            kind = type(default) if default is not None else str  # cache_dir: a default_factory, a str
+            if isinstance(value, bool):
+                ok = kind is bool
+            elif kind is float:
+                ok = isinstance(value, int | float)
+            elif kind is str:
+                ok = isinstance(value, str | os.PathLike)  # a folder may be given as a Path
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                raise RagError(f"{f.name} is {value!r}: it must be a {_KINDS.get(kind, kind.__name__)}")
         if self.top_k < 1:
             raise RagError(f"top_k is {self.top_k}: it must be a whole number of at least 1 (RAG_TOP_K, --top-k)")
 
     def with_(self, **overrides: object) -> Settings:
         """A copy with the given fields changed (None leaves a field as it is)."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise RagError(f"{unknown[0]} is no setting: see rag.settings.Settings for the names")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
