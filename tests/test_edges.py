@@ -185,3 +185,46 @@ def test_top_k_of_any_type_is_a_number_of_passages_or_one_line(hostile_rag, top_
         assert "top_k" in str(exc)
         return
     assert 1 <= len(passages) <= (top_k or 5)
+
+
+# ---------------------------------------------------------------- one bad row costs one row; one line per error
+def _record(i: int) -> dict:
+    return {"id": f"g{i}", "title": f"Town{i} bridges", "text": f"The council of Town{i} approved {i + 3} footbridges over the Vesna{i} river on Tuesday, the mayor said."}
+
+
+def test_an_unparseable_record_skips_that_record_not_its_file(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text(json.dumps(_record(1)) + "\n" + "[" * 100_000 + "\n" + json.dumps(_record(2)) + "\n")
+    deep = "[" * 100_000 + "]" * 100_000
+    (corpus / "b.json").write_text(f"[{json.dumps(_record(3))}, {{\"id\": \"x\", \"n\": {'7' * 5000}, \"text\": \"a b\"}}, {deep}, {json.dumps(_record(4))}]")
+    report = build(tmp_path / "index", [corpus])
+    assert set(Index.open(tmp_path / "index").docs) == {"a.jsonl#g1", "a.jsonl#g2", "b.json#g3", "b.json#g4"}
+    errors = [str(e) for e in report.errors]
+    assert any("a.jsonl line 2" in e and "nested too deeply" in e for e in errors), errors
+    assert any("b.json" in e and "record 2" in e and "4,300 digits" in e for e in errors), errors
+    assert any("b.json" in e and "record 3" in e and "nested too deeply" in e for e in errors), errors
+    assert all("\n" not in e for e in errors)
+
+
+def test_a_symlink_loop_and_a_dangling_link_are_named_and_the_rest_is_indexed(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "good.txt").write_text("Zorblat Bridge opens\n\nMay 5, 2019\n\n" + BODY)
+    (corpus / "loop_a.txt").symlink_to(corpus / "loop_b.txt")
+    (corpus / "loop_b.txt").symlink_to(corpus / "loop_a.txt")
+    (corpus / "self").symlink_to(corpus / "self", target_is_directory=True)
+    (corpus / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    p = rag_cmd("index", str(corpus), "--index", str(tmp_path / "index"))
+    assert "Traceback" not in p.stderr and "unexpected" not in p.stderr, p.stderr
+    assert list(Index.open(tmp_path / "index").docs) == ["good.txt"]
+    said = p.stdout + p.stderr
+    assert "loop_a.txt" in said and "loop_b.txt" in said and "symbolic link loop" in said, said
+    assert "gone.txt" in said and "link to nothing" in said, said
+
+
+@pytest.mark.parametrize("url", ["file:///tmp/qdrant", "http://[::1", "http://local host:6333", "http://localhost:99999", "localhost:6333"])
+def test_a_malformed_store_url_is_one_line_naming_it(hostile_index, url):
+    p = rag_cmd("ask", RIBBON, "--llm", "extractive", "--index", str(hostile_index), env={"RAG_STORE": "qdrant", "RAG_STORE_URL": url})
+    assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "RAG_STORE_URL" in p.stderr, p.stderr
