@@ -30,7 +30,7 @@ from urllib.robotparser import RobotFileParser
 import feedparser
 import httpx
 
-from . import __version__, hostile, index
+from . import __version__, addresses, hostile, index
 from .corpus import SIDECAR_FIELDS, load_document
 from .files import published
 from .settings import Settings
@@ -101,8 +101,11 @@ class FetchReport:
 class Fetcher:
     """One HTTP client with the limits of ``settings``, and the robots.txt rules of each host it visits."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, named: Iterable[str] = ()) -> None:
         self.settings = settings
+        # the feeds and pages the operator names may be on a private network, with what their
+        # links stay on; anything else there (another port, a redirect away) only when allowed
+        self.allowed = addresses.allowed_origins(settings.fetch_allow_private, named)
         self.client = httpx.Client(
             timeout=httpx.Timeout(settings.fetch_timeout_s),
             follow_redirects=False,  # followed by hand: each hop is checked for scheme and robots.txt
@@ -137,6 +140,10 @@ class Fetcher:
         for hop in range(self.settings.fetch_max_redirects + 1):
             try:
                 check_url(url)
+                try:
+                    addresses.check_public(url, self.allowed, "the URL")
+                except RagError as exc:
+                    raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
             except _Refused as exc:
                 raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
             if kind != "robots":
@@ -425,7 +432,8 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
     folder = Path(root) / index.FETCHED_DIR
     report = FetchReport()
     seen = _Seen.scan(folder)
-    fetcher = Fetcher(settings)
+    feeds, urls = list(feeds), list(urls)
+    fetcher = Fetcher(settings, [*feeds, *urls])
     try:
         todo: list[Entry] = []
         planned: set[str] = set()

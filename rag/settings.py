@@ -103,6 +103,10 @@ class Settings:
     fetch_total_s: float = 60.0  # longest one page or feed may take in all (a server can drip bytes forever)
     fetch_max_redirects: int = 5
     fetch_workers: int = 4  # pages fetched at once
+    # hosts (``host`` or ``host:port``, comma-separated) on loopback or a private network that a UI
+    # visitor's endpoint, a feed entry's link or a redirect may reach (rag.addresses); the operator's
+    # own endpoint and the feeds and pages the operator names are allowed without it
+    fetch_allow_private: str = ""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
