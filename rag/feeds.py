@@ -254,8 +254,9 @@ def read_feed(fetcher: Fetcher, url: str) -> list[Entry]:
 class _Seen:
     """The sidecars under ``fetched/``: entry ids and urls to their record, text hashes to file names."""
 
-    by_key: dict[str, dict] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], dict] = field(default_factory=dict)  # (feed or "" for a url given by hand, id or url)
     by_text: dict[str, str] = field(default_factory=dict)
+    by_file: dict[str, dict] = field(default_factory=dict)  # the record of each stored page
 
     @classmethod
     def scan(cls, folder: Path) -> _Seen:
@@ -270,14 +271,20 @@ class _Seen:
         return seen
 
     def add(self, rec: dict) -> None:
+        # an article is known by its source, the feed it came from and its url: a feed's <id> is
+        # whatever the feed claims, and one naming another feed's url must not reach that article
+        source = rec.get("feed") if isinstance(rec.get("feed"), str) else ""
         for key in ("entry_id", "fetched_from", "url"):
             if isinstance(rec.get(key), str):
-                self.by_key[rec[key]] = rec
+                self.by_key[(source, rec[key])] = rec
+        if isinstance(rec.get("file"), str):
+            self.by_file[rec["file"]] = rec
         if isinstance(rec.get("text_sha256"), str) and Path(rec["file"]).exists():
             self.by_text.setdefault(rec["text_sha256"], rec["file"])
 
     def record(self, entry: Entry) -> dict | None:
-        return (entry.id and self.by_key.get(entry.id)) or self.by_key.get(entry.url)
+        source = entry.feed or ""
+        return (entry.id and self.by_key.get((source, entry.id))) or self.by_key.get((source, entry.url))
 
 
 def _known(rec: dict | None, entry: Entry) -> bool:
@@ -391,6 +398,10 @@ def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchR
     raw = _decode(got)
     rec = seen.record(entry)
     target = Path(rec["file"]) if rec else _file_for(folder, got.url)
+    owner = seen.by_file.get(str(target))
+    if entry.feed and owner is not None and owner.get("feed") != entry.feed and target.exists():
+        # the same url from a second feed: the first feed's article stays as it was fetched
+        raise _Refused(f"already indexed from {owner.get('feed') or 'a url given by hand'}; a second feed does not replace it")
     staging = folder / _STAGING / target.name
     staging.parent.mkdir(parents=True, exist_ok=True)
     staging.write_text(raw, encoding="utf-8")
@@ -413,6 +424,9 @@ def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchR
         "text_sha256": text_hash,
         **{k: v for k, v in (("feed", entry.feed), ("entry_id", entry.id), ("entry_updated", entry.updated)) if v},
     }
+    if not entry.feed and owner is not None and isinstance(owner.get("feed"), str):
+        # a feed's page fetched again by hand stays that feed's: its next poll still knows it
+        meta.update({k: owner[k] for k in ("feed", "entry_id", "entry_updated") if isinstance(owner.get(k), str)})
     target.parent.mkdir(parents=True, exist_ok=True)
     # the page first: a crash before its sidecar leaves an article the next poll completes, never
     # a sidecar that marks as seen an entry that was not stored

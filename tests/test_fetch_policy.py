@@ -153,3 +153,37 @@ def test_a_page_the_operator_names_on_a_local_port_is_fetched(two_sites, tmp_pat
     page = other.route("/story.html", article(4))
     report = add(tmp_path / "index", Settings(), urls=[page])
     assert report.fetched == [page] and not report.errors, report.errors
+
+
+# ---------------------------------------------------------------- feeds never write over each other
+def _atom(site: Site, entries: list[tuple[str, str, str]]) -> str:
+    """An Atom feed of (id, link, updated) entries."""
+    body = "".join(
+        f"<entry><title>Story {i}</title><id>{eid}</id><link href='{link}'/><updated>{upd}</updated></entry>" for i, (eid, link, upd) in enumerate(entries)
+    )
+    return f"<?xml version='1.0'?><feed xmlns='http://www.w3.org/2005/Atom'><title>Feed</title><id>{site.base}/</id>{body}</feed>"
+
+
+def test_a_second_feed_never_replaces_the_first_feeds_article(two_sites, tmp_path):
+    mine, _ = two_sites
+    good = mine.route("/good.html", article(1))
+    feed_a = mine.route("/a.xml", _atom(mine, [(good, good, "2024-03-01T09:00:00Z")]), ctype="application/atom+xml")
+    report = add(tmp_path / "index", Settings(), feeds=[feed_a])
+    assert report.fetched == [good], report.errors
+    stored = next(p for p in (tmp_path / "index").rglob("*.html") if ".staging" not in str(p))
+    first_text = stored.read_text()
+    # feed B claims A's url as its entry <id>, newer, linking to its own page; and names A's url itself,
+    # which now serves other text
+    other = mine.route("/b-story.html", article(2))
+    mine.route("/good.html", article(3))
+    feed_b = mine.route("/b.xml", _atom(mine, [(good, other, "2025-01-01T09:00:00Z")]), ctype="application/atom+xml")
+    report = add(tmp_path / "index", Settings(), feeds=[feed_b])
+    assert stored.read_text() == first_text, "feed B changed feed A's stored article"
+    assert report.fetched == [other], (report.fetched, report.errors)
+    feed_c = mine.route("/c.xml", _atom(mine, [("urn:c:1", good, "2025-01-01T09:00:00Z")]), ctype="application/atom+xml")
+    report = add(tmp_path / "index", Settings(), feeds=[feed_c])
+    assert stored.read_text() == first_text, "feed C changed feed A's stored article"
+    assert any(good in e and "second feed does not replace it" in e for e in report.errors), report.errors
+    docs = Index.open(tmp_path / "index").docs.values()
+    assert sum("Town1" in d.text for d in docs) == 1 and sum("Town2" in d.text for d in docs) == 1
+    assert not any("Town3" in d.text for d in docs)
