@@ -18,9 +18,10 @@ import codecs
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,9 @@ class Fetcher:
             timeout=httpx.Timeout(settings.fetch_timeout_s),
             follow_redirects=False,  # followed by hand: each hop is checked for scheme and robots.txt
             headers={"User-Agent": USER_AGENT},
+            # a connection per request: the total deadline (get) cuts the socket it saw opened,
+            # and a pooled connection would open none to see
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._robots: dict[str, RobotFileParser | _Refused] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -119,19 +123,55 @@ class Fetcher:
         self.client.close()
 
     def get(self, url: str, kind: str = "page") -> Fetched:
-        """GET ``url`` (kind "page", "feed" or "robots") within the limits; raises _Refused with the problem."""
-        try:
-            return self._get(url, kind)
-        except _Refused:
-            raise
-        except httpx.TimeoutException as exc:
-            raise _Refused(f"timed out (no reply within {self.settings.fetch_timeout_s:g}s)") from exc
-        except httpx.ConnectError as exc:
-            raise _Refused(f"cannot connect ({exc})") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _Refused(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        """GET ``url`` (kind "page", "feed" or "robots") within the limits; raises _Refused with the problem.
 
-    def _get(self, url: str, kind: str) -> Fetched:
+        The whole fetch, headers and redirects included, ends at ``fetch_total_s``: httpx's timeouts
+        are per read, so a server sending its headers a byte every few seconds would hold it forever.
+        At the deadline a timer shuts the sockets down, which ends a read blocked in another thread.
+        """
+        opened: list[socket.socket] = []
+        expired = threading.Event()
+
+        def trace(event: str, info: dict) -> None:
+            if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    opened.append(sock)
+                    if expired.is_set():
+                        _shut(sock)
+
+        def cut() -> None:
+            expired.set()
+            for sock in opened:
+                _shut(sock)
+
+        timer = threading.Timer(self.settings.fetch_total_s, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._get(url, kind, trace)
+        except _Refused:
+            if expired.is_set():
+                raise _Refused(f"took over {self.settings.fetch_total_s:g}s in all; stopped") from None
+            raise
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            if expired.is_set():
+                raise _Refused(f"took over {self.settings.fetch_total_s:g}s in all; stopped") from exc
+            return self._failed(exc)
+        finally:
+            timer.cancel()
+
+    def _failed(self, exc: BaseException) -> Fetched:
+        """Raise the _Refused line for an HTTP client error (anything else as it is)."""
+        if isinstance(exc, httpx.TimeoutException):
+            raise _Refused(f"timed out (no reply within {self.settings.fetch_timeout_s:g}s)") from exc
+        if isinstance(exc, httpx.ConnectError):
+            raise _Refused(f"cannot connect ({exc})") from exc
+        if isinstance(exc, httpx.HTTPError | httpx.InvalidURL):
+            raise _Refused(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        raise exc
+
+    def _get(self, url: str, kind: str, trace: Callable[[str, dict], None]) -> Fetched:
         deadline = time.monotonic() + self.settings.fetch_total_s
         accept = {
             "page": "text/html,application/xhtml+xml",
@@ -148,7 +188,7 @@ class Fetcher:
                 raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
             if kind != "robots":
                 self._check_robots(url)
-            with self.client.stream("GET", url, headers={"Accept": accept.get(kind, "*/*")}) as r:
+            with self.client.stream("GET", url, headers={"Accept": accept.get(kind, "*/*")}, extensions={"trace": trace}) as r:
                 if r.is_redirect:
                     url = urldefrag(urljoin(url, r.headers["location"])).url
                     continue
@@ -207,6 +247,13 @@ class Fetcher:
             raise _Refused(f"{origin}/robots.txt answered {exc}, so nothing there may be fetched for now") from exc
         rp.parse(got.body.decode("utf-8", errors="replace").splitlines())
         return rp
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already: the fetch ended on its own
 
 
 def check_url(url: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -187,3 +188,41 @@ def test_a_second_feed_never_replaces_the_first_feeds_article(two_sites, tmp_pat
     docs = Index.open(tmp_path / "index").docs.values()
     assert sum("Town1" in d.text for d in docs) == 1 and sum("Town2" in d.text for d in docs) == 1
     assert not any("Town3" in d.text for d in docs)
+
+
+# ---------------------------------------------------------------- a total deadline, headers included
+class Drip(ThreadingHTTPServer):
+    """Sends its status line and headers one byte at a time, each well inside the per-read timeout."""
+
+    daemon_threads = True
+
+    def __init__(self, gap_s: float):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Padding: " + b"x" * 400 + b"\r\n\r\n<p>hi</p>"
+                try:
+                    for i in range(len(head)):
+                        self.wfile.write(head[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(gap_s)
+                except OSError:
+                    pass  # the client hung up: what the deadline is for
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_a_server_dripping_its_headers_is_cut_at_the_total_deadline(tmp_path):
+    srv = Drip(gap_s=0.1)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/slow.html"
+        # per read, 2 s is plenty; all of the 400 bytes of headers would take 40 s
+        report = add(tmp_path / "index", Settings(fetch_timeout_s=2.0, fetch_total_s=1.0), urls=[url])
+        assert report.fetched == [] and len(report.errors) == 1, report.errors
+        assert "took over 1s in all" in report.errors[0], report.errors
+    finally:
+        srv.shutdown()
+        srv.server_close()
