@@ -21,6 +21,7 @@ import re
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -188,7 +189,8 @@ class Fetcher:
                 raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
             if kind != "robots":
                 self._check_robots(url)
-            with self.client.stream("GET", url, headers={"Accept": accept.get(kind, "*/*")}, extensions={"trace": trace}) as r:
+            headers = {"Accept": accept.get(kind, "*/*"), "Accept-Encoding": _ACCEPT_ENCODING}
+            with self.client.stream("GET", url, headers=headers, extensions={"trace": trace}) as r:
                 if r.is_redirect:
                     url = urldefrag(urljoin(url, r.headers["location"])).url
                     continue
@@ -202,12 +204,22 @@ class Fetcher:
         raise _Refused(f"more than {self.settings.fetch_max_redirects} redirects")
 
     def _read(self, r: httpx.Response, deadline: float, limit: int) -> bytes:
-        """The body, read as a stream so that an endless or huge reply stops at the limit, not in memory."""
+        """The body, read as a stream so that an endless or huge reply stops at the limit, not in memory.
+
+        Decompressed here, each layer at most ``limit`` bytes per piece read: httpx inflates each
+        piece whole, and 1.7 KB of ``Content-Encoding: gzip, gzip`` would fill gigabytes first.
+        """
         length = r.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise _Refused(f"is {int(length):,} bytes, over the {limit:,}-byte limit")
+        layers = _decompressors(r.headers.get("content-encoding", ""))
         body = bytearray()
-        for part in r.iter_bytes():  # decompressed: a small gzip bomb counts at its full size
+        for part in r.iter_raw():
+            try:
+                for d in layers:
+                    part = d.decompress(part, limit - len(body) + 1)  # more than room left: over the limit
+            except zlib.error as exc:
+                raise _Refused(f"sent compressed data that is corrupt ({exc})") from exc
             body += part
             if len(body) > limit:
                 raise _Refused(f"is over the {limit:,}-byte limit; stopped reading")
@@ -247,6 +259,22 @@ class Fetcher:
             raise _Refused(f"{origin}/robots.txt answered {exc}, so nothing there may be fetched for now") from exc
         rp.parse(got.body.decode("utf-8", errors="replace").splitlines())
         return rp
+
+
+_ACCEPT_ENCODING = "gzip, deflate"  # what _decompressors undoes (httpx would also offer br or zstd when installed)
+
+
+def _decompressors(header: str) -> list:
+    """zlib decompressors for a Content-Encoding list, in the order they undo it (the last applied first)."""
+    out = []
+    for name in reversed([n.strip().lower() for n in header.split(",") if n.strip()]):
+        if name in ("gzip", "x-gzip"):
+            out.append(zlib.decompressobj(16 + zlib.MAX_WBITS))
+        elif name == "deflate":
+            out.append(zlib.decompressobj())
+        elif name != "identity":
+            raise _Refused(f"sent content encoded as {name!r}, which is not read (only {_ACCEPT_ENCODING})")
+    return out
 
 
 def _shut(sock: socket.socket) -> None:

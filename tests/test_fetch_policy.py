@@ -6,6 +6,7 @@ reach, and the operator's own feeds and endpoint that must still work.
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -226,3 +227,14 @@ def test_a_server_dripping_its_headers_is_cut_at_the_total_deadline(tmp_path):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_stacked_gzip_is_inflated_within_the_size_limit(two_sites, tmp_path):
+    mine, _ = two_sites
+    bomb = gzip.compress(gzip.compress(b"<p>" + b" " * 20_000_000 + b"</p>"))  # a few KB, 20 MB inflated
+    assert len(bomb) < 50_000
+    url = mine.route("/bomb.html", bomb, Content_Encoding="gzip, gzip")
+    good = mine.route("/fine.html", gzip.compress(gzip.compress(article(5).encode())), Content_Encoding="gzip, gzip")
+    report = add(tmp_path / "index", Settings(max_file_bytes=100_000), urls=[url, good])
+    assert report.fetched == [good], report.errors
+    assert any(url in e and "over the 100,000-byte limit" in e for e in report.errors), report.errors
