@@ -198,6 +198,8 @@ class RAG:
         settings = self.settings.with_(**overrides)
         question = self.check_question(question)
         explicit = dates.parse_range(since, until)  # a bad date is refused before the question waits for a slot
+        asked = dates.question_date(as_of)
+        as_of = asked.isoformat() if asked else None
         if not self._slots.acquire(timeout=settings.busy_wait_s):
             raise RagError(f"busy: {self.settings.max_pending} questions are being answered; try again in a moment")
         try:

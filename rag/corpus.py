@@ -168,9 +168,9 @@ def iter_article_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Lo
     errors: list[LoadError] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found, outside = _folder_files(p)
+            found, skipped = _folder_files(p)
             files.extend(found)
-            errors.extend(LoadError(str(f.relative_to(p)), f"links outside {p}; skipped") for f in outside)
+            errors.extend(LoadError(str(f.relative_to(p)), why) for f, why in skipped)
         elif p.is_file():
             if _indexable(p.name):
                 files.append(p)
@@ -191,31 +191,47 @@ def _indexable(name: str) -> bool:
     return Path(name).suffix.lower() in SUFFIXES or records.record_format(name) is not None
 
 
-def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Article files under ``folder`` (hidden ones left out), and the links that lead out of it.
+def _folder_files(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Article files under ``folder`` (hidden ones left out), and the links skipped, each with why.
 
     A symbolic link is followed only when its target lies inside ``folder``: a link to
     ``/etc/hostname`` or to another folder would put files the corpus does not hold into the index.
+    A link that loops or leads nowhere is named, not a reason to stop the whole folder.
     """
     root = folder.resolve()
     files: list[Path] = []
-    outside: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+
+    def target(p: Path) -> Path | None:
+        try:
+            return p.resolve(strict=True)
+        except RuntimeError:  # Python 3.11 reports a link loop so, later versions as OSError (ELOOP)
+            skipped.append((p, "is a symbolic link loop; skipped"))
+        except FileNotFoundError:
+            skipped.append((p, "is a link to nothing (its target is gone); skipped"))
+        except OSError as exc:
+            skipped.append((p, f"cannot be read ({exc.strerror or exc}); skipped"))
+        return None
+
     for dirpath, dirnames, filenames in os.walk(folder):  # does not descend into linked folders
         here = Path(dirpath)
         # an index folder inside the corpus holds .jsonl files of chunks, never articles
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (here / d / "CURRENT").is_file())
         for d in dirnames:
-            if (here / d).is_symlink() and not (here / d).resolve().is_relative_to(root):
-                outside.append(here / d)
+            if (here / d).is_symlink() and (t := target(here / d)) is not None and not t.is_relative_to(root):
+                skipped.append((here / d, f"links outside {folder}; skipped"))
         for name in sorted(filenames):
             f = here / name
             if name.startswith(".") or not _indexable(name):
                 continue
-            if not f.resolve().is_relative_to(root):
-                outside.append(f)
+            t = target(f) if f.is_symlink() else f.resolve()
+            if t is None:
+                continue
+            if not t.is_relative_to(root):
+                skipped.append((f, f"links outside {folder}; skipped"))
             elif f.is_file():
                 files.append(f)
-    return sorted(files), outside
+    return sorted(files), skipped
 
 
 def load_documents(

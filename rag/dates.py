@@ -14,18 +14,47 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from .text import as_date, human_date, iso_period
+from .text import EARLIEST_DATE, as_date, human_date, in_range, iso_period, latest_date
 from .types import Document, RagError
 
 
 def period(value: str | date, name: str) -> tuple[date, date]:
     """The first and last day ``value`` stands for; a RagError naming ``name`` when it is no date."""
     if isinstance(value, date):
-        return value, value
-    found = iso_period(value) if isinstance(value, str) else None
+        found = (value, value)
+    else:
+        found = iso_period(value) if isinstance(value, str) else None
     if found is None:
         raise RagError(f"{name} {value!r} is not a date: use YYYY-MM-DD, YYYY-MM or YYYY (e.g. 2014-03-25, 2014-03 or 2014)")
+    _check_range(found[0], value, name)
+    _check_range(found[1], value, name)
     return found
+
+
+def _check_range(day: date, value: object, name: str) -> None:
+    """A RagError naming ``name`` when ``day`` is outside the dates articles can have (the windows
+    counted back from it, or a day after it, would leave the calendar)."""
+    if not in_range(day):
+        shown = value.isoformat() if isinstance(value, date) else value
+        raise RagError(f"{name} {shown!r} is outside the dates news articles have: give one from {EARLIEST_DATE.isoformat()} to {latest_date().isoformat()}")
+
+
+def question_date(as_of: str | date | None) -> date | None:
+    """The date a question is asked as of (``as_of``: YYYY-MM-DD or a date), checked; None when not given."""
+    if as_of is None or (isinstance(as_of, str) and not as_of.strip()):
+        return None
+    if isinstance(as_of, date):
+        asked = as_of
+    else:
+        try:
+            # the whole value: "2014-03-25junk" is a mistake to point out, not a date to guess at
+            asked = date.fromisoformat(as_of.strip()) if isinstance(as_of, str) else None
+        except ValueError:
+            asked = None
+        if asked is None:
+            raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}")
+    _check_range(asked, as_of, "as_of")
+    return asked
 
 
 def article_period(doc_date: str | None) -> tuple[date, date] | None:
@@ -163,12 +192,8 @@ class DatePlan:
 
 def plan(question: str, as_of: str | None, explicit: DateRange | None, articles: ArticleDates, today: date | None = None) -> DatePlan:
     """Apply an explicit range, or else the "latest" rule above, to a question over the ``articles``."""
-    asked = None
-    if as_of:
-        try:
-            asked = date.fromisoformat(as_of[:10])
-        except ValueError as exc:
-            raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {as_of!r}") from exc
+    asked = question_date(as_of)
+    as_of = asked.isoformat() if asked else None
     if explicit is not None:
         out = DatePlan(range=explicit, as_of=as_of)
         undated = int((~articles.dated).sum())

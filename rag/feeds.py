@@ -18,9 +18,11 @@ import codecs
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from urllib.robotparser import RobotFileParser
 import feedparser
 import httpx
 
-from . import __version__, hostile, index
+from . import __version__, addresses, hostile, index
 from .corpus import SIDECAR_FIELDS, load_document
 from .files import published
 from .settings import Settings
@@ -101,12 +103,18 @@ class FetchReport:
 class Fetcher:
     """One HTTP client with the limits of ``settings``, and the robots.txt rules of each host it visits."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, named: Iterable[str] = ()) -> None:
         self.settings = settings
+        # the feeds and pages the operator names may be on a private network, with what their
+        # links stay on; anything else there (another port, a redirect away) only when allowed
+        self.allowed = addresses.allowed_origins(settings.fetch_allow_private, named)
         self.client = httpx.Client(
             timeout=httpx.Timeout(settings.fetch_timeout_s),
             follow_redirects=False,  # followed by hand: each hop is checked for scheme and robots.txt
             headers={"User-Agent": USER_AGENT},
+            # a connection per request: the total deadline (get) cuts the socket it saw opened,
+            # and a pooled connection would open none to see
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
         self._robots: dict[str, RobotFileParser | _Refused] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -116,19 +124,55 @@ class Fetcher:
         self.client.close()
 
     def get(self, url: str, kind: str = "page") -> Fetched:
-        """GET ``url`` (kind "page", "feed" or "robots") within the limits; raises _Refused with the problem."""
-        try:
-            return self._get(url, kind)
-        except _Refused:
-            raise
-        except httpx.TimeoutException as exc:
-            raise _Refused(f"timed out (no reply within {self.settings.fetch_timeout_s:g}s)") from exc
-        except httpx.ConnectError as exc:
-            raise _Refused(f"cannot connect ({exc})") from exc
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _Refused(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        """GET ``url`` (kind "page", "feed" or "robots") within the limits; raises _Refused with the problem.
 
-    def _get(self, url: str, kind: str) -> Fetched:
+        The whole fetch, headers and redirects included, ends at ``fetch_total_s``: httpx's timeouts
+        are per read, so a server sending its headers a byte every few seconds would hold it forever.
+        At the deadline a timer shuts the sockets down, which ends a read blocked in another thread.
+        """
+        opened: list[socket.socket] = []
+        expired = threading.Event()
+
+        def trace(event: str, info: dict) -> None:
+            if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+                sock = info["return_value"].get_extra_info("socket")
+                if sock is not None:
+                    opened.append(sock)
+                    if expired.is_set():
+                        _shut(sock)
+
+        def cut() -> None:
+            expired.set()
+            for sock in opened:
+                _shut(sock)
+
+        timer = threading.Timer(self.settings.fetch_total_s, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._get(url, kind, trace)
+        except _Refused:
+            if expired.is_set():
+                raise _Refused(f"took over {self.settings.fetch_total_s:g}s in all; stopped") from None
+            raise
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            if expired.is_set():
+                raise _Refused(f"took over {self.settings.fetch_total_s:g}s in all; stopped") from exc
+            return self._failed(exc)
+        finally:
+            timer.cancel()
+
+    def _failed(self, exc: BaseException) -> Fetched:
+        """Raise the _Refused line for an HTTP client error (anything else as it is)."""
+        if isinstance(exc, httpx.TimeoutException):
+            raise _Refused(f"timed out (no reply within {self.settings.fetch_timeout_s:g}s)") from exc
+        if isinstance(exc, httpx.ConnectError):
+            raise _Refused(f"cannot connect ({exc})") from exc
+        if isinstance(exc, httpx.HTTPError | httpx.InvalidURL):
+            raise _Refused(f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
+        raise exc
+
+    def _get(self, url: str, kind: str, trace: Callable[[str, dict], None]) -> Fetched:
         deadline = time.monotonic() + self.settings.fetch_total_s
         accept = {
             "page": "text/html,application/xhtml+xml",
@@ -137,11 +181,16 @@ class Fetcher:
         for hop in range(self.settings.fetch_max_redirects + 1):
             try:
                 check_url(url)
+                try:
+                    addresses.check_public(url, self.allowed, "the URL")
+                except RagError as exc:
+                    raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
             except _Refused as exc:
                 raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
             if kind != "robots":
                 self._check_robots(url)
-            with self.client.stream("GET", url, headers={"Accept": accept.get(kind, "*/*")}) as r:
+            headers = {"Accept": accept.get(kind, "*/*"), "Accept-Encoding": _ACCEPT_ENCODING}
+            with self.client.stream("GET", url, headers=headers, extensions={"trace": trace}) as r:
                 if r.is_redirect:
                     url = urldefrag(urljoin(url, r.headers["location"])).url
                     continue
@@ -155,12 +204,22 @@ class Fetcher:
         raise _Refused(f"more than {self.settings.fetch_max_redirects} redirects")
 
     def _read(self, r: httpx.Response, deadline: float, limit: int) -> bytes:
-        """The body, read as a stream so that an endless or huge reply stops at the limit, not in memory."""
+        """The body, read as a stream so that an endless or huge reply stops at the limit, not in memory.
+
+        Decompressed here, each layer at most ``limit`` bytes per piece read: httpx inflates each
+        piece whole, and 1.7 KB of ``Content-Encoding: gzip, gzip`` would fill gigabytes first.
+        """
         length = r.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise _Refused(f"is {int(length):,} bytes, over the {limit:,}-byte limit")
+        layers = _decompressors(r.headers.get("content-encoding", ""))
         body = bytearray()
-        for part in r.iter_bytes():  # decompressed: a small gzip bomb counts at its full size
+        for part in r.iter_raw():
+            try:
+                for d in layers:
+                    part = d.decompress(part, limit - len(body) + 1)  # more than room left: over the limit
+            except zlib.error as exc:
+                raise _Refused(f"sent compressed data that is corrupt ({exc})") from exc
             body += part
             if len(body) > limit:
                 raise _Refused(f"is over the {limit:,}-byte limit; stopped reading")
@@ -200,6 +259,29 @@ class Fetcher:
             raise _Refused(f"{origin}/robots.txt answered {exc}, so nothing there may be fetched for now") from exc
         rp.parse(got.body.decode("utf-8", errors="replace").splitlines())
         return rp
+
+
+_ACCEPT_ENCODING = "gzip, deflate"  # what _decompressors undoes (httpx would also offer br or zstd when installed)
+
+
+def _decompressors(header: str) -> list:
+    """zlib decompressors for a Content-Encoding list, in the order they undo it (the last applied first)."""
+    out = []
+    for name in reversed([n.strip().lower() for n in header.split(",") if n.strip()]):
+        if name in ("gzip", "x-gzip"):
+            out.append(zlib.decompressobj(16 + zlib.MAX_WBITS))
+        elif name == "deflate":
+            out.append(zlib.decompressobj())
+        elif name != "identity":
+            raise _Refused(f"sent content encoded as {name!r}, which is not read (only {_ACCEPT_ENCODING})")
+    return out
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already: the fetch ended on its own
 
 
 def check_url(url: str) -> None:
@@ -247,8 +329,9 @@ def read_feed(fetcher: Fetcher, url: str) -> list[Entry]:
 class _Seen:
     """The sidecars under ``fetched/``: entry ids and urls to their record, text hashes to file names."""
 
-    by_key: dict[str, dict] = field(default_factory=dict)
+    by_key: dict[tuple[str, str], dict] = field(default_factory=dict)  # (feed or "" for a url given by hand, id or url)
     by_text: dict[str, str] = field(default_factory=dict)
+    by_file: dict[str, dict] = field(default_factory=dict)  # the record of each stored page
 
     @classmethod
     def scan(cls, folder: Path) -> _Seen:
@@ -263,14 +346,20 @@ class _Seen:
         return seen
 
     def add(self, rec: dict) -> None:
+        # an article is known by its source, the feed it came from and its url: a feed's <id> is
+        # whatever the feed claims, and one naming another feed's url must not reach that article
+        source = rec.get("feed") if isinstance(rec.get("feed"), str) else ""
         for key in ("entry_id", "fetched_from", "url"):
             if isinstance(rec.get(key), str):
-                self.by_key[rec[key]] = rec
+                self.by_key[(source, rec[key])] = rec
+        if isinstance(rec.get("file"), str):
+            self.by_file[rec["file"]] = rec
         if isinstance(rec.get("text_sha256"), str) and Path(rec["file"]).exists():
             self.by_text.setdefault(rec["text_sha256"], rec["file"])
 
     def record(self, entry: Entry) -> dict | None:
-        return (entry.id and self.by_key.get(entry.id)) or self.by_key.get(entry.url)
+        source = entry.feed or ""
+        return (entry.id and self.by_key.get((source, entry.id))) or self.by_key.get((source, entry.url))
 
 
 def _known(rec: dict | None, entry: Entry) -> bool:
@@ -384,6 +473,10 @@ def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchR
     raw = _decode(got)
     rec = seen.record(entry)
     target = Path(rec["file"]) if rec else _file_for(folder, got.url)
+    owner = seen.by_file.get(str(target))
+    if entry.feed and owner is not None and owner.get("feed") != entry.feed and target.exists():
+        # the same url from a second feed: the first feed's article stays as it was fetched
+        raise _Refused(f"already indexed from {owner.get('feed') or 'a url given by hand'}; a second feed does not replace it")
     staging = folder / _STAGING / target.name
     staging.parent.mkdir(parents=True, exist_ok=True)
     staging.write_text(raw, encoding="utf-8")
@@ -406,6 +499,9 @@ def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchR
         "text_sha256": text_hash,
         **{k: v for k, v in (("feed", entry.feed), ("entry_id", entry.id), ("entry_updated", entry.updated)) if v},
     }
+    if not entry.feed and owner is not None and isinstance(owner.get("feed"), str):
+        # a feed's page fetched again by hand stays that feed's: its next poll still knows it
+        meta.update({k: owner[k] for k in ("feed", "entry_id", "entry_updated") if isinstance(owner.get(k), str)})
     target.parent.mkdir(parents=True, exist_ok=True)
     # the page first: a crash before its sidecar leaves an article the next poll completes, never
     # a sidecar that marks as seen an entry that was not stored
@@ -425,7 +521,8 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
     folder = Path(root) / index.FETCHED_DIR
     report = FetchReport()
     seen = _Seen.scan(folder)
-    fetcher = Fetcher(settings)
+    feeds, urls = list(feeds), list(urls)
+    fetcher = Fetcher(settings, [*feeds, *urls])
     try:
         todo: list[Entry] = []
         planned: set[str] = set()

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ import numpy as np
 from .files import published
 from .settings import Settings
 from .types import Message, RagError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -348,10 +351,15 @@ class OpenAILLM:
             raise self._timeout(exc) from exc
         except openai.APIConnectionError as exc:
             raise RagError(f"cannot reach the OpenAI-compatible endpoint at {self.url} ({exc.__cause__ or exc})") from exc
+        # the reply's body stays in the server log: shown in the UI, it would let a visitor read
+        # whatever the URL they typed answers (an internal service's page)
         except openai.APIStatusError as exc:
-            raise RagError(f"the endpoint at {self.url} answered HTTP {exc.status_code}: {exc.message}") from exc
+            log.warning("the endpoint at %s answered HTTP %s: %s", self.url, exc.status_code, exc.message)
+            reason = exc.response.reason_phrase if exc.response is not None else ""
+            raise RagError(f"the endpoint at {self.url} answered HTTP {exc.status_code} {reason}".rstrip()) from exc
         except openai.APIError as exc:  # an error event inside the stream
-            raise RagError(f"the endpoint at {self.url} reported an error: {exc.message}") from exc
+            log.warning("the endpoint at %s reported an error: %s", self.url, exc.message)
+            raise RagError(f"the endpoint at {self.url} reported an error in its reply (the server log has it)") from exc
         except ValueError as exc:  # bad JSON in the reply
             raise self._not_openai(f"the reply is not valid JSON ({exc})") from exc
         except httpx.HTTPError as exc:

@@ -264,14 +264,22 @@ def _jsonl(f: IO[bytes], path: Path, max_chars: int) -> Iterator[Record | BadRec
             continue
         try:
             yield Record(n, json.loads(text))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             yield BadRecord(n, _json_problem(exc))
 
 
-def _json_problem(exc: ValueError) -> str:
+def _json_problem(exc: ValueError | RecursionError) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"bad JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+    if isinstance(exc, RecursionError):  # "[[[[…" 100,000 deep: the decoder recurses per level
+        return "JSON nested too deeply to read"
+    if "integer string conversion" in str(exc):  # Python converts at most 4,300 digits (sys.set_int_max_str_digits)
+        return "a number too long to read (over 4,300 digits)"
     return f"bad JSON ({exc})"
+
+
+class _Unreadable(RagError):
+    """A value the decoder cannot take though its brackets may be well formed (nested too deeply, a 5,000-digit number)."""
 
 
 def _csv(f: IO[bytes], path: Path, max_chars: int) -> Iterator[Record | BadRecord]:
@@ -353,9 +361,41 @@ class _JSONStream:
                     raise RagError(
                         f"{self.path.name} line {self.line(exc.pos)}: bad JSON ({exc.msg.removesuffix(' at')}); the rest of the file is not read"
                     ) from exc
+            except (ValueError, RecursionError) as exc:
+                raise _Unreadable(f"{self.path.name} line {self.line()}: {_json_problem(exc)}") from exc
             if len(self.buf) - self.pos > self.cap:
                 raise RagError(f"{self.path.name} line {self.line()}: one value is over {self.cap:,} characters, too long for one record")
             self._more(max(1 << 20, len(self.buf) - self.pos))
+
+    def skip_value(self) -> None:
+        """Move past the value that starts here without decoding it: brackets and strings counted in one pass."""
+        depth, in_string, escaped, i = 0, False, False, self.pos
+        while True:
+            if i >= len(self.buf):
+                if self.eof:
+                    raise RagError(f"{self.path.name} line {self.line()}: bad JSON (a value that never ends); the rest of the file is not read")
+                self.pos = i
+                self._more()
+                i = self.pos
+                continue
+            c = self.buf[i]
+            if in_string:
+                escaped, in_string = (False, True) if escaped else (c == "\\", c != '"')
+            elif c == '"':
+                in_string = True
+            elif c in "[{":
+                depth += 1
+            elif c in "]}":
+                if depth == 0:  # the end of the list holding a number
+                    break
+                depth -= 1
+                if depth == 0:
+                    i += 1
+                    break
+            elif depth == 0 and (c == "," or c.isspace()):
+                break
+            i += 1
+        self.pos = i
 
     def expect(self, chars: str, what: str) -> str:
         c = self.peek()
@@ -374,7 +414,12 @@ class _JSONStream:
         while True:
             self.peek()  # the record starts here: its line is where it is reported
             number += 1
-            yield Record(self.line(), self.value(), number)
+            line = self.line()
+            try:
+                yield Record(line, self.value(), number)
+            except _Unreadable as exc:  # that record is lost, not the records after it
+                self.skip_value()
+                yield BadRecord(line, f"record {number}: {str(exc).split(': ', 1)[-1]}")
             if self.expect(",]", '"," or "]" after a record') == "]":
                 return
 

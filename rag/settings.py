@@ -108,6 +108,10 @@ class Settings:
     fetch_total_s: float = 60.0  # longest one page or feed may take in all (a server can drip bytes forever)
     fetch_max_redirects: int = 5
     fetch_workers: int = 4  # pages fetched at once
+    # hosts (``host`` or ``host:port``, comma-separated) on loopback or a private network that a UI
+    # visitor's endpoint, a feed entry's link or a redirect may reach (rag.addresses); the operator's
+    # own endpoint and the feeds and pages the operator names are allowed without it
+    fetch_allow_private: str = ""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -131,9 +135,26 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
+        # an API caller's top_k="3" would fail deep in retrieval as a TypeError: name it here
+        for f in fields(self):
+            value, default = getattr(self, f.name), getattr(Settings, f.name, None)
+            kind = type(default) if default is not None else str  # cache_dir: a default_factory, a str
+            if isinstance(value, bool):
+                ok = kind is bool
+            elif kind is float:
+                ok = isinstance(value, int | float)
+            elif kind is str:
+                ok = isinstance(value, str | os.PathLike)  # a folder may be given as a Path
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                raise RagError(f"{f.name} is {value!r}: it must be a {_KINDS.get(kind, kind.__name__)}")
         if self.top_k < 1:
             raise RagError(f"top_k is {self.top_k}: it must be a whole number of at least 1 (RAG_TOP_K, --top-k)")
 
     def with_(self, **overrides: object) -> Settings:
         """A copy with the given fields changed (None leaves a field as it is)."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise RagError(f"{unknown[0]} is no setting: see rag.settings.Settings for the names")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -115,6 +116,25 @@ def collection_name(root: Path) -> str:
     return f"newsrag-{slug}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
+def check_url(url: str) -> str:
+    """``url`` when it names a Qdrant server (http or https, a host, a port if any); else a RagError naming it.
+
+    Qdrant's client takes anything and fails later with its own traceback (``file://…``,
+    ``http://[::1`` without its bracket, spaces).
+    """
+    shown = f"RAG_STORE_URL={url!r}"
+    if url != url.strip() or any(c.isspace() for c in url):
+        raise RagError(f"{shown} holds spaces: give a server address such as http://localhost:6333")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks the port (ValueError past 65535 or not a number)
+    except ValueError as exc:
+        raise RagError(f"{shown} is not a URL ({exc}): give a server address such as http://localhost:6333") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RagError(f"{shown} is not an http(s) server address: give one such as http://localhost:6333, or unset it for the embedded store")
+    return url
+
+
 _CLIENTS: dict[str, QdrantClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 
@@ -162,7 +182,7 @@ class QdrantStore:
     def open(cls, index: Index, url: str | None = None) -> QdrantStore:
         """The collection for ``index`` (embedded under ``index.root`` when ``url`` is empty), brought in step with it."""
         if url:
-            client, collection = _client(url, local=False), collection_name(index.root)
+            client, collection = _client(check_url(url), local=False), collection_name(index.root)
         else:
             client, collection = _client(str(index.root / LOCAL_FOLDER), local=True), LOCAL_COLLECTION
         try:

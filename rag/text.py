@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -314,18 +314,51 @@ def iso_period(text: str) -> tuple[date, date] | None:
         return None
 
 
-def as_date(text: str | None) -> date | None:
-    """An ISO date, year-month or year as a ``date``: a bare year-month counts as mid-month, a bare year as mid-year."""
-    if not text:
+# A news article's date is no earlier than this; later than a year from today it is misread or hostile.
+# Dates outside are never stored (the article is undated) and never computed with: a year of
+# 99999999999 overflows ``date``, and 9999-12-31 would rank first as "latest" and overflow a window.
+EARLIEST_DATE = date(1800, 1, 1)
+FUTURE_DAYS = 366
+
+
+def latest_date(today: date | None = None) -> date:
+    """The latest publication date taken as real: a year after ``today``."""
+    return (today or date.today()) + timedelta(days=FUTURE_DAYS)
+
+
+def in_range(day: date, today: date | None = None) -> bool:
+    """``day`` lies between :data:`EARLIEST_DATE` and :func:`latest_date`."""
+    return EARLIEST_DATE <= day <= latest_date(today)
+
+
+def sane_date(value: object, today: date | None = None) -> str | None:
+    """``value`` when it is an ISO date, year-month or year (a time after the day is dropped) in the sane
+    range; else None: the article is undated rather than dated by a misread or hostile value."""
+    if not isinstance(value, str) or not value.strip():
         return None
-    parts = text.split("-")
+    day = value.strip()[:10]
+    found = iso_period(day)
+    if found is None or not (in_range(found[0], today) and in_range(found[1], today)):
+        return None
+    return day
+
+
+def as_date(text: str | None) -> date | None:
+    """An ISO date, year-month or year as a ``date``: a bare year-month counts as mid-month, a bare year as mid-year.
+
+    None for anything else, and for a date outside the sane range (:func:`in_range`).
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    parts = text[:10].split("-")
     try:
         y = int(parts[0])
         m = int(parts[1]) if len(parts) > 1 else 7
         d = int(parts[2]) if len(parts) > 2 else (15 if len(parts) > 1 else 1)
-        return date(y, m, d)
-    except (ValueError, IndexError):
+        day = date(y, m, d)
+    except (ValueError, IndexError, OverflowError):  # OverflowError: a year past C's int
         return None
+    return day if in_range(day) else None
 
 
 def date_words(iso: str | None) -> set[str]:

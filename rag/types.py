@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, TypedDict
 
-from .text import strip_tags
+from .text import sane_date, strip_tags
 
 # Between two kept segments in ``Document.text``: the blank line a paragraph break reads as.
 SEGMENT_SEPARATOR = "\n\n"
@@ -37,6 +37,11 @@ class Document:
 
     record: str | None = None  # a record of a .jsonl/.json/.csv file (``path``): its key there (id, url or text hash)
     html: bool = False  # a record whose text field is HTML (an .html file is known by its name)
+
+    def __post_init__(self) -> None:
+        # every article is made here, from a file or from an index already built: a date no one
+        # can compute with (99999999999, 9999-12-31, "2022-13-45", planted text) makes it undated
+        self.date = sane_date(self.date)
 
     def inherited_note(self, named: str | None = None) -> str:
         """Which metadata came from another copy, e.g. "date and outlet from the copy 003.txt" ("" when none)."""

@@ -63,6 +63,7 @@ def server(ui_root, endpoint):
         llm="extractive",
         openai_api_key=OPERATOR_KEY,
         ui_endpoints=endpoint.url("listed"),  # the operator lets visitors use this endpoint with its key
+        fetch_allow_private=f"127.0.0.1:{endpoint.server_address[1]}",  # and lets them reach its host, though local
         local_model=str(d / "models" / "missing.gguf"),  # a misconfigured server: its error must not show where
     )
     demo = build_app(rag, corpus_dir=d / "corpus", warm=False)

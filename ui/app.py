@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rag import RAG, RagError, Settings
+from rag import RAG, RagError, Settings, addresses
 from rag.dates import parse_range, select_documents
 from rag.uploads import Uploads
 
@@ -89,8 +89,11 @@ def _overrides(settings: Settings, backend: str, top_k: float, base_url: str, ap
     if backend == "openai":
         url = (base_url or "").strip() or settings.openai_base_url
         key = (api_key or "").strip()
-        if not key and url.rstrip("/") not in key_endpoints(settings):
+        operators = url.rstrip("/") in key_endpoints(settings)
+        if not key and not operators:
             raise RagError(f"{url} is not an endpoint this server sends its API key to: enter your own API key for it in the settings")
+        if not operators:  # a visitor's URL must not reach the services behind the server's firewall
+            addresses.check_public(url, addresses.allowed_origins(settings.fetch_allow_private), "the endpoint")
         o["openai_base_url"] = url
         o["openai_model"] = (api_model or "").strip() or None
         o["openai_api_key"] = key or None  # None keeps the operator's key
