@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except RagError as exc:
+        _settle()
         print(f"error: {shown(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: one line unless asked for the traceback
         if os.environ.get("RAG_DEBUG"):
             raise
+        _settle()
         print(f"error: unexpected {type(exc).__name__}: {exc} (set RAG_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
 
@@ -317,7 +319,18 @@ def _preload(settings: Settings) -> threading.Thread:
 
     loader = threading.Thread(target=load, name="rag-preload", daemon=True)
     loader.start()
+    _LOADERS.append(loader)
     return loader
+
+
+_LOADERS: list[threading.Thread] = []
+
+
+def _settle() -> None:
+    """Wait for a model still loading before an error is printed: llama-cpp-python points stderr at /dev/null while it
+    loads, so an early error (a question too long, no index) printed meanwhile would be lost (seen on a busy machine)."""
+    for loader in _LOADERS:
+        loader.join()
 
 
 def _ask(rag, args, settings: Settings, open_s: float, loader: threading.Thread) -> int:
