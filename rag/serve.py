@@ -535,8 +535,17 @@ class _TooLarge(Exception):
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Open the index named by ``settings`` and serve the HTTP API until interrupted (``rag serve``)."""
+    import socket
+
     import uvicorn
 
+    try:  # before the index and model load, so a taken port fails in a second
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise RagError(
+            f"cannot serve on {host}:{port} (the port is taken or the address is not this machine's): choose another with --port/--host"
+        ) from exc
     rag = RAG.open(settings.index_dir, settings)
     threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
     if host not in ("127.0.0.1", "localhost", "::1"):

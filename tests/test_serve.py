@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,3 +248,36 @@ def test_the_upstream_api_key_never_appears_in_any_response(seed_index, server):
 def test_openapi_lists_every_endpoint(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/models", "/v1/ask", "/healthz"} <= set(spec["paths"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rag_serve_answers_as_rag_ask_json_does(seed_index):
+    port = free_port()
+    cmd = [sys.executable, "-m", "rag.cli", "serve", "--index", str(seed_index), "--llm", "extractive", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(1200):  # the process imports and opens the index first
+            try:
+                health = httpx.get(f"{url}/healthz")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        assert health.json() == {"status": "ok", "articles": 4, "backend": "extractive", "waiting": 0}
+        served = httpx.post(f"{url}/v1/ask", json={"question": Q2012}, timeout=120).json()
+        # taken now: a second server on the port refuses in one line, before loading anything
+        taken = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert taken.returncode == 1 and taken.stderr.strip().count("\n") == 0 and f"cannot serve on 127.0.0.1:{port}" in taken.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    one_shot = subprocess.run(
+        [*cmd[:3], "ask", Q2012, "--index", str(seed_index), "--llm", "extractive", "--json"], capture_output=True, text=True
+    )
+    assert without_timings(served) == without_timings(json.loads(one_shot.stdout))
