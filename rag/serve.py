@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import date
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -23,6 +24,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import dates
 from .api import RAG
 from .settings import Settings
 from .types import Answer, RagError
@@ -55,12 +57,23 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+_PERIOD = r"^\d{4}(-\d{2}(-\d{2})?)?$"  # a year, a month or a day; rag.dates still refuses one that does not exist
+
+
 class Filters(BaseModel):
     """newsrag's own answering options; OpenAI clients send them in ``extra_body``."""
 
-    as_of: str | None = Field(None, description="YYYY-MM-DD the question is asked as of: favours the articles of the days before it")
-    since: str | None = Field(None, description="only articles published on or after this day (YYYY, YYYY-MM or YYYY-MM-DD)")
-    until: str | None = Field(None, description="only articles published on or before this day (YYYY, YYYY-MM or YYYY-MM-DD)")
+    as_of: str | None = Field(
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="YYYY-MM-DD the question is asked as of: favours the articles of the days before it",
+    )
+    since: str | None = Field(
+        None, pattern=_PERIOD, description="only articles published on or after this day (YYYY, YYYY-MM or YYYY-MM-DD)"
+    )
+    until: str | None = Field(
+        None, pattern=_PERIOD, description="only articles published on or before this day (YYYY, YYYY-MM or YYYY-MM-DD)"
+    )
     top_k: int | None = Field(None, ge=1, le=50, description="passages to retrieve")
     backend: Backend | None = Field(None, description="the server's own backend (the default) or extractive")
 
@@ -75,7 +88,7 @@ class ChatRequest(Filters):
 
 
 class AskRequest(Filters):
-    question: str
+    question: str = Field(min_length=1, pattern=r"[^\s\x00-\x1f\x7f]", description="at most max_question_chars (2,000) characters")
     stream: bool = False
 
 
@@ -238,7 +251,16 @@ class Server:
         return self.error(429, msg, "rate_limit_error", {"Retry-After": str(wait)})
 
     def overrides(self, req: Filters) -> dict:
-        """Settings for one request: the client may choose the server's backend or the extractive one, never a URL or key."""
+        """Settings for one request: the client may choose the server's backend or the extractive one, never a URL or key.
+
+        Its dates are checked here too, so that a bad one is a 400, not an error event in a stream already begun.
+        """
+        dates.parse_range(req.since, req.until)
+        if req.as_of:
+            try:
+                date.fromisoformat(req.as_of)
+            except ValueError as exc:
+                raise RagError(f"as_of must be an ISO date (YYYY-MM-DD), not {req.as_of!r}") from exc
         o: dict = {"top_k": req.top_k}
         if req.backend and req.backend not in (self.settings.llm, "extractive"):
             allowed = " or ".join(dict.fromkeys((self.settings.llm, "extractive")))
@@ -338,7 +360,9 @@ def sse(data: str, event: str | None = None) -> str:
 
 
 ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 422, 429, 500)}
-SSE_CONTENT = {"text/event-stream": {"schema": {"type": "string"}}}
+# each server-sent event: its name (none for chat chunks) and one line of JSON, or [DONE]
+SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}}, "required": ["data"]}
+SSE_CONTENT = {"text/event-stream": {"schema": SSE_EVENT}}
 
 
 def create_app(rag: RAG) -> FastAPI:
@@ -353,13 +377,19 @@ def create_app(rag: RAG) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return srv.error(exc.status_code, str(exc.detail), "not_found_error" if exc.status_code == 404 else "invalid_request_error")
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return srv.error(exc.status_code, str(exc.detail), kind, dict(exc.headers or {}))  # a 405's Allow, say
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "the request"
         return srv.error(422, f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(RagError)  # bad input found in a route: handled here, not logged as a crash
+    async def _refused(request: Request, exc: RagError) -> Response:
+        status, msg, kind = srv.failure(exc)
+        return srv.busy() if status == 429 else srv.error(status, msg, kind)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> Response:
