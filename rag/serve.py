@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import dates
 from .api import RAG
+from .dates import select_documents
 from .settings import Settings
 from .types import Answer, RagError
 
@@ -163,6 +164,25 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"]
     data: list[Model]
+
+
+class Article(BaseModel):
+    """An indexed article as ``rag list`` shows it: names, never server paths."""
+
+    id: str
+    title: str | None
+    outlet: str | None
+    author: str | None
+    date: str | None
+    url: str | None
+    chunks: int
+    duplicate_of: str | None
+    inherited: dict[str, str]
+
+
+class ArticleList(BaseModel):
+    articles: list[Article]
+    undated_left_out: int
 
 
 class Health(BaseModel):
@@ -405,6 +425,25 @@ def create_app(rag: RAG) -> FastAPI:
     def models() -> Response:
         """The one model this server answers as."""
         return srv.json({"object": "list", "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "newsrag"}]})
+
+    @app.get("/v1/articles", response_model=ArticleList, responses={400: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+    def articles(
+        sort: Literal["date", "outlet", "title"] = "date",
+        since: str | None = Query(None, pattern=_PERIOD),
+        until: str | None = Query(None, pattern=_PERIOD),
+        outlet: str | None = Query(None, max_length=200, description="only outlets whose name contains this (any case)"),
+    ) -> Response:
+        """The indexed articles, sorted and filtered as ``rag list`` does."""
+        rag.refresh()
+        idx = rag.index
+        docs, undated = select_documents(idx.docs.values(), sort, dates.parse_range(since, until), outlet or "")
+        counts = idx.chunk_counts
+        listed = [
+            {"id": d.id, "title": d.title, "outlet": d.outlet, "author": d.author, "date": d.date, "url": d.url}
+            | {"chunks": counts[d.id], "duplicate_of": d.duplicate_of, "inherited": d.inherited}
+            for d in docs
+        ]
+        return srv.json({"articles": listed, "undated_left_out": undated})
 
     @app.post(
         "/v1/chat/completions",

@@ -246,9 +246,21 @@ def test_the_upstream_api_key_never_appears_in_any_response(seed_index, server):
         assert KEY.encode() not in body and KEY[3:20].encode() not in body
 
 
+def test_articles_are_listed_as_rag_list_lists_them(server, seed_index):
+    r = httpx.get(f"{server.url}/v1/articles", params={"since": "2013", "sort": "date"})
+    listed = r.json()["articles"]
+    p = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "list", "--index", str(seed_index), "--since", "2013"], capture_output=True, text=True
+    )
+    assert [a["id"] for a in listed] == [re.search(r"chunks  (\S+)", line).group(1) for line in p.stdout.splitlines()]
+    assert listed and all(a["chunks"] >= 1 and "path" not in a for a in listed)
+    assert (r.json()["undated_left_out"] > 0) == ("undated" in p.stderr)
+    assert "not a date" in assert_one_line_error(httpx.get(f"{server.url}/v1/articles", params={"since": "2013-02-30"}), 400)
+
+
 def test_openapi_lists_every_endpoint(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
-    assert {"/v1/chat/completions", "/v1/models", "/v1/ask", "/healthz"} <= set(spec["paths"])
+    assert {"/v1/chat/completions", "/v1/models", "/v1/ask", "/v1/articles", "/healthz"} <= set(spec["paths"])
 
 
 def free_port() -> int:
