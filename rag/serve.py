@@ -9,26 +9,32 @@ refused with 429 and ``Retry-After``. Every response body, errors included, is J
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import dates
+from . import dates, index
 from .api import RAG
 from .dates import select_documents
 from .settings import Settings
 from .types import Answer, RagError
+from .uploads import Uploads, safe_name
 
 log = logging.getLogger("rag.serve")
 
@@ -183,6 +189,17 @@ class Article(BaseModel):
 class ArticleList(BaseModel):
     articles: list[Article]
     undated_left_out: int
+
+
+class UploadLine(BaseModel):
+    kind: Literal["ok", "error", "info"]
+    text: str
+
+
+class UploadReport(BaseModel):
+    """One line per outcome, as the UI's upload report shows them."""
+
+    lines: list[UploadLine]
 
 
 class Health(BaseModel):
@@ -398,7 +415,12 @@ def create_app(rag: RAG) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return srv.error(exc.status_code, str(exc.detail), kind, dict(exc.headers or {}))  # a 405's Allow, say
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # GET and POST of one path are two routes: Allow names both
+            path = request.url.path
+            methods = {m for r in app.routes if isinstance(r, APIRoute) and r.path_regex.match(path) for m in r.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return srv.error(exc.status_code, str(exc.detail), kind, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -444,6 +466,42 @@ def create_app(rag: RAG) -> FastAPI:
             for d in docs
         ]
         return srv.json({"articles": listed, "undated_left_out": undated})
+
+    def writer(authorization: str | None = Header(None, description="Bearer <RAG_SERVE_TOKEN>")) -> None:
+        """Let a write through only with the configured token; with none configured, writes are off."""
+        token = srv.settings.serve_token
+        if not token:
+            raise StarletteHTTPException(403, "writing articles over HTTP is off: the server sets RAG_SERVE_TOKEN to allow it")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise StarletteHTTPException(401, "a write needs the header Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"})
+
+    writes = {status: {"model": ErrorBody} for status in (400, 401, 403, 404, 413, 422)}
+
+    @app.post("/v1/articles", response_model=UploadReport, responses=writes, dependencies=[Depends(writer)])
+    def upload(files: list[UploadFile]) -> Response:
+        """Add article files (.txt, .md, .html), checked as the UI checks uploads; a name in use gets a number."""
+        with tempfile.TemporaryDirectory(prefix="rag-upload-") as tmp:
+            paths = []
+            for i, f in enumerate(files):
+                target = Path(tmp, str(i), safe_name(f.filename or "upload.txt"))  # the client's name never picks a path
+                target.parent.mkdir()
+                with target.open("wb") as out:
+                    shutil.copyfileobj(f.file, out)
+                paths.append(target)
+            lines = Uploads(rag).add(paths)
+        body = {"lines": [{"kind": kind, "text": text} for kind, text in lines]}
+        return srv.json(body, 200 if any(kind == "ok" for kind, _ in lines) else 400)
+
+    @app.delete("/v1/articles/{article_id}", response_model=UploadReport, responses=writes, dependencies=[Depends(writer)])
+    def delete(article_id: str) -> Response:
+        """Drop an article from the index by its id (as ``rag index remove``); its file stays where it is."""
+        rag.refresh()
+        if article_id not in rag.index.docs:
+            raise StarletteHTTPException(404, f"no indexed article {article_id!r}: GET /v1/articles lists them")
+        report = index.update(rag.index.root, srv.settings, remove=[article_id])
+        rag.refresh()
+        return srv.json({"lines": [{"kind": "ok", "text": f"removed {article_id}: {report.summary()}"}]})
 
     @app.post(
         "/v1/chat/completions",
@@ -566,9 +624,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.limit
+        if scope.get("path") == "/v1/articles":  # uploads: a few files as large as the UI takes, checked each by rag.uploads
+            limit = max(limit, 4 * self.srv.settings.max_file_bytes)
         length = dict(scope.get("headers") or []).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.limit:
-            return await self._refuse(send)
+        if not length.isdigit() or int(length) > limit:
+            return await self._refuse(send, limit)
         seen, started = 0, False
 
         async def limited():
@@ -576,7 +637,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:  # a chunked body that outgrows the limit
+                if seen > limit:  # a chunked body that outgrows the limit
                     raise _TooLarge
             return message
 
@@ -589,10 +650,10 @@ class BodyLimit:
             await self.app(scope, limited, tracked)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send) -> None:
-        response = self.srv.error(413, f"the request body is larger than {self.limit:,} bytes")
+    async def _refuse(self, send, limit: int) -> None:
+        response = self.srv.error(413, f"the request body is larger than {limit:,} bytes")
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(response.body)).encode()), (b"connection", b"close")]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})

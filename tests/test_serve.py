@@ -258,6 +258,42 @@ def test_articles_are_listed_as_rag_list_lists_them(server, seed_index):
     assert "not a date" in assert_one_line_error(httpx.get(f"{server.url}/v1/articles", params={"since": "2013-02-30"}), 400)
 
 
+ARTICLE = b"""Harbour bridge reopens after repairs
+
+The Kestrel harbour bridge reopened on Monday after eight months of repairs, the city council said.
+Engineers replaced 42 cables that had corroded in the salt air, at a cost of 3.1 million euros.
+"""
+
+
+def test_writes_are_off_without_a_token(server):
+    r = httpx.post(f"{server.url}/v1/articles", files={"files": ("bridge.txt", ARTICLE, "text/plain")})
+    assert "RAG_SERVE_TOKEN" in assert_one_line_error(r, 403)
+    assert_one_line_error(httpx.delete(f"{server.url}/v1/articles/000_7d385fec3d1c01e6.txt"), 403)
+
+
+def test_articles_are_added_and_removed_with_the_token_only(corpus, tmp_path):
+    rag = RAG.build(tmp_path / "index", [corpus], llm="extractive", serve_token="t0ken-for-writes", corpus_dir=str(corpus))
+    with Running(create_app(rag)) as running:
+        url, auth = f"{running.url}/v1/articles", {"Authorization": "Bearer t0ken-for-writes"}
+        upload = {"files": ("../../bridge.txt", ARTICLE, "text/plain")}
+        assert_one_line_error(httpx.post(url, files=upload), 401)
+        assert_one_line_error(httpx.post(url, files=upload, headers={"Authorization": "Bearer wrong"}), 401)
+        r = httpx.post(url, files=upload, headers=auth, timeout=300)
+        assert r.status_code == 200 and r.json()["lines"][0]["kind"] == "ok", r.text
+        assert (corpus / "bridge.txt").read_bytes() == ARTICLE and not (tmp_path / "bridge.txt").exists()
+        assert "bridge.txt" in [a["id"] for a in httpx.get(url).json()["articles"]]
+        answer = httpx.post(
+            f"{running.url}/v1/ask", json={"question": "How many cables were replaced on the Kestrel bridge?"}, timeout=120
+        ).json()
+        assert any(c["source_file"] == "bridge.txt" for c in answer["citations"])
+        refused = httpx.post(url, files={"files": ("tool.exe", b"MZ\x90\x00", "application/octet-stream")}, headers=auth, timeout=60)
+        assert refused.status_code == 400 and refused.json()["lines"][0]["kind"] == "error"
+        assert_one_line_error(httpx.delete(f"{url}/bridge.txt"), 401)
+        assert httpx.delete(f"{url}/bridge.txt", headers=auth, timeout=300).status_code == 200
+        assert "bridge.txt" not in [a["id"] for a in httpx.get(url).json()["articles"]]
+        assert_one_line_error(httpx.delete(f"{url}/bridge.txt", headers=auth), 404)
+
+
 def test_openapi_lists_every_endpoint(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/models", "/v1/ask", "/v1/articles", "/healthz"} <= set(spec["paths"])
