@@ -342,7 +342,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
     # a schema cannot say everything a request must be (a date that exists, a conversation whose last user
     # message is a question), so a schema-valid request may be refused with a 400: that check is left out
     cmd += ["--exclude-checks", "positive_data_acceptance"]
-    p = subprocess.run([*cmd, "--report", "json", "--report-json-path", str(report)], capture_output=True, text=True, timeout=900)
+    p = subprocess.run(
+        [*cmd, "--report", "json", "--report-json-path", str(report)], capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
     assert p.returncode == 0, p.stdout[-4000:]
     generated = re.search(r"(\d+) generated", p.stdout)
     assert generated and int(generated.group(1)) >= 100, p.stdout[-2000:]  # it did test: every operation, many cases
