@@ -1,4 +1,4 @@
-"""The ``rag`` command: index, ask, eval, ui, setup, list."""
+"""The ``rag`` command: index, ask, eval, ui, serve, setup, list."""
 
 from __future__ import annotations
 
@@ -151,6 +151,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=7860)
 
+    p = sub.add_parser("serve", help="serve the HTTP API: OpenAI-compatible chat (/v1/chat/completions) and /v1/ask, with citations")
+    _common(p)
+    _answering(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=_port, default=8080)
+
     p = sub.add_parser("list", help="list the indexed articles")
     _common(p)
     p.add_argument("--sort", choices=["date", "outlet", "title"], default="date", help="order of the list (default: date, oldest first)")
@@ -207,6 +213,11 @@ def _run(args) -> int:
         from .bench import run
 
         return run(args)
+    if args.cmd == "serve":
+        from .serve import serve
+
+        serve(settings, host=args.host, port=args.port)
+        return 0
     if args.cmd == "ui":
         from ui.app import serve
 

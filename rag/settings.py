@@ -103,6 +103,12 @@ class Settings:
     max_pending: int = 16  # questions in flight per process; more are refused as busy
     busy_wait_s: float = 30.0  # how long a question waits for a free slot before it is refused
 
+    # rag serve (rag.serve): one answer at a time, this many more waiting; past that, 429 with Retry-After
+    serve_queue: int = 4
+    serve_max_body_bytes: int = 256_000  # a request body past this is refused (413) before it is parsed
+    # bearer token for rag serve's write endpoints (POST/DELETE /v1/articles); "": they are off
+    serve_token: str = ""
+
     # fetching feeds and pages (rag index add --feed/--url); a page is refused past max_file_bytes
     fetch_timeout_s: float = 10.0  # longest wait to connect, or for the next part of a reply
     fetch_total_s: float = 60.0  # longest one page or feed may take in all (a server can drip bytes forever)
