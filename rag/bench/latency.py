@@ -236,6 +236,7 @@ def _time_ours(rag, llama, settings: Settings, question: str, overrides: dict) -
         "total_s": total,
         "called_model": called,
         "abstained": result.abstained,
+        "ranking_s": result.timings.ranking_s,  # the candidates scored (RAG_RANK_CANDIDATES), part of total_s
         "prompt_tokens": _our_prompt_tokens(llama, settings, result) if called else None,
         "generated_tokens": count_tokens(llama, "".join(pieces)) if called else None,
         "answer": result.text,
