@@ -354,16 +354,21 @@ class OpenAILLM:
         # the reply's body stays in the server log: shown in the UI, it would let a visitor read
         # whatever the URL they typed answers (an internal service's page)
         except openai.APIStatusError as exc:
-            log.warning("the endpoint at %s answered HTTP %s: %s", self.url, exc.status_code, exc.message)
+            log.warning("the endpoint at %s answered HTTP %s: %s", self.url, exc.status_code, self._unkeyed(exc.message))
             reason = exc.response.reason_phrase if exc.response is not None else ""
             raise RagError(f"the endpoint at {self.url} answered HTTP {exc.status_code} {reason}".rstrip()) from exc
         except openai.APIError as exc:  # an error event inside the stream
-            log.warning("the endpoint at %s reported an error: %s", self.url, exc.message)
+            log.warning("the endpoint at %s reported an error: %s", self.url, self._unkeyed(exc.message))
             raise RagError(f"the endpoint at {self.url} reported an error in its reply (the server log has it)") from exc
         except ValueError as exc:  # bad JSON in the reply
             raise self._not_openai(f"the reply is not valid JSON ({exc})") from exc
         except httpx.HTTPError as exc:
             raise RagError(f"the endpoint at {self.url} broke off its reply ({exc})") from exc
+
+    def _unkeyed(self, text: str) -> str:
+        """``text`` without the API key: an endpoint that quotes a rejected key back would write it into the log."""
+        key = self.settings.openai_api_key
+        return text.replace(key, "[key withheld]") if key and len(key) >= 8 else text
 
     def _timeout(self, exc: BaseException | None) -> RagError:
         import httpx

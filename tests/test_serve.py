@@ -219,7 +219,7 @@ class Leaky(BaseHTTPRequestHandler):
         self.wfile.write(body.encode())
 
 
-def test_the_upstream_api_key_never_appears_in_any_response(seed_index, server):
+def test_the_upstream_api_key_never_appears_in_any_response(seed_index, server, caplog):
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Leaky)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{upstream.server_address[1]}/v1"
@@ -241,7 +241,9 @@ def test_the_upstream_api_key_never_appears_in_any_response(seed_index, server):
     finally:
         upstream.shutdown()
     assert f"Bearer {KEY}" in Leaky.seen  # the key did go to the operator's endpoint, which quoted it back
-    assert "answered HTTP 401" in message and "[key withheld]" in message
+    # the visitor gets the status, never the upstream's body (which quoted the key back)
+    assert "answered HTTP 401" in message and KEY not in message and "Incorrect API key" not in message
+    assert "answered HTTP 401" in caplog.text and KEY not in caplog.text  # the operator's log has the body, without the key
     for body in seen:
         assert KEY.encode() not in body and KEY[3:20].encode() not in body
 
