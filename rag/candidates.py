@@ -75,10 +75,6 @@ class Ranking:
         """Each candidate's share of the probability of the letter picked when they are listed as choices."""
         return _softmax(self.picks) if self.picks else np.zeros(len(self.candidates))
 
-    @property
-    def best(self) -> str:
-        return self.candidates[int(np.argmax(self.scores))]
-
     def signals(self) -> dict[str, float]:
         """The decision's signals: the share on the model's answer, its margin over the best other candidate, how many there were."""
         shares = self.shares

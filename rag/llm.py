@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -222,20 +223,23 @@ class LocalLLM:
         return out
 
 
-def _prompt_tokens(llm: Llama, messages: list[Message]) -> list[int]:
-    """The tokens ``create_chat_completion`` gives the model for ``messages``: the GGUF's chat template, as llama-cpp-python renders it."""
+@functools.lru_cache(maxsize=4)
+def _chat_formatter(template: str, eos: str, bos: str, eos_id: int):
+    """The template compiled once per model, not on every scoring call."""
     from llama_cpp import llama_chat_format
 
+    return llama_chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
+
+
+def _prompt_tokens(llm: Llama, messages: list[Message]) -> list[int]:
+    """The tokens ``create_chat_completion`` gives the model for ``messages``: the GGUF's chat template, as llama-cpp-python renders it."""
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
         raise RagError("the local model's GGUF file carries no chat template: candidate answers cannot be scored")
     eos, bos = llm.token_eos(), llm.token_bos()
-    rendered = llama_chat_format.Jinja2ChatFormatter(
-        template=template,
-        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
-        stop_token_ids=[eos],
-    )(messages=messages)
+    eos_text = llm._model.token_get_text(eos) if eos != -1 else ""
+    bos_text = llm._model.token_get_text(bos) if bos != -1 else ""
+    rendered = _chat_formatter(template, eos_text, bos_text, eos)(messages=messages)
     return llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
 
 

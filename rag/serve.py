@@ -343,6 +343,14 @@ class Server:
         assert isinstance(result, Answer)
         return result
 
+    async def answer_or_error(self, items: Callable[[], Iterator[Any]]) -> Answer | Response:
+        """The verified Answer, or the one-line JSON error (429 when the line is full) that answering ended in."""
+        try:
+            return await self.answer(items)
+        except Exception as exc:  # noqa: BLE001 - every failure is one line of JSON
+            status, msg, kind = self.failure(exc)
+            return self.busy() if status == 429 else self.error(status, msg, kind)
+
     def failure(self, exc: BaseException) -> tuple[int, str, str]:
         """Status, message and type for an exception met while answering."""
         if isinstance(exc, Busy):
@@ -533,11 +541,9 @@ def create_app(rag: RAG) -> FastAPI:
             }
 
         if not req.stream:
-            try:
-                answer = await srv.answer(items)
-            except Exception as exc:  # noqa: BLE001 - every failure is one line of JSON
-                status, msg, kind = srv.failure(exc)
-                return srv.busy() if status == 429 else srv.error(status, msg, kind)
+            answer = await srv.answer_or_error(items)
+            if isinstance(answer, Response):
+                return answer
             message = {"role": "assistant", "content": chat_content(answer)}
             body = {"id": cid, "object": "chat.completion", "created": created, "model": MODEL_ID}
             body["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
@@ -588,12 +594,8 @@ def create_app(rag: RAG) -> FastAPI:
             yield from rag.stream(question, as_of=req.as_of, since=req.since, until=req.until, **overrides)
 
         if not req.stream:
-            try:
-                answer = await srv.answer(items)
-            except Exception as exc:  # noqa: BLE001 - every failure is one line of JSON
-                status, msg, kind = srv.failure(exc)
-                return srv.busy() if status == 429 else srv.error(status, msg, kind)
-            return srv.json(answer.to_dict())
+            answer = await srv.answer_or_error(items)
+            return answer if isinstance(answer, Response) else srv.json(answer.to_dict())
         if srv.gate.held >= srv.gate.capacity:
             return srv.busy()
 
