@@ -1,9 +1,9 @@
 """Question answering over news articles with verified, exact citations."""
 
 from .settings import Settings
-from .types import Answer, AnswerSentence, Chunk, Citation, Document, Passage, RagError
+from .types import ABSTAIN_TEXT, Answer, AnswerSentence, Chunk, Citation, Document, Passage, RagError, display_text
 
-__all__ = ["RAG", "Settings", "Answer", "AnswerSentence", "Chunk", "Citation", "Document", "Passage", "RagError"]
+__all__ = ["RAG", "Settings", "Answer", "AnswerSentence", "Chunk", "Citation", "Document", "Passage", "RagError", "ABSTAIN_TEXT", "display_text"]
 __version__ = "0.1.0"
 
 

@@ -10,17 +10,21 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import answer as ans
-from . import candidates, dates, embedding, index, prompts
-from .compose import abstained
-from .llm import ChatModel, make_llm
-from .retrieval import HybridRetriever
+from . import addresses, dates
+from .answer import candidates, prompts
+from .answer import pipeline as ans
+from .answer.compose import abstained
+from .answer.llm import ChatModel, make_llm
+from .index import embedding, writer
+from .index.layout import current_name
+from .index.reader import Index
+from .index.retrieval import HybridRetriever
+from .ingest.uploads import UploadLine, Uploads
 from .settings import Settings
-from .types import Answer, Passage, RagError, Timings
-from .uploads import UploadLine, Uploads
+from .types import Answer, Document, Passage, RagError, Timings
 
 if TYPE_CHECKING:
-    from .feeds import FetchReport
+    from .ingest.feeds import FetchReport
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _UNDECODED = re.compile(r"[\ud800-\udfff]")
@@ -29,7 +33,7 @@ _UNDECODED = re.compile(r"[\ud800-\udfff]")
 class RAG:
     """Question answering with verified citations over one index folder."""
 
-    def __init__(self, idx: index.Index, settings: Settings):
+    def __init__(self, idx: Index, settings: Settings):
         self.index = idx
         self.settings = settings
         self.retriever = HybridRetriever(idx, settings)
@@ -42,7 +46,7 @@ class RAG:
     def open(cls, index_dir: str | Path | None = None, settings: Settings | None = None, **overrides: object) -> RAG:
         """Open an index folder (default ``settings.index_dir``); fields of Settings may be overridden."""
         settings = (settings or Settings.from_env()).with_(**overrides)
-        return cls(index.Index.open(index_dir or settings.index_dir), settings)
+        return cls(Index.open(index_dir or settings.index_dir), settings)
 
     @classmethod
     def build(
@@ -58,7 +62,7 @@ class RAG:
         ``fields`` maps the keys of record files (``{"text": "body"}`` or ``"text=body,date=published_at"``).
         """
         settings = (settings or Settings.from_env()).with_(**overrides)
-        report = index.build(index_dir, paths, settings, fields=fields)
+        report = writer.build(index_dir, paths, settings, fields=fields)
         if report.errors and not report.n_chunks:
             raise RagError("; ".join(report.errors))
         return cls.open(index_dir, settings)
@@ -70,36 +74,45 @@ class RAG:
         Each page or feed that fails is one line in ``report.errors``; the rest goes on and nothing
         indexed is lost. ``report.index`` is the index update (``added``, ``embedded_chunks``).
         """
-        from . import feeds as fetching
+        from .ingest import feeds as fetching
 
         return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), feeds=list(feeds))
 
     @classmethod
     def add_urls(cls, index_dir: str | Path, urls: Iterable[str], settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Fetch web pages and index them (a page fetched before is re-indexed only if its text changed)."""
-        from . import feeds as fetching
+        from .ingest import feeds as fetching
 
         return fetching.add(index_dir, (settings or Settings.from_env()).with_(**overrides), urls=list(urls))
 
     @classmethod
     def poll_feeds(cls, index_dir: str | Path, settings: Settings | None = None, **overrides: object) -> FetchReport:
         """Poll the feeds the index follows, index their new entries, and sync the recorded sources (``rag index``)."""
-        from . import feeds as fetching
+        from .ingest import feeds as fetching
 
         return fetching.sync(index_dir, (settings or Settings.from_env()).with_(**overrides))
 
     def refresh(self) -> bool:
         """Re-open the index if a writer has published a new generation; True when it changed."""
-        if index.current_name(self.index.root) == self.index.gen.name:
+        if current_name(self.index.root) == self.index.gen.name:
             return False
         with self._lock:
-            self.index = index.Index.open(self.index.root)
+            self.index = Index.open(self.index.root)
             self.retriever = HybridRetriever(self.index, self.settings)
         return True
 
     def add_files(self, paths: Iterable[str | Path], folder: str | Path | None = None) -> list[UploadLine]:
         """Check article files, save them into the corpus folder (``folder`` or ``settings.corpus_dir``) and index them."""
         return Uploads(self, folder).add(paths)
+
+    def articles(self, sort: str = "date", since: str | None = "", until: str | None = "", outlet: str | None = "") -> tuple[list[Document], int]:
+        """The indexed articles sorted by date, outlet or title, within a date range and outlet; and how many undated were left out."""
+        self.refresh()
+        return dates.select_documents(self.index.docs.values(), sort, dates.parse_range(since or None, until or None), outlet or "")
+
+    def check_endpoint(self, url: str) -> None:
+        """Refuse an OpenAI-compatible endpoint a visitor names when it resolves to an address the operator did not allow."""
+        addresses.check_public(url, addresses.allowed_origins(self.settings.fetch_allow_private), "the endpoint")
 
     # ------------------------------------------------------------ questions
     def check_question(self, question: str) -> str:
@@ -137,7 +150,7 @@ class RAG:
     def use_llm(self, model: ChatModel | None) -> None:
         """Answer every question with ``model`` instead of the backend settings name (None: back to settings).
 
-        How evaluation records a run's drafts and replays them (:mod:`rag.drafts`).
+        How evaluation records a run's drafts and replays them (:mod:`rag.answer.drafts`).
         """
         self._llm_override = model
 
@@ -222,7 +235,7 @@ class RAG:
             answer.notes = plan.notes
             yield answer
             return
-        # a passage without a stored vector is embedded with the evidence sentences (rag.evidence), not in retrieval
+        # a passage without a stored vector is embedded with the evidence sentences (rag.answer.evidence), not in retrieval
         how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first, embed_unstored=False)
         if ans.is_timeline(question):  # a question over years needs every article it reaches, not the five best passages
             passages = retriever.retrieve_across_articles(question, settings.top_k, **how)

@@ -196,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     settings = _settings(args)
     if args.cmd == "setup":
-        from .embedding import export_onnx
-        from .llm import qwen_path
+        from .answer.llm import qwen_path
+        from .index.embedding import export_onnx
 
         print(qwen_path(settings.cache_dir, progress=True))
         print(export_onnx(settings.cache_dir))
@@ -219,9 +219,9 @@ def _run(args) -> int:
         serve(settings, host=args.host, port=args.port)
         return 0
     if args.cmd == "ui":
-        from ui.app import serve
+        from .frontends import frontend
 
-        serve(settings, host=args.host, port=args.port)
+        frontend("ui").serve(settings, host=args.host, port=args.port)
         return 0
 
     loader = None
@@ -243,8 +243,9 @@ def _run(args) -> int:
 
 
 def _index(args, settings: Settings) -> int:
-    from . import feeds
-    from .index import forget_feeds, is_url, update
+    from .index.layout import forget_feeds, is_url
+    from .index.writer import update
+    from .ingest import feeds
 
     verb, paths = "sync", args.paths
     if paths and paths[0] in ("add", "remove", "sync", "compact") and not os.path.exists(paths[0]):
@@ -289,7 +290,7 @@ def _index(args, settings: Settings) -> int:
 
 def _list(args, settings: Settings) -> int:
     from .dates import parse_range, select_documents
-    from .index import Index
+    from .index.reader import Index
 
     dates = parse_range(args.since, args.until)
     idx = Index.open(settings.index_dir)
@@ -318,10 +319,10 @@ def _preload(settings: Settings) -> threading.Thread:
 
     def load() -> None:
         if settings.llm != "local":
-            from .embedding import warm
+            from .index.embedding import warm
 
             return warm()  # the embedder alone, while the answering modules are imported
-        from .llm import LocalLLM
+        from .answer.llm import LocalLLM
 
         try:
             LocalLLM(settings).model()  # the same instance the answer uses (one per model file and process)
@@ -425,7 +426,7 @@ def _eval(rag, args, settings: Settings) -> int:
         label = settings.openai_model if judge_settings.llm == "openai" else settings.local_model
         judge = LLMJudge(rag.llm(judge_settings), label)
     if args.record or args.replay:
-        from .drafts import RecordingLLM, ReplayLLM
+        from .answer.drafts import RecordingLLM, ReplayLLM
 
         if settings.llm == "extractive":
             raise RagError("--record/--replay keep a model's drafts: the extractive backend writes none")

@@ -158,7 +158,7 @@ class ArticleDates:
 #   published in that window up to the anchor (a day's grace for time zones), when the window
 #   holds any; undated articles stay in. The articles nearest the anchor also rank first.
 # - "latest", "newest", "recent(ly)", "most recent": no window; the articles published in the days
-#   before the anchor rank first (the recency prior of rag.retrieval). Without ``as_of`` the anchor
+#   before the anchor rank first (the recency prior of rag.index.retrieval). Without ``as_of`` the anchor
 #   is the newest date among the articles the question reaches, not the index's: "the latest on X"
 #   is the newest report about X, however old.
 # An explicit since/until replaces the window. The prompt is not told: the passages are the recent ones.

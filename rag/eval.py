@@ -14,13 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import prompts
+from .answer import prompts
 from .measure import peak_rss_mb, percentile
 from .types import Answer, RagError
 
 if TYPE_CHECKING:
+    from .answer.llm import ChatModel
     from .api import RAG
-    from .llm import ChatModel
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Row:
     abstain_check: str | None = None  # the check that withheld the answer (rag.answer.CHECKS)
     abstain_reason: str | None = None  # ... and what it found, in words
     short_answer: str | None = None
-    signals: dict[str, float] = field(default_factory=dict)  # what the decision read (rag.decision)
+    signals: dict[str, float] = field(default_factory=dict)  # what the decision read (rag.answer.decision)
 
 
 @dataclass
@@ -197,8 +197,8 @@ class OverlapJudge:
         self.threshold = threshold
 
     def entails(self, premise: str, hypothesis: str) -> bool:
-        from . import embedding
-        from .verify import support_score
+        from .answer.verify import support_score
+        from .index import embedding
 
         a, b = embedding.embed([hypothesis, premise])
         return support_score(hypothesis, premise, float(a @ b)) >= self.threshold

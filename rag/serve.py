@@ -29,12 +29,12 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import dates, index
+from . import dates
 from .api import RAG
 from .dates import select_documents
+from .ingest.uploads import Uploads, safe_name
 from .settings import Settings
 from .types import Answer, RagError
-from .uploads import Uploads, safe_name
 
 log = logging.getLogger("rag.serve")
 
@@ -507,7 +507,7 @@ def create_app(rag: RAG) -> FastAPI:
         rag.refresh()
         if article_id not in rag.index.docs:
             raise StarletteHTTPException(404, f"no indexed article {article_id!r}: GET /v1/articles lists them")
-        report = index.update(rag.index.root, srv.settings, remove=[article_id])
+        report = writer.update(rag.index.root, srv.settings, remove=[article_id])
         rag.refresh()
         return srv.json({"lines": [{"kind": "ok", "text": f"removed {article_id}: {report.summary()}"}]})
 
@@ -627,7 +627,7 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limit
-        if scope.get("path") == "/v1/articles":  # uploads: a few files as large as the UI takes, checked each by rag.uploads
+        if scope.get("path") == "/v1/articles":  # uploads: a few files as large as the UI takes, checked each by rag.ingest.uploads
             limit = max(limit, 4 * self.srv.settings.max_file_bytes)
         length = dict(scope.get("headers") or []).get(b"content-length", b"0")
         if not length.isdigit() or int(length) > limit:

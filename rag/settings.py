@@ -63,7 +63,7 @@ class Settings:
     vector_index: str = "auto"
     ivf_nprobe: int = 32  # IVF lists searched per query (of 4 * sqrt(n)); more: better recall, slower
 
-    # indexing on a Ray cluster (rag.distributed): "" = in this process | auto (the cluster this machine
+    # indexing on a Ray cluster (rag.index.distributed): "" = in this process | auto (the cluster this machine
     # belongs to, else a new local one) | a cluster's address; each embedding actor takes these resources
     ray: str = ""
     ray_actor_cpus: int = 1
@@ -77,7 +77,7 @@ class Settings:
     llm_threads: int = 0  # 0 = all cores
     llm_ctx: int = 4096
     local_model: str = "qwen"  # qwen (default) | smollm (small test model) | a .gguf path
-    # the local model also scores the candidate answers the sentences it read offer (rag.candidates), recording how much
+    # the local model also scores the candidate answers the sentences it read offer (rag.answer.candidates), recording how much
     # of their probability its own answer holds, as the reply and as the choice it picks. Off by default: on the dev
     # weeks neither chose better than the draft nor made the fitted decision better on held-out weeks (README), and
     # it costs ~1 s a question; on, a recorded run keeps these signals for a later refit
@@ -92,7 +92,7 @@ class Settings:
     # abstention and verification
     min_relevance: float = 0.25  # best dense cosine below this: the sources are off-topic
     support_threshold: float = 0.5  # attribution score a quote needs to be considered for a sentence
-    # an answer that passed every check stands when the fitted chance that it is right (rag.decision, 0..1)
+    # an answer that passed every check stands when the fitted chance that it is right (rag.answer.decision, 0..1)
     # reaches this; below 0 (the default): the threshold fitted with it (rag/decision.json)
     min_answer_score: float = -1.0
 

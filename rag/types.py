@@ -9,6 +9,8 @@ from typing import Literal, TypedDict
 
 from .text import sane_date, strip_tags
 
+ABSTAIN_TEXT = "The sources do not answer this question."  # what an Answer says when it abstains
+
 # Between two kept segments in ``Document.text``: the blank line a paragraph break reads as.
 SEGMENT_SEPARATOR = "\n\n"
 
@@ -203,8 +205,8 @@ class Draft:
     body: str
     confidence: float | None = None  # geometric-mean probability of the short answer's tokens (local backend)
     first_p: float | None = None  # probability of the short answer's first token
-    ranking: dict[str, float] = field(default_factory=dict)  # rag.candidates' signals (share of the candidates' probability, margin)
-    candidates: list[tuple[str, float, float]] = field(default_factory=list)  # the candidate answers scored, with their shares (rag.candidates)
+    ranking: dict[str, float] = field(default_factory=dict)  # rag.answer.candidates' signals (share of the candidates' probability, margin)
+    candidates: list[tuple[str, float, float]] = field(default_factory=list)  # the candidate answers scored, with their shares (rag.answer.candidates)
 
 
 @dataclass
@@ -229,7 +231,7 @@ class Timings(Mapping[str, float]):
     llm_load_s: float | None = None  # the local model loaded (once per process)
     first_token_s: float | None = None  # from the question to the first streamed text
     generation_s: float | None = None  # the model writing its draft
-    ranking_s: float | None = None  # the model scoring the candidate answers (rag.candidates)
+    ranking_s: float | None = None  # the model scoring the candidate answers (rag.answer.candidates)
     verify_s: float | None = None  # attribution of the draft's sentences
     total_s: float | None = None  # from the question to the verified answer
     index_open_s: float | None = None  # rag ask: opening the index (before the question's clock starts)
@@ -271,7 +273,7 @@ class Answer:
     draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
     kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
     notes: list[str] = field(default_factory=list)  # what the reader should know about how the sources were chosen (dates)
-    # candidate answers the model scored (rag.candidates): each with its share of the probability as the reply, and as the choice picked
+    # candidate answers the model scored (rag.answer.candidates): each with its share of the probability as the reply, and as the choice picked
     candidates: list[tuple[str, float, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:

@@ -39,7 +39,7 @@ def corpus(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_index(seed_dir, tmp_path_factory) -> Path:
-    from rag.index import build
+    from rag.index.writer import build
 
     d = tmp_path_factory.mktemp("index")
     report = build(d, [seed_dir])
@@ -80,8 +80,8 @@ def load_and_split_cpu_seconds(path: Path, text: str, chunk_chars: int) -> tuple
     The best of two runs, with the garbage collector paused: its passes cost in proportion to every
     object the test process holds, not to this file, and would otherwise swamp the growth measured.
     """
-    from rag.chunking import chunk_document
-    from rag.corpus import load_document
+    from rag.ingest.chunking import chunk_document
+    from rag.ingest.corpus import load_document
     from rag.types import RagError
 
     loads, splits = [], []

@@ -7,10 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from rag import ann
 from rag.dates import DateRange, parse_range
-from rag.index import Index, add, build
-from rag.retrieval import HybridRetriever
+from rag.index import ann
+from rag.index.reader import Index
+from rag.index.retrieval import HybridRetriever
+from rag.index.writer import add, build
 from rag.settings import Settings
 from rag.types import RagError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag import answer as ans
-from rag.evidence import number_articles
+from rag.answer import pipeline as ans
+from rag.answer.evidence import number_articles
 from rag.types import RagError
 
 from .conftest import Q2012, read_file

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag import answer as ans
-from rag import verify
+from rag.answer import pipeline as ans
+from rag.answer import verify
 from rag.eval import Question, score_answers
 
 

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from rag import RAG, candidates, prompts
-from rag.drafts import RecordingLLM, ReplayLLM
-from rag.llm import LocalLLM
+from rag import RAG
+from rag.answer import candidates, prompts
+from rag.answer.drafts import RecordingLLM, ReplayLLM
+from rag.answer.llm import LocalLLM
 from rag.settings import Settings
 from rag.types import RagError
 

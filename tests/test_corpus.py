@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.chunking import chunk_document
-from rag.corpus import load_document, load_documents
+from rag.ingest.chunking import chunk_document
+from rag.ingest.corpus import load_document, load_documents
 from rag.types import RagError
 
 from .conftest import SEEDS, read_file

@@ -8,7 +8,9 @@ import pytest
 
 from rag import RAG
 from rag.dates import ArticleDates, DateRange, parse_range
-from rag.index import FORMAT_VERSION, Index, build, remove
+from rag.index.layout import FORMAT_VERSION
+from rag.index.reader import Index
+from rag.index.writer import build, remove
 from rag.types import Document, RagError
 
 from .test_cli import rag_cmd

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from rag import decision
+from rag.answer import decision
 from rag.bench import decision as fitting
 from rag.settings import Settings
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rag import RAG
-from rag.drafts import DRAFTS_FILE, RecordingLLM, ReplayLLM
+from rag.answer.drafts import DRAFTS_FILE, RecordingLLM, ReplayLLM
 from rag.eval import Question, evaluate
 from rag.types import RagError
 

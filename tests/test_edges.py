@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from rag import RAG
 from rag.dates import parse_range, question_date
-from rag.index import Index, build
+from rag.index.reader import Index
+from rag.index.writer import build
 from rag.text import EARLIEST_DATE, as_date, latest_date, sane_date
 from rag.types import Document, RagError
 

@@ -10,7 +10,7 @@ import pytest
 
 from rag import RAG
 from rag.eval import OverlapJudge, Question, evaluate, load_questions, score_answers
-from rag.index import build
+from rag.index.writer import build
 from rag.types import Answer, AnswerSentence, Citation, RagError
 
 BRIDGE = "Zorblat Bridge opens\n\nMay 5, 2019\n\nThe Zorblat Bridge over the Vesna river opened on 4 May 2019. Mayor Ilse Brandt cut the ribbon at the ceremony. The bridge cost 40 million euros.\n"

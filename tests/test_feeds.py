@@ -14,8 +14,9 @@ import pytest
 
 from rag import RAG, Settings
 from rag.cli import main
-from rag.feeds import add, sync
-from rag.index import FETCHED_DIR, Index
+from rag.index.layout import FETCHED_DIR
+from rag.index.reader import Index
+from rag.ingest.feeds import add, sync
 
 from .conftest import read_file
 

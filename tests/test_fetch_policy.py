@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from rag import RAG
-from rag.feeds import add
-from rag.index import Index, build
+from rag.index.reader import Index
+from rag.index.writer import build
+from rag.ingest.feeds import add
+from rag.ingest.uploads import Uploads
 from rag.settings import Settings
-from rag.uploads import Uploads
 from ui.app import Handlers
 
 from .test_feeds import Site, article

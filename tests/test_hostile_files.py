@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from rag.chunking import chunk_document
-from rag.corpus import load_document, load_documents
-from rag.index import Index, build
+from rag.index.reader import Index
+from rag.index.writer import build
+from rag.ingest.chunking import chunk_document
+from rag.ingest.corpus import load_document, load_documents
 from rag.text import sentence_spans
 from rag.types import RagError
 
@@ -30,7 +31,7 @@ def _only_line_naming(errors: list[str], name: str) -> str:
     return lines[0]
 
 
-# ---------------------------------------------------------------- through rag.index.build
+# ---------------------------------------------------------------- through rag.index.writer.build
 def test_hostile_files_next_to_the_seeds_are_reported_and_the_seeds_indexed(corpus, tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -74,7 +75,7 @@ def test_a_corpus_without_any_word_is_refused_file_by_file(tmp_path):
         assert "no words to index" in _only_line_naming(report.errors, name)
 
 
-# ---------------------------------------------------------------- through rag.corpus
+# ---------------------------------------------------------------- through rag.ingest.corpus
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
 def test_utf16_article_loads_with_exact_quotes(tmp_path, encoding):
     f = tmp_path / "wide.txt"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.index import Index, build
+from rag.index.reader import Index
+from rag.index.writer import build
 from rag.types import RagError
 
 from .conftest import SEEDS

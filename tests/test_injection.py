@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from rag import RAG
-from rag.evidence import source_sentences
-from rag.index import Index, build
+from rag.answer.evidence import source_sentences
+from rag.index.reader import Index
+from rag.index.writer import build
 from rag.types import Passage
 
 from .conftest import SEEDS, read_file
@@ -181,7 +182,7 @@ def test_the_local_model_neither_follows_nor_cites_planted_text(planted, questio
 
 
 def test_text_hidden_in_html_is_not_article_text(tmp_path):
-    from rag.corpus import load_document
+    from rag.ingest.corpus import load_document
 
     page = tmp_path / "lakeview.html"
     page.write_text(HIDDEN_HTML)

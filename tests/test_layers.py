@@ -53,7 +53,41 @@ def test_no_import_cycles():
             visit(m, [m])
 
 
-def test_the_library_never_imports_the_benchmarks_or_the_ui():
+# The layers, bottom first: a module imports only from its own layer or those below it. The UI is
+# not among them: it stands beside the library and reaches it through the ``rag`` package only.
+LAYERS = [
+    ("rag.types", "rag.text", "rag.settings", "rag.dates", "rag.files", "rag.measure", "rag.addresses"),  # shared by all
+    ("rag.ingest",),  # articles read, cleaned, marked and cut into passages
+    ("rag.index", "rag.ingest.feeds", "rag.ingest.uploads"),  # the index; feeds and uploads write through it
+    ("rag.answer",),  # the pipeline from passages to a verified Answer
+    ("rag", "rag.api", "rag.eval"),  # the public API and its evaluation
+    ("rag.serve", "rag.frontends", "rag.bench"),  # the HTTP server, the front ends found by name, the benchmarks
+    ("rag.cli",),  # the command, over all of them
+]
+
+
+def _layer(mod: str) -> int:
+    """The layer of a module: the longest prefix named in LAYERS."""
+    best, rank = -1, None
+    for k, names in enumerate(LAYERS):
+        for n in names:
+            if (mod == n or mod.startswith(n + ".")) and len(n) > best:
+                best, rank = len(n), k
+    assert rank is not None, f"{mod} belongs to no layer: add it to LAYERS"
+    return rank
+
+
+def test_each_module_imports_only_its_layer_and_those_below():
     for mod, targets in _imports().items():
-        if mod.startswith("rag") and not mod.startswith("rag.bench") and mod != "rag.cli":
-            assert not {t for t in targets if t.startswith(("rag.bench", "ui"))}, mod
+        if mod.startswith("ui"):
+            continue
+        for t in targets:
+            assert not t.startswith("ui"), f"{mod} imports the UI {t}: the library reaches front ends through rag.frontends"
+            assert _layer(t) <= _layer(mod), f"{mod} (layer {_layer(mod)}) imports {t} (layer {_layer(t)}), a layer above it"
+
+
+def test_the_ui_uses_the_public_api_only():
+    for mod, targets in _imports().items():
+        if mod.startswith("ui"):
+            outside = {t for t in targets if t.startswith("rag") and t != "rag"}
+            assert not outside, f"{mod} imports {sorted(outside)} around the public API (the rag package)"

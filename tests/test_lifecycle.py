@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from rag import RAG
-from rag.index import Index, add, build, remove
+from rag.index.reader import Index
+from rag.index.writer import add, build, remove
 
 NEW = "Zorblat Bridge opens\n\nMay 5, 2019\n\nThe Zorblat Bridge over the Vesna river opened on 4 May 2019. Mayor Ilse Brandt cut the ribbon.\n"
 

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from rag.llm import smollm_path
+from rag.answer.llm import smollm_path
 from rag.types import Answer, RagError
 
 from .conftest import Q2012, read_file

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rag.cli import main
-from rag.index import build
+from rag.index.writer import build
 
 from .conftest import SEEDS
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import chunk_document
-from rag.corpus import load_document
+from rag.ingest.chunking import chunk_document
+from rag.ingest.corpus import load_document
 from rag.types import RagError
 
 from .conftest import assert_linear_growth, load_and_split_cpu_seconds, read_file

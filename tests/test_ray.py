@@ -8,10 +8,11 @@ import shutil
 import pytest
 
 from rag import RAG
-from rag.distributed import offline
-from rag.index import Index, build
-from rag.retrieval import HybridRetriever
-from rag.segments import SEGMENTS_DIR
+from rag.index.distributed import offline
+from rag.index.reader import Index
+from rag.index.retrieval import HybridRetriever
+from rag.index.segments import SEGMENTS_DIR
+from rag.index.writer import build
 from rag.settings import Settings
 
 from .conftest import Q2012, ROOT, SEEDS

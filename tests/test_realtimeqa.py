@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from rag import RAG
-from rag.bench.realtimeqa import METRIC_KEYS, STAT_KEYS
-from rag.index import Index, build
+from rag.bench.rtqa_report import METRIC_KEYS, STAT_KEYS
+from rag.index.reader import Index
+from rag.index.writer import build
 from rag.settings import Settings
 
 from .conftest import Q2012, ROOT, SEEDS
@@ -128,7 +129,7 @@ def test_passages_past_an_articles_lead_are_still_found_and_scored(tmp_path):
 
 
 def test_the_open_scorer_accepts_acronyms_number_words_and_surnames():
-    from rag.bench.realtimeqa import judge_open
+    from rag.bench.rtqa_open import judge_open
 
     # 2025, "What is the world's top infectious killer?": the model answered "TB"
     killer = ["Malaria", "Measles", "Ebola", "Tuberculosis"]

@@ -12,10 +12,11 @@ import pytest
 
 from rag import RAG
 from rag.bench.rtqa_data import Page, write_corpus
-from rag.chunking import chunk_document
 from rag.cli import main
-from rag.corpus import load_document, load_documents, read_text
-from rag.index import Index, build
+from rag.index.reader import Index
+from rag.index.writer import build
+from rag.ingest.chunking import chunk_document
+from rag.ingest.corpus import load_document, load_documents, read_text
 
 RECORDS = [
     {

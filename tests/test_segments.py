@@ -10,8 +10,9 @@ from dataclasses import asdict
 
 import pytest
 
-from rag.index import Index, add, build, compact, remove
-from rag.retrieval import HybridRetriever
+from rag.index.reader import Index
+from rag.index.retrieval import HybridRetriever
+from rag.index.writer import add, build, compact, remove
 from rag.settings import Settings
 
 COPY, CANONICAL = "001_fcf509d334208b0a.txt", "003_40096b35d0a24c1b.txt"  # the same report; 003 states its date and outlet

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 
-from rag import embedding
-from rag.index import Index
+from rag.index import embedding
+from rag.index.reader import Index
 
 from .conftest import Q2012, ROOT
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rag import RAG
-from rag import index as idx
+from rag.index import writer as idx
 from rag.types import RagError
 
 from .conftest import Q2012, read_file
@@ -98,7 +98,7 @@ def test_the_store_follows_index_updates(store, corpus, tmp_path):
 
 
 def test_the_embedded_store_is_brought_in_step_without_resending_what_it_has(index_copy):
-    from rag.store import point_keys
+    from rag.index.store import point_keys
 
     rag = RAG.open(index_copy, store="qdrant")
     st = rag.retriever.store

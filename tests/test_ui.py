@@ -52,7 +52,7 @@ def endpoint():
 @pytest.fixture(scope="module")
 def server(ui_root, endpoint):
     from rag import RAG
-    from rag.index import build
+    from rag.index.writer import build
     from ui.app import build_app, launch
 
     d = ui_root

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from rag import RAG, verify
-from rag import answer as ans
-from rag.evidence import Evidence
-from rag.index import build
+from rag import RAG
+from rag.answer import pipeline as ans
+from rag.answer import verify
+from rag.answer.evidence import Evidence
+from rag.index.writer import build
 
 from .conftest import read_file
 
@@ -157,7 +158,7 @@ def test_answers_hold_no_off_question_padding(rag):
 
 def test_quotes_come_from_the_generation_the_question_retrieved_from(tmp_path, corpus):
     """An upload published between retrieval and the answer cannot break the quotes."""
-    from rag.index import remove
+    from rag.index.writer import remove
 
     rag = RAG.build(tmp_path / "index", [corpus])
     stream = rag.stream("Who declared that Hamas had formed a joint command with Islamic Jihad?", llm="extractive")

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from rag import RAG, RagError, Settings, addresses
-from rag.dates import parse_range, select_documents
-from rag.uploads import Uploads
+from rag import RAG, RagError, Settings
 
 from . import render
 from .render import Turn
@@ -66,7 +64,7 @@ def corpus_table(rag: RAG, sort: str = "date", since: str = "", until: str = "",
     rag.refresh()
     docs = rag.index.docs
     try:
-        shown, undated = select_documents(docs.values(), sort or "date", parse_range(since, until), outlet)
+        shown, undated = rag.articles(sort or "date", since, until, outlet)
     except RagError as exc:  # a date being typed: say what is wrong, list everything meanwhile
         return render.corpus_html(docs, rag.index.chunk_counts, note=f"⚠ {exc}")
     note = f"{render.plural(undated, 'undated article')} left out of the date range." if undated else ""
@@ -79,12 +77,13 @@ def key_endpoints(settings: Settings) -> set[str]:
     return {u.strip().rstrip("/") for u in urls if u.strip()}
 
 
-def _overrides(settings: Settings, backend: str, top_k: float, base_url: str, api_model: str, api_key: str = "") -> dict:
+def _overrides(rag: RAG, backend: str, top_k: float, base_url: str, api_model: str, api_key: str = "") -> dict:
     """Settings for one question from the settings panel.
 
     The operator's API key goes only to endpoints the operator named; any other URL is used only
     with the visitor's own key, so a visitor cannot make the server hand its key to their server.
     """
+    settings = rag.settings
     o: dict = {"llm": backend, "top_k": int(top_k)}
     if backend == "openai":
         url = (base_url or "").strip() or settings.openai_base_url
@@ -93,7 +92,7 @@ def _overrides(settings: Settings, backend: str, top_k: float, base_url: str, ap
         if not key and not operators:
             raise RagError(f"{url} is not an endpoint this server sends its API key to: enter your own API key for it in the settings")
         if not operators:  # a visitor's URL must not reach the services behind the server's firewall
-            addresses.check_public(url, addresses.allowed_origins(settings.fetch_allow_private), "the endpoint")
+            rag.check_endpoint(url)
         o["openai_base_url"] = url
         o["openai_model"] = (api_model or "").strip() or None
         o["openai_api_key"] = key or None  # None keeps the operator's key
@@ -107,9 +106,9 @@ ChatReply = tuple[list[dict] | Update, list[Turn] | Update, str | Update, str | 
 class Handlers:
     """What the app's events do, over the one opened RAG the sessions share; per-user state comes in as ``conv``."""
 
-    def __init__(self, rag: RAG, uploads: Uploads):
+    def __init__(self, rag: RAG, corpus_dir: str | Path | None = None):
         self.rag = rag
-        self.uploads = uploads
+        self.corpus_dir = corpus_dir  # where uploads are saved (default: settings.corpus_dir, else beside the index)
 
     def respond(
         self,
@@ -135,7 +134,7 @@ class Handlers:
         conv.append(turn)
         i = len(conv) - 1
         try:
-            overrides = _overrides(rag.settings, backend, top_k, base_url, api_model, api_key)
+            overrides = _overrides(rag, backend, top_k, base_url, api_model, api_key)
             turn.question = rag.check_question(question)
             history = [(t.standalone or t.question, t.answer.text) for t in conv[:-1] if t.answer is not None]
             if history:
@@ -195,7 +194,7 @@ class Handlers:
         paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in (files or [])]
         if not paths:
             return gr.skip(), gr.skip(), None
-        lines = self.uploads.add(paths)
+        lines = self.rag.add_files(paths, self.corpus_dir)
         return render.upload_status_html(lines), self.list_articles(*listing), None
 
 
@@ -242,7 +241,7 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
     """The Gradio app over an opened RAG (or the index named by ``settings.index_dir``)."""
     rag = rag_or_settings if isinstance(rag_or_settings, RAG) else RAG.open(rag_or_settings.index_dir, rag_or_settings)
     settings = rag.settings
-    handlers = Handlers(rag, Uploads(rag, corpus_dir))
+    handlers = Handlers(rag, corpus_dir)
     if warm:
         threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
     with gr.Blocks(title="News QA · verified citations", analytics_enabled=False) as demo:
@@ -255,7 +254,6 @@ def build_app(rag_or_settings: RAG | Settings, *, corpus_dir: str | Path | None 
     # a bounded queue: past it, a request is refused ("queue is full") instead of waiting without end
     demo.queue(default_concurrency_limit=concurrency, max_size=4 * settings.max_pending)
     demo.rag = rag  # for callers and tests
-    demo.corpus = handlers.uploads
     return demo
 
 

@@ -13,9 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from html import escape
 
-from rag import Answer, Citation, Document, Passage
-from rag.compose import ABSTAIN_TEXT
-from rag.types import display_text
+from rag import ABSTAIN_TEXT, Answer, Citation, Document, Passage, display_text
 
 
 @dataclass

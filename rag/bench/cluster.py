@@ -14,8 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..distributed import offline
-from ..index import Manifest, build, current_name
+from ..index.distributed import offline
+from ..index.layout import Manifest, current_name
+from ..index.writer import build
 from ..measure import peak_rss_mb
 from ..settings import Settings
 from ..types import RagError

@@ -2,7 +2,7 @@
 
 Reads the ``realtimeqa.json`` reports of ``rag bench realtimeqa --open`` (their rows keep every
 answer's signals and whether it named the right choice with no threshold applied), fits the
-logistic decision of :mod:`rag.decision` on one split and tests it on the other, both ways, then
+logistic decision of :mod:`rag.answer.decision` on one split and tests it on the other, both ways, then
 (with ``--write``) fits it on all of them and writes ``rag/decision.json``. The threshold follows
 from a stated cost (WRONG_COST); the one that maximises right − wrong on the fitting data is
 reported beside it.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decision import FEATURES, MODEL_FILE, SIGNALS, feature_values
+from ..answer.decision import FEATURES, MODEL_FILE, SIGNALS, feature_values
 from ..types import RagError
 
 # An answer stands when its fitted chance p of being right makes answering worth more than abstaining: p − WRONG_COST·(1 − p) > 0,
@@ -90,7 +90,7 @@ def fit(rows: list[dict], features: tuple[str, ...] = FEATURES) -> dict:
 
 def probabilities(d: dict, rows: list[dict]) -> list[float | None]:
     """Each row's fitted probability (None: the hard checks withheld it, no decision to make)."""
-    from ..decision import Decision
+    from ..answer.decision import Decision
 
     model = Decision(tuple(d["features"]), tuple(d["mean"]), tuple(d["scale"]), tuple(d["coef"]), d["intercept"], d.get("threshold", 0.5))
     return [model.probability(r["signals"]) if r["verdict_any_score"] in ("right", "wrong") and r.get("signals") else None for r in rows]

@@ -23,9 +23,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..answer.evidence import Evidence
+from ..answer.llm import resolve_model
 from ..eval import load_questions
-from ..evidence import Evidence
-from ..llm import resolve_model
 from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
 from ..types import Answer, Message, RagError
@@ -280,7 +280,7 @@ def _peer_run(passages: list[dict], settings: Settings, threads: int, questions:
     from llama_index.core.schema import TextNode
     from llama_index.llms.llama_cpp import LlamaCPP
 
-    from ..embedding import as_llama_embedding
+    from ..index.embedding import as_llama_embedding
 
     class PromptRecorder(BaseEventHandler):
         """Keeps each prompt the LLM is actually sent (a compact/refine synthesis may send several)."""

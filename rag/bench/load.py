@@ -106,13 +106,14 @@ def ui_load(rag: RAG, questions: list[str], requests: int, concurrency: int) -> 
     """Concurrent sessions against the UI server's queue on 127.0.0.1, one client per worker."""
     from gradio_client import Client
 
-    from ui.app import build_app, launch
+    from ..frontends import frontend
 
-    demo = build_app(rag, warm=False)
+    ui = frontend("ui")
+    demo = ui.build_app(rag, warm=False)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = launch(demo, rag.settings, "127.0.0.1", port, block=False)
+    url = ui.launch(demo, rag.settings, "127.0.0.1", port, block=False)
 
     def ask_one(local: threading.local, q: str) -> str:
         if not hasattr(local, "client"):

@@ -7,10 +7,10 @@ Corpora are drawn from a real index (``--index``, e.g. the one ``rag bench realt
   Nothing is embedded here: the embedder's cost is measured by ``rag bench realtimeqa`` and
   ``rag bench ray`` (passages per second, linear in the corpus), and this measures the store's own;
 - **texts**: each synthetic passage joins four sentences drawn at random from the real passages,
-  BM25-indexed as one segment would be (:class:`rag.segments.Terms`, :class:`rag.segments.SegmentedBM25`).
+  BM25-indexed as one segment would be (:class:`rag.index.segments.Terms`, :class:`rag.index.segments.SegmentedBM25`).
 
 Each size reports, for exact search (FAISS flat inner product) and the product's approximate index
-(:mod:`rag.ann`: FAISS IVF with ``nlist = 4 * sqrt(n)`` lists, at most n / 39, ``--nprobe`` of them
+(:mod:`rag.index.ann`: FAISS IVF with ``nlist = 4 * sqrt(n)`` lists, at most n / 39, ``--nprobe`` of them
 searched; its training, assignment and per-generation assembly timed apart), memory of the vectors,
 one query's p50/p95 (the top 30, as hybrid retrieval asks), and the approximate index's recall@10
 against exact search; embedded Qdrant's load and query time up to ``--qdrant-max`` passages; and
@@ -75,10 +75,10 @@ def _timed(search, queries) -> tuple[float, float]:
 
 
 def _vector_figures(n: int, base: np.ndarray, n_queries: int, nprobe: int, seed: int) -> dict:
-    """Exact search and the product's IVF (:mod:`rag.ann`, as ``RAG_VECTOR_INDEX=ivf`` builds it) over ``n`` synthetic vectors."""
+    """Exact search and the product's IVF (:mod:`rag.index.ann`, as ``RAG_VECTOR_INDEX=ivf`` builds it) over ``n`` synthetic vectors."""
     import faiss
 
-    from .. import ann
+    from ..index import ann
 
     rng = np.random.default_rng(seed)
     row: dict = {}
@@ -120,7 +120,7 @@ def _qdrant_figures(n: int, base: np.ndarray, n_queries: int, seed: int) -> dict
 
     from qdrant_client import QdrantClient, models
 
-    from ..store import DENSE, UPSERT_BATCH
+    from ..index.store import DENSE, UPSERT_BATCH
 
     vecs = _vectors(base, n, np.random.default_rng(seed))
     queries = _vectors(base, n_queries, np.random.default_rng(seed + 1))
@@ -143,8 +143,8 @@ def _qdrant_figures(n: int, base: np.ndarray, n_queries: int, seed: int) -> dict
 
 def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0, qdrant_max: int = 0) -> dict:
     """Every figure for one corpus size (embedded Qdrant's up to ``qdrant_max`` passages)."""
-    from ..retrieval import bm25_top
-    from ..segments import SegmentedBM25, Terms
+    from ..index.retrieval import bm25_top
+    from ..index.segments import SegmentedBM25, Terms
 
     row = {"passages": n, **_vector_figures(n, base, n_queries, nprobe, seed)}
     if n <= qdrant_max:
@@ -164,7 +164,7 @@ def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int,
 
 
 def _sources(index_dir: str) -> tuple[np.ndarray, list[str]]:
-    from ..index import Index
+    from ..index.reader import Index
     from ..text import sentence_spans
 
     idx = Index.open(index_dir)
@@ -220,7 +220,7 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "IVF is rag.ann as RAG_VECTOR_INDEX=ivf builds it: k-means once per index (train), each segment's vectors assigned "
+        "IVF is rag.index.ann as RAG_VECTOR_INDEX=ivf builds it: k-means once per index (train), each segment's vectors assigned "
         "to their lists once and cached (assign), a generation's lists put together from the cached assignments (open); "
         "a write assigns only its new vectors (+100 vectors). Qdrant embedded is qdrant-client's local mode, which searches "
         "in Python: a Qdrant server or cluster is what serves a large corpus.",
@@ -239,7 +239,7 @@ def chart(rows: list[dict], path: Path) -> Path:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label in (
         ("flat_p50_ms", "exact (FAISS flat)"),
-        ("ivf_p50_ms", "approximate (FAISS IVF, rag.ann)"),
+        ("ivf_p50_ms", "approximate (FAISS IVF, rag.index.ann)"),
         ("qdrant_p50_ms", "Qdrant embedded"),
         ("bm25_p50_ms", "BM25"),
     ):

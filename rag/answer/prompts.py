@@ -6,7 +6,7 @@ reuses their evaluated prefix from one question to the next; only sources and qu
 
 from __future__ import annotations
 
-from .types import Message
+from ..types import Message
 
 NOT_IN_SOURCES = "NOT IN SOURCES"
 

@@ -3,7 +3,7 @@
 This module only reads: it streams a file's records (a 500 MB JSONL is never held whole), says
 which of a record's keys hold its text and metadata (the field map), and gives each record a
 stable, readable key. Turning a record into a cleaned :class:`~rag.types.Document` is
-:mod:`rag.corpus`'s job, with the same cleaner an article file gets.
+:mod:`rag.ingest.corpus`'s job, with the same cleaner an article file gets.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .types import RagError
+from ..types import RagError
 
 RECORD_SUFFIXES = (".jsonl", ".json", ".csv", ".jsonl.gz", ".json.gz", ".csv.gz")
 SIDECAR_SUFFIX = ".meta.json"  # an article's metadata sidecar, never a record file

@@ -5,7 +5,7 @@ year asked, the report is recent for a "this week" question) has passed before t
 is left is how likely the answer is right, from what the pipeline measured on the way:
 
 - ``about_words``, ``about_context``, ``about_names``: how much of what the question asks the lead's
-  quotes, their passages and titles speak of (:func:`rag.verify.about_question`);
+  quotes, their passages and titles speak of (:func:`rag.answer.verify.about_question`);
 - ``confidence``, ``first_p``: the model's token probabilities for its short answer;
 - ``lead_score``: how well the lead's quote matches the model's sentence;
 - ``others_stating``: other articles among the passages that state the same short answer (capped at 2);
@@ -14,7 +14,7 @@ is left is how likely the answer is right, from what the pipeline measured on th
 - ``replaced``: the model's sentence failed and a quote stating its answer stands instead.
 
 ``SIGNALS`` names every signal it can read, the candidates' ranking among them (``pick_share``,
-``cand_margin``: :mod:`rag.candidates`, when it runs); ``decision.json`` says which it was fitted on
+``cand_margin``: :mod:`rag.answer.candidates`, when it runs); ``decision.json`` says which it was fitted on
 (``FEATURES`` by default, ``rag bench decision --features`` for another set).
 
 The coefficients live in ``decision.json`` beside this file, a few numbers with the command that

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .settings import Settings
-from .text import sentence_end_count, sentence_spans
-from .types import Chunk, Document, Sentence, display_text
+from ..settings import Settings
+from ..text import sentence_end_count, sentence_spans
+from ..types import Chunk, Document, Sentence, display_text
 
 # Punkt costs tens of microseconds per place it tests as a sentence end. A document may have it
 # test this many, plus one per this many characters (about one per sentence of real prose); a

@@ -3,7 +3,7 @@
 A small model chooses among options better than it writes. After the draft, the answers the
 sentences it read could give — the entities of the kind the question asks for (spaCy's small
 English pipeline) and the model's own short answer — are each scored by the model's likelihood of
-writing ``Answer: <candidate>`` and a line break after the same prompt (:meth:`rag.llm.LocalLLM.score`:
+writing ``Answer: <candidate>`` and a line break after the same prompt (:meth:`rag.answer.llm.LocalLLM.score`:
 one short forward pass each, no generation). The share of probability on the model's answer and
 its margin over the best other candidate say how sure the model is *against the alternatives the
 sources offer*, which the token probabilities of its own answer alone cannot.
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..text import content_words
+from ..types import Message
 from . import verify
-from .text import content_words
-from .types import Message
 
 LETTERS = "ABCDEFGH"
 HEAD = "Answer:"  # the reply's head every candidate is scored after: the label the prompt asks the model to start with

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from .files import published
-from .settings import Settings
-from .types import Message, RagError
+from ..files import published
+from ..settings import Settings
+from ..types import Message, RagError
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .text import MONTHS, WEEKDAYS, as_date, date_words, human_date, name_tokens, numbers, same_word, stated_words, stopwords, years
-from .types import Passage, SourceSentence
+from ..text import MONTHS, WEEKDAYS, as_date, date_words, human_date, name_tokens, numbers, same_word, stated_words, stopwords, years
+from ..types import Passage, SourceSentence
 
 # support_score: word coverage counts more than the cosine, which rates a sentence on the claim's topic
 # as highly as one that states it.

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .files import published
-from .types import RagError
+from ..files import published
+from ..types import RagError
 
 if TYPE_CHECKING:
-    from .index import Index
-    from .settings import Settings
+    from ..settings import Settings
+    from .reader import Index
 
 log = logging.getLogger(__name__)
 

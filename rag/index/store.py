@@ -1,4 +1,4 @@
-"""Where retrieval searches: the index's own vectors and BM25 postings (rag.segments), or a Qdrant collection mirroring them.
+"""Where retrieval searches: the index's own vectors and BM25 postings (rag.index.segments), or a Qdrant collection mirroring them.
 
 ``RAG_STORE=faiss`` (the default) searches inside the opened index generation (``HybridRetriever``'s own
 ``dense``/``sparse``). ``RAG_STORE=qdrant`` searches a Qdrant collection: embedded on disk under the index
@@ -25,12 +25,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..dates import NO_DAY, ArticleDates, DateRange
+from ..settings import Settings
+from ..text import bm25_tokenize
+from ..types import RagError
 from . import segments
-from .dates import NO_DAY, ArticleDates, DateRange
-from .index import Index, embed_text
-from .settings import Settings
-from .text import bm25_tokenize
-from .types import RagError
+from .embedding import embed_text
+from .reader import Index
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
@@ -40,7 +41,7 @@ LOCAL_FOLDER = "qdrant"  # under the index folder, beside the generations
 LOCAL_COLLECTION = "chunks"
 DENSE = "dense"
 SPARSE = "bm25"
-# The index's own BM25 parameters (rag.segments.K1, B): Qdrant's IDF modifier is Lucene's idf, the very
+# The index's own BM25 parameters (rag.index.segments.K1, B): Qdrant's IDF modifier is Lucene's idf, the very
 # one the index scores with, so with these term weights the two score a passage the same.
 BM25_K1, BM25_B = segments.K1, segments.B
 UPSERT_BATCH = 512

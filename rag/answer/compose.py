@@ -13,14 +13,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..settings import Settings
+from ..text import MONTHS, WEEKDAYS, YEAR, content_words, human_date, name_tokens, years
+from ..types import ABSTAIN_TEXT, Answer, AnswerSentence, Citation, Draft, Dropped, Passage, SourceSentence, Timings
 from . import verify
 from .evidence import Evidence
-from .settings import Settings
-from .text import MONTHS, WEEKDAYS, YEAR, content_words, human_date, name_tokens, years
-from .types import Answer, AnswerSentence, Citation, Draft, Dropped, Passage, SourceSentence, Timings
-
-ABSTAIN_TEXT = "The sources do not answer this question."
-
 
 _ASIDE = re.compile(
     r"^((the|this|another|one) (source|article|report|passage)s? (also|further|additionally)\b|(additionally|furthermore|in addition|also),? (the|this) (source|article|report))",

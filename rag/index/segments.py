@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ingest.dedup import sample, shingles
+from ..text import bm25_tokenize
+from ..types import Chunk, Document, Sentence
 from . import embedding
-from .dedup import sample, shingles
-from .text import bm25_tokenize
-from .types import Chunk, Document, Sentence
 
 SEGMENTS_DIR = "segments"
 SEGMENT_NAME = re.compile(r"seg-\d{6,}")

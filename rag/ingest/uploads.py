@@ -17,16 +17,16 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
-from . import index
+from ..files import published
+from ..index import layout, writer
+from ..types import RagError
 from .corpus import SUFFIXES, load_document
-from .files import published
-from .types import RagError
 
 if TYPE_CHECKING:
-    from .index import Index
-    from .settings import Settings
+    from ..index.reader import Index
+    from ..settings import Settings
 
-log = logging.getLogger("rag.uploads")
+log = logging.getLogger("rag.ingest.uploads")
 
 # One upload at a time in this process: choosing a free name and saving under it must not interleave.
 _LOCK = threading.Lock()
@@ -64,7 +64,7 @@ def safe_name(name: str) -> str:
 
 def default_folder(idx: Index) -> Path:
     """Where added files go when no folder is named: the first folder the index was built from."""
-    sources = [Path(s) for s in index.source_paths(idx.manifest)]
+    sources = [Path(s) for s in layout.source_paths(idx.manifest)]
     for s in sources:
         if s.is_dir():
             return s
@@ -146,7 +146,7 @@ class Uploads:
             if not saved:
                 return lines
             try:
-                report = index.add(self.rag.index.root, saved, self.rag.settings)
+                report = writer.add(self.rag.index.root, saved, self.rag.settings)
             except Exception as exc:
                 for target in saved:  # keep the folder as the index describes it
                     target.unlink(missing_ok=True)

@@ -5,14 +5,14 @@ the cluster's workers instead of in this process:
 
 1. **load and clean** each file in a Ray task (``map_batches`` over the listed files); the driver
    gets the cleaned documents back, which it needs anyway to mark duplicate reports across the
-   whole corpus (:func:`rag.dedup.mark_duplicates`: a copy fills in its date from another, and
+   whole corpus (:func:`rag.ingest.dedup.mark_duplicates`: a copy fills in its date from another, and
    the date is part of every passage's embedded text);
 2. **chunk, embed and write** the marked articles in an actor pool (``map_batches`` with a class):
    each actor loads the embedder once, and each batch of articles becomes one immutable segment
    that the worker writes itself into the index folder, so vectors never travel back to the driver.
 
 The driver then names the segments and publishes the generation as any write does
-(:func:`rag.index.update`): a driver killed at any point leaves the old index whole. The index
+(:func:`rag.index.writer.update`): a driver killed at any point leaves the old index whole. The index
 folder must be one every node reaches at the same path (a shared file system); on one machine it
 is. The result is the index a local build makes, split in several segments: the same articles and
 passages, vectors equal within the embedder's precision, the same BM25 scores.
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ingest.corpus import LoadResult, load_file, load_files
+from ..settings import Settings
+from ..types import Document, RagError
 from . import embedding, segments
-from .corpus import LoadResult, load_file, load_files
-from .settings import Settings
-from .types import Document, RagError
 
 SegmentWrite = Callable[[Path, list[Document], Mapping[str, str], Settings], tuple[int, int]]
 
@@ -96,9 +96,9 @@ def _cpus() -> int:
 
 # ---------------------------------------------------------------- stage 1: load and clean
 def load(files: list[Path], max_bytes: int, fields: Mapping[Path, Mapping[str, str] | None]) -> LoadResult:
-    """:func:`rag.corpus.load_files` (``mark=False``), each file loaded and cleaned by a Ray task.
+    """:func:`rag.ingest.corpus.load_files` (``mark=False``), each file loaded and cleaned by a Ray task.
 
-    The workers run :func:`rag.corpus.load_file`; ``load_files`` then puts the results together as
+    The workers run :func:`rag.ingest.corpus.load_file`; ``load_files`` then puts the results together as
     it does locally (the same order, the same refusal of two files of one name).
     """
     import ray
