@@ -6,6 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ class RAG:
     def __init__(self, idx: Index, settings: Settings):
         self.index = idx
         self.settings = settings
+        embedding.configure(settings)  # the questions' embedder keeps its copy where these settings say
         self.retriever = HybridRetriever(idx, settings)
         self._llms: dict[tuple, ChatModel | None] = {}
         self._llm_override: ChatModel | None = None
@@ -231,23 +233,19 @@ class RAG:
         plan = dates.plan(question, as_of, explicit, retriever.article_dates)
         if plan.empty:  # nothing to retrieve from: say so, and spend no model time
             timings.retrieval_s = timings.total_s = time.perf_counter() - t0
-            answer = abstained(question, [], timings, settings.llm, plan.empty, "date range")
-            answer.notes = plan.notes
-            yield answer
+            yield replace(abstained(question, [], timings, settings.llm, plan.empty, "date range"), notes=plan.notes)
             return
         # a passage without a stored vector is embedded with the evidence sentences (rag.answer.evidence), not in retrieval
         how = dict(as_of=plan.as_of, dates=plan.range, newest_first=plan.newest_first, embed_unstored=False)
-        if ans.is_timeline(question):  # a question over years needs every article it reaches, not the five best passages
+        timeline = ans.is_timeline(question)
+        if timeline:  # a question over years needs every article it reaches, not the five best passages
             passages = retriever.retrieve_across_articles(question, settings.top_k, **how)
         else:
             passages = retriever.retrieve(question, settings.top_k, **how)
         timings.retrieval_s = time.perf_counter() - t0
         # the answer step sees the user's as_of: the "latest" rule's anchor chooses the passages, it
         # does not date the question for the staleness check
-        for item in ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of):
-            if isinstance(item, Answer):
-                item.notes = plan.notes + item.notes
-            yield item
+        yield from ans.run(question, passages, retriever.index.raw, llm, settings, timings, t0, as_of, timeline=timeline, notes=plan.notes)
 
     def rewrite(self, history: list[tuple[str, str]], follow_up: str, **overrides: object) -> str:
         """Turn a follow-up ("And in 2014?") into a standalone question using the conversation."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Literal, TypedDict
 
 from .text import sane_date, strip_tags
@@ -253,8 +254,18 @@ class Timings(Mapping[str, float]):
         return len(self.to_dict())
 
 
-@dataclass
+class Kind(StrEnum):
+    """What shape an answer takes."""
+
+    ANSWER = "answer"  # a direct answer
+    TIMELINE = "timeline"  # dated entries in time order
+    DIFFERING = "differing"  # reports that disagree, each attributed
+
+
+@dataclass(frozen=True)
 class Answer:
+    """A verified answer or an abstention, built once by the answer pipeline and never changed after."""
+
     question: str
     text: str
     abstained: bool
@@ -271,7 +282,7 @@ class Answer:
     dropped: list[Dropped] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)  # the figures the answer/abstain decision used
     draft: str | None = None  # what the answering step wrote, before verification (the audit trail's start)
-    kind: str = "answer"  # answer | timeline (dated entries in time order) | differing (reports that disagree, each attributed)
+    kind: Kind = Kind.ANSWER
     notes: list[str] = field(default_factory=list)  # what the reader should know about how the sources were chosen (dates)
     # candidate answers the model scored (rag.answer.candidates): each with its share of the probability as the reply, and as the choice picked
     candidates: list[tuple[str, float, float]] = field(default_factory=list)

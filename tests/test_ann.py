@@ -118,7 +118,7 @@ def test_ivf_lists_are_cached_per_segment_and_a_write_assigns_only_its_own(news_
 def test_auto_is_exact_below_its_size_and_a_wrong_value_is_one_line(seed_index):
     assert HybridRetriever(Index.open(seed_index), Settings()).ivf is None  # auto: a small index is searched exactly
     assert ann.choice(Settings(), ann.AUTO_IVF_VECTORS) == "ivf"
-    with pytest.raises(RagError, match="RAG_VECTOR_INDEX='hnsw' is not a vector index"):
-        HybridRetriever(Index.open(seed_index), Settings(vector_index="hnsw"))
+    with pytest.raises(RagError, match=r"vector_index is 'hnsw' \(RAG_VECTOR_INDEX\): it must be one of auto, flat, ivf"):
+        Settings(vector_index="hnsw")  # refused when the settings are built, before any index is opened
     p = rag_cmd("ask", "Why did ties between Iran and Hamas break down in 2012?", "--llm", "extractive", "--index", str(seed_index), env={"RAG_VECTOR_INDEX": "hnsw"})
-    assert p.returncode == 1 and "RAG_VECTOR_INDEX='hnsw' is not a vector index" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "vector_index is 'hnsw' (RAG_VECTOR_INDEX)" in p.stderr and "Traceback" not in p.stderr

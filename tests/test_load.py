@@ -11,5 +11,4 @@ def test_load_through_the_api_and_the_ui_queue_loses_nothing(rag):
         r = result[path]
         assert r["failed"] == 0, r["failures"]
         assert r["answered"] + r["refused_busy"] == 16 and r["answered"] > 0
-        assert r["p50_s"] <= r["p95_s"]
     assert result["peak_rss_mb"] - result["peak_rss_mb_before"] < 500  # memory stays bounded under load

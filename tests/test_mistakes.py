@@ -179,6 +179,37 @@ def test_malformed_environment_variable_is_named(capsys, idx, monkeypatch, name,
     assert_seeds_listed(capsys, idx)
 
 
+# one bad value per group of settings (the paths group takes any text; a folder that is a file is tested below)
+BAD_BY_GROUP = {
+    "chunking": ("RAG_CHUNK_CHARS", "-5", "chunk_chars is -5 (RAG_CHUNK_CHARS): it must be at least 1"),
+    "retrieval": ("RAG_EMBED_PRECISION", "fp16", "embed_precision is 'fp16' (RAG_EMBED_PRECISION): it must be one of auto, fp32, bf16"),
+    "store": ("RAG_STORE", "elastic", "store is 'elastic' (RAG_STORE): it must be one of"),
+    "cluster": ("RAG_RAY_ACTOR_GPUS", "-1", "ray_actor_gpus is -1.0 (RAG_RAY_ACTOR_GPUS): it must be at least 0"),
+    "model": ("RAG_LLM", "gpt", "llm is 'gpt' (RAG_LLM): it must be one of local, openai, extractive"),
+    "checks": ("RAG_SUPPORT_THRESHOLD", "1.5", "support_threshold is 1.5 (RAG_SUPPORT_THRESHOLD): it must be at least 0 and at most 1"),
+    "limits": ("RAG_MAX_PENDING", "0", "max_pending is 0 (RAG_MAX_PENDING): it must be at least 1"),
+    "serve": ("RAG_SERVE_QUEUE", "-1", "serve_queue is -1 (RAG_SERVE_QUEUE): it must be at least 0"),
+    "fetching": ("RAG_FETCH_TOTAL_S", "0", "fetch_total_s is 0.0 (RAG_FETCH_TOTAL_S): it must be above 0"),
+}
+
+
+def test_every_group_of_settings_has_a_bad_value_case():
+    from rag.settings import groups
+
+    assert set(BAD_BY_GROUP) == set(groups()) - {"paths"}
+
+
+@pytest.mark.parametrize("group", sorted(BAD_BY_GROUP))
+def test_a_bad_setting_of_each_group_fails_at_open_in_one_line(capsys, idx, monkeypatch, group):
+    name, value, expected = BAD_BY_GROUP[group]
+    monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "ask", "Who?", "--llm", "extractive", "--index", idx) if name != "RAG_LLM" else run(capsys, "list", "--index", idx)
+    assert code == 1 and not out
+    one_error_line(err, expected)
+    monkeypatch.delenv(name)
+    assert_seeds_listed(capsys, idx)
+
+
 @pytest.mark.parametrize("command", ["index", "list", "ask"])
 def test_index_option_pointing_at_a_file_is_named(capsys, tmp_path, command, built):
     target = tmp_path / "notes.txt"

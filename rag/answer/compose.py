@@ -15,7 +15,7 @@ import numpy as np
 
 from ..settings import Settings
 from ..text import MONTHS, WEEKDAYS, YEAR, content_words, human_date, name_tokens, years
-from ..types import ABSTAIN_TEXT, Answer, AnswerSentence, Citation, Draft, Dropped, Passage, SourceSentence, Timings
+from ..types import ABSTAIN_TEXT, Answer, AnswerSentence, Citation, Draft, Dropped, Kind, Passage, SourceSentence, Timings
 from . import verify
 from .evidence import Evidence
 
@@ -67,7 +67,7 @@ def compose(
         ]
         kept = [(text, chk, is_quote) for _, text, chk, is_quote in sorted(reports, key=lambda r: r[0])]
         dropped = [*(dropped or []), *(Dropped(c, "left out: the answer gives each report instead") for i, c in enumerate(claims) if i != lead_i)]
-        return _render(question, ev, draft, kept, dropped, raw_of, timings, backend, signals, kind="differing", lead_in="Reports differ:")
+        return _render(question, ev, draft, kept, dropped, raw_of, timings, backend, signals, kind=Kind.DIFFERING, lead_in="Reports differ:")
     lead = claims[lead_i]
     dropped = list(dropped or [])
     sources = checks[lead_i].sources
@@ -187,7 +187,7 @@ def timeline(
     for year in sorted(best):
         _, i, label = best[year]
         kept.append((f"{label}: {quoted(ev.srcs[i].sentence.text)}", verify.Check(True, [i], 1.0), True))
-    return _render(question, ev, Draft(None, ""), kept, [], raw_of, timings, backend, {}, kind="timeline")
+    return _render(question, ev, Draft(None, ""), kept, [], raw_of, timings, backend, {}, kind=Kind.TIMELINE)
 
 
 def _first_sentence(ev: Evidence, doc_id: str) -> SourceSentence | None:
@@ -294,7 +294,7 @@ def _render(
     timings: Timings,
     backend: str,
     signals: dict[str, float],
-    kind: str = "answer",
+    kind: Kind = Kind.ANSWER,
     lead_in: str = "",
 ) -> Answer:
     """The Answer with its citations numbered in order of first use; a timeline or differing reports read as a list."""
@@ -329,7 +329,7 @@ def _render(
             nums.append(by_span[key])
         sentences.append(AnswerSentence(text=claim, citations=nums, supported=chk.supported, quoted=quoted))
         rendered.append(claim + "".join(f" [{n}]" for n in nums))
-    if kind == "answer":
+    if kind is Kind.ANSWER:
         text = " ".join(_attach_marker(r) for r in rendered)
     else:
         text = "\n".join(([lead_in] if lead_in else []) + [f"- {_attach_marker(r)}" for r in rendered])

@@ -30,7 +30,8 @@ from ..settings import Settings
 from ..text import content_words, sentence_spans, years
 from ..types import Answer, Draft, Dropped, Passage, SourceSentence, Timings
 from . import candidates, decision, verify
-from .compose import abstained, compose, is_aside, is_why, quoted, restates, timeline
+from .compose import abstained, compose, is_aside, is_why, quoted, restates
+from .compose import timeline as compose_timeline
 from .evidence import Evidence
 from .llm import ChatModel, TokenProb
 
@@ -188,23 +189,32 @@ def run(
     timings: Timings,
     t0: float,
     as_of: str | None = None,
+    *,
+    timeline: bool = False,
+    notes: list[str] | None = None,
 ) -> Iterator[str | Answer]:
-    """Yield the draft's text as it is generated, then the verified :class:`Answer` last (``as_of``: the question's date)."""
+    """Yield the draft's text as it is generated, then the verified :class:`Answer` last.
+
+    What the question asks of the sources was decided once, before retrieval (:meth:`rag.RAG.stream`):
+    ``as_of`` is the question's date, ``timeline`` whether it asks for a dated list over the years,
+    and ``notes`` what the reader should know of how the sources were chosen; each Answer carries them.
+    """
     backend = settings.llm
+    notes = list(notes or [])
     t = time.perf_counter()
     # a passage retrieved without its cosine (retrieve's embed_unstored=False) gets it with the evidence, before the gate reads it
     ev = Evidence.build(question, passages, as_of) if any(p.score is None for p in passages) else None
     why = off_topic(question, passages, settings.min_relevance)
     if why:
         timings.total_s = time.perf_counter() - t0
-        yield abstained(question, passages, timings, backend, why, "year" if why.startswith("no passage mentions") else "off topic")
+        yield replace(abstained(question, passages, timings, backend, why, "year" if why.startswith("no passage mentions") else "off topic"), notes=notes)
         return
     ev = ev or Evidence.build(question, passages, as_of)
     timings.context_s = time.perf_counter() - t
-    if is_timeline(question):
+    if timeline:
         # a dated list of what the sources report, one entry per year, in time order: quoted, so
         # every entry is true to its source, and no model time is spent on it
-        answer = timeline(question, ev, raw_of, timings, backend, settings)
+        answer = replace(compose_timeline(question, ev, raw_of, timings, backend, settings), notes=notes)
         timings.first_token_s = timings.total_s = time.perf_counter() - t0
         yield answer.text
         yield answer
@@ -212,7 +222,7 @@ def run(
     if llm is None:
         if why := unasked(question, ev):
             timings.total_s = time.perf_counter() - t0
-            yield abstained(question, passages, timings, backend, why, "not asked")
+            yield replace(abstained(question, passages, timings, backend, why, "not asked"), notes=notes)
             return
         draft = extractive_draft(ev)
         timings.first_token_s = time.perf_counter() - t0
@@ -239,9 +249,9 @@ def run(
             if ranking:
                 draft.ranking = ranking.signals()
                 draft.candidates = [(c, round(float(p), 4), round(float(q), 4)) for c, p, q in zip(ranking.candidates, ranking.shares, ranking.choice_shares)]
-    answer = finish(question, ev, draft, raw_of, settings, timings, backend)
-    answer.draft = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
-    answer.candidates = draft.candidates
+    # the audit trail (what the model wrote, the candidates it scored) and the notes join the checked answer
+    written = (f"Answer: {draft.short}\n" if draft.short else "") + draft.body
+    answer = replace(finish(question, ev, draft, raw_of, settings, timings, backend), draft=written, candidates=draft.candidates, notes=notes)
     timings.total_s = time.perf_counter() - t0
     yield answer
 
@@ -350,10 +360,8 @@ def finish(
                 replaced.append(Dropped(claims[lead_i], f"{why}; replaced by the quote that states the answer"))
                 claims[lead_i], checks[lead_i], lead, why, check, signals = quoted(ev.srcs[j].sentence.text), alt, alt, None, None, alt_signals
     if why:
-        a = abstained(question, ev.passages, timings, backend, why, check)
-        a.short_answer, a.confidence, a.signals = draft.short, draft.confidence, signals
-        a.dropped = [Dropped(c, why if i == lead_i else "the answer was withheld") for i, c in enumerate(claims)]
-        return a
+        dropped = [Dropped(c, why if i == lead_i else "the answer was withheld") for i, c in enumerate(claims)]
+        return replace(abstained(question, ev.passages, timings, backend, why, check), short_answer=draft.short, confidence=draft.confidence, signals=signals, dropped=dropped)
     if polarity:
         draft = replace(draft, short=polarity.capitalize())
     elif short != draft.short:

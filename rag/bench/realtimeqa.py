@@ -30,8 +30,8 @@ from ..measure import peak_rss_mb, percentile
 from ..settings import Settings
 from ..types import Message, Passage, RagError
 from .rtqa_data import CORPUS_FORMATS, Dataset, QuizQuestion, load_dataset, read_corpus, read_jsonl, write_corpus
-from .rtqa_open import _MONTH_ABBR, _bar, _passage_dict, _phrase, answer_open, occurs_in
-from .rtqa_report import METRIC_KEYS, PEER_NAME, STAT_KEYS, _ratios, markdown, write_outputs
+from .rtqa_open import MONTH_ABBR, answer_open, occurs_in, passage_dict, phrase, progress_bar
+from .rtqa_report import METRIC_KEYS, PEER_NAME, STAT_KEYS, markdown, ratios, write_outputs
 
 
 # ---------------------------------------------------------------- scoring
@@ -73,7 +73,7 @@ def run_ours(
     retriever = HybridRetriever(idx, settings)
     retriever.retrieve("warm-up question", as_of=None)
     rows, times = [], []
-    for q in _bar(questions, "ours: questions", progress):
+    for q in progress_bar(questions, "ours: questions", progress):
         t = time.perf_counter()
         # timed as the answer pipeline retrieves: the cosine of a passage with no stored vector is left to its
         # evidence stage (rag.answer.evidence), and no ranking here reads it
@@ -86,7 +86,7 @@ def run_ours(
                 "id": q["id"],
                 "rank": article_ranks(ranked, gold),
                 "top": [r[0] for r in ranked[:3]],
-                "passages": [_passage_dict(p) for p in passages[:5]],
+                "passages": [passage_dict(p) for p in passages[:5]],
             }
         )
     n_chunks = len(idx.chunks)
@@ -135,7 +135,7 @@ def run_peer(corpus: str, questions: list[dict], url_ids: dict[str, str], top_k:
     retriever = index.as_retriever(similarity_top_k=top_k)
     retriever.retrieve("warm-up question")
     rows, times = [], []
-    for q in _bar(questions, "peer: questions", progress):
+    for q in progress_bar(questions, "peer: questions", progress):
         t = time.perf_counter()
         nodes = retriever.retrieve(q["question"])
         times.append(time.perf_counter() - t)
@@ -186,7 +186,7 @@ def answer_choices(index_dir: str, questions: list[dict], settings: Settings, pr
     llama = LocalLLM(settings).model()
     letter = LlamaGrammar.from_string("root ::= [ABCD]", verbose=False)
     rows, times = [], []
-    for q in _bar(questions, "answering", progress):
+    for q in progress_bar(questions, "answering", progress):
         t = time.perf_counter()
         passages = retriever.retrieve(q["question"], top_k=settings.top_k, as_of=q["date"])
         out = llama.create_chat_completion(messages=mc_messages(q, passages), max_tokens=1, temperature=0.0, grammar=letter)
@@ -212,7 +212,7 @@ def baseline_accuracy(data: str | Path, question_ids: set[str], answers: dict[st
             if r.get("question_id") in question_ids and r.get("prediction"):
                 found.setdefault(system, []).append(int(r["prediction"][0]) == answers[r["question_id"]])
     return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in found.items()}
-_MONTH_ABBR["sept"] = "september"
+MONTH_ABBR["sept"] = "september"
 
 
 QUICK_LIMIT = 70  # --quick: every third question of the 2025 weeks, every fifth of 2022 (at least 60 of each)
@@ -289,8 +289,8 @@ def realtimeqa_bench(
             "rows": theirs["rows"],
         }
         result["peer"]["all_gold_questions"] = _all_questions(ds, theirs["rows"])
-        result["ratios"] = _ratios(result, result["peer"])
-    phrases = {u: _phrase(p.text) for u, p in ds.pages.items()} if open_answers else None
+        result["ratios"] = ratios(result, result["peer"])
+    phrases = {u: phrase(p.text) for u, p in ds.pages.items()} if open_answers else None
     asked = [_question_dict(q, phrases) for q in ds.questions if q.answer is not None and len(q.choices) == 4]
     if answer_limit and answer_limit < len(asked):  # an even spread over the weeks, not the first ones
         asked = asked[:: -(-len(asked) // answer_limit)][:answer_limit]

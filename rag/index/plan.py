@@ -24,13 +24,13 @@ from .layout import (
     FORMAT_VERSION,
     Manifest,
     SegmentRef,
-    _rebuild_hint,
-    _recorded_ids,
-    _recorded_manifest,
-    _setup,
-    _source_entries,
     current_name,
     is_url,
+    rebuild_hint,
+    recorded_ids,
+    recorded_manifest,
+    setup_of,
+    source_entries,
 )
 
 
@@ -59,35 +59,35 @@ class UpdateReport:
 
 # ---------------------------------------------------------------- the stages of an update
 @dataclass
-class _Sources:
+class Sources:
     """The files, folders and feeds an index is built from, each record file's path with its field map."""
 
     paths: list[str]
     fields: dict[str, dict[str, str]]
 
     def entries(self) -> list:
-        return _source_entries(self.paths, self.fields)
+        return source_entries(self.paths, self.fields)
 
 
-def _reusable(root: Path, settings: Settings, rebuild: bool) -> _Live | None:
+def reusable(root: Path, settings: Settings, rebuild: bool) -> _Live | None:
     """The live index when its chunks and vectors can be reused, None when everything is built anew."""
-    if rebuild or _recorded_manifest(root).format_version != FORMAT_VERSION:
+    if rebuild or recorded_manifest(root).format_version != FORMAT_VERSION:
         return None  # another format is simply rebuilt
     live = _Live.open(root)  # a corrupt index raises
     # a different embedder or chunker: everything is re-embedded
-    return live if live.manifest.setup() == _setup(settings) else None
+    return live if live.manifest.setup() == setup_of(settings) else None
 
 
-def _without(old_docs: dict[str, Document], names: Iterable[str]) -> dict[str, Document]:
+def without(old_docs: dict[str, Document], names: Iterable[str]) -> dict[str, Document]:
     dropped = _removal(old_docs, names)
     return {k: v for k, v in old_docs.items() if k not in dropped}
 
 
-def _load_sources(
+def load_sources(
     root: Path,
     settings: Settings,
     old_docs: dict[str, Document],
-    sources: _Sources,
+    sources: Sources,
     report: UpdateReport,
     sync: Iterable[str | Path] | None,
     add: Iterable[str | Path] | None,
@@ -111,7 +111,7 @@ def _load_sources(
     else:
         kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
         if not allow_remove:
-            _refuse_mass_removal(set(old_docs) or _recorded_ids(root), set(new_docs))
+            _refuse_mass_removal(set(old_docs) or recorded_ids(root), set(new_docs))
     report.errors = _note_kept(loaded.errors, kept, old_docs)
     _remember_sources(sources, listed, maps, loaded.documents, new_docs, added=add is not None)
     sources.paths = [*(s for s in sources.paths if not is_url(s)), *followed]
@@ -145,14 +145,14 @@ def _load_paths(
     file_fields = {f: maps[p] for p, files in listed.items() for f in files}
     if settings.ray:  # each file loaded and cleaned by a task on the cluster
         loaded = distributed.load(files, settings.max_file_bytes, file_fields)
-    else:  # marked by _plan, with the kept ones
+    else:  # marked by make_plan, with the kept ones
         loaded = load_files(files, settings.max_file_bytes, mark=False, fields=file_fields)
     loaded.errors = [e for _, errs in walked.values() for e in errs] + loaded.errors
     return listed, maps, loaded
 
 
 def _remember_sources(
-    sources: _Sources,
+    sources: Sources,
     listed: Mapping[str, list[Path]],
     maps: Mapping[str, dict[str, str]],
     loaded: list[Document],
@@ -184,7 +184,7 @@ class _Live:
     @classmethod
     def open(cls, root: Path) -> _Live:
         gen = root / current_name(root)
-        fix = _rebuild_hint(root)
+        fix = rebuild_hint(root)
         part = gen / "manifest.json"
         try:
             manifest = Manifest.from_json(json.loads(part.read_text(encoding="utf-8")))
@@ -254,7 +254,7 @@ def _own(d: Document) -> dict:
     return data
 
 
-def _plan(
+def make_plan(
     live: _Live | None, old_docs: Mapping[str, Document], new_docs: dict[str, Document], settings: Settings, report: UpdateReport, whole: bool
 ) -> _Plan:
     """Sort the articles into unchanged, added and updated; mark duplicates; choose what the new segment holds.
@@ -302,7 +302,7 @@ def _plan(
     return _Plan(dict(sorted(write.items())), fresh, refs, before, limit)
 
 
-def _segment_data(
+def segment_data(
     plan: _Plan, live: _Live | None, fresh_raws: Mapping[str, str], settings: Settings, progress: bool, report: UpdateReport
 ) -> segments.SegmentData:
     """The new segment: its articles' passages (an old article's taken over), texts and vectors.
@@ -363,7 +363,7 @@ def write_fresh_segment(folder: Path, docs: list[Document], record_raws: Mapping
     """
     plan = _Plan({d.id: d for d in sorted(docs, key=lambda d: d.id)}, {d.id for d in docs}, [], {}, settings.dense_chunks_per_article)
     report = UpdateReport()
-    data = _segment_data(plan, None, record_raws, settings, False, report)
+    data = segment_data(plan, None, record_raws, settings, False, report)
     segments.write(folder, data)
     return sum(map(len, data.chunks.values())), report.embedded_chunks
 

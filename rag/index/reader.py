@@ -12,7 +12,7 @@ import numpy as np
 
 from ..types import Chunk, Document, RagError
 from . import embedding, segments
-from .layout import FORMAT_VERSION, Manifest, SegmentRef, _rebuild_hint, current_name
+from .layout import FORMAT_VERSION, Manifest, SegmentRef, current_name, rebuild_hint
 
 if TYPE_CHECKING:  # imported where used: it loads slowly, and many commands never open an index
     import faiss
@@ -55,7 +55,7 @@ class Index:
 
         root = Path(root)
         gen = root / current_name(root)
-        fix = _rebuild_hint(root)
+        fix = rebuild_hint(root)
         part = gen / "manifest.json"  # the file being read, named when it turns out damaged
         try:
             manifest = Manifest.from_json(json.loads(part.read_text(encoding="utf-8")))

@@ -19,21 +19,21 @@ from pathlib import Path
 from ..ingest import records
 from ..settings import Settings
 from ..types import Document, RagError
-from . import distributed, segments
+from . import distributed, embedding, segments
 from .layout import (
     FETCHED_DIR,
     FORMAT_VERSION,
     Manifest,
     SegmentRef,
-    _current_or_none,
-    _generations,
-    _recorded,
-    _save_sources,
-    _setup,
-    _write_atomic,
+    current_or_none,
+    generations,
+    read_sources,
+    save_sources,
+    setup_of,
+    write_atomic,
     writer_lock,
 )
-from .plan import UpdateReport, _load_sources, _plan, _reusable, _segment_data, _Sources, _without, write_fresh_segment
+from .plan import Sources, UpdateReport, load_sources, make_plan, reusable, segment_data, without, write_fresh_segment
 
 
 def build(
@@ -105,6 +105,7 @@ def update(
     paths; without it, each source's recorded map (or the default names) is used.
     """
     settings = settings or Settings.from_env()
+    embedding.configure(settings)
     root = Path(root)
     field_map = records.parse_fields(fields) or None
     if field_map and remove is not None:
@@ -114,22 +115,22 @@ def update(
     with writer_lock(root):
         if settings.ray and not compact and remove is None:
             distributed.connect(settings.ray, progress)
-        live = _reusable(root, settings, rebuild)
+        live = reusable(root, settings, rebuild)
         old_docs = dict(live.docs) if live else {}
-        recorded, recorded_fields = _recorded(root)
-        sources = _Sources(list(recorded), dict(recorded_fields))
+        recorded, recorded_fields = read_sources(root)
+        sources = Sources(list(recorded), dict(recorded_fields))
         if compact:
             new_docs, fresh_raws = dict(old_docs), {}
         elif remove is not None:
-            new_docs, fresh_raws = _without(old_docs, remove), {}
+            new_docs, fresh_raws = without(old_docs, remove), {}
         else:
-            new_docs, fresh_raws = _load_sources(root, settings, old_docs, sources, report, sync, add, feeds, field_map, allow_remove)
-        plan = _plan(live, old_docs, new_docs, settings, report, whole=compact)
+            new_docs, fresh_raws = load_sources(root, settings, old_docs, sources, report, sync, add, feeds, field_map, allow_remove)
+        plan = make_plan(live, old_docs, new_docs, settings, report, whole=compact)
         report.removed = sorted(set(old_docs) - set(new_docs))
         if plan.nothing_to_do(live):
             report.n_chunks = live.n_chunks(plan.refs) if live else 0
             if sources.paths:  # the same articles may come from a new place, or an older index has no sources.json yet
-                _save_sources(root, sources.entries())
+                save_sources(root, sources.entries())
         else:
             written, n_written, embedded_written = [], 0, 0
             if settings.ray and plan.fresh:
@@ -139,7 +140,7 @@ def update(
                 written, n_written, embedded_written = distributed.write_segments(root, fresh, fresh_raws, settings, write_fresh_segment)
                 plan = replace(plan, write={i: d for i, d in plan.write.items() if i not in plan.fresh}, fresh=set())
             try:
-                data = _segment_data(plan, live, fresh_raws, settings, progress, report)
+                data = segment_data(plan, live, fresh_raws, settings, progress, report)
                 report.embedded_chunks += embedded_written
                 fault_point("after_embed")
                 report.n_chunks = (live.n_chunks(plan.refs) if live else 0) + sum(map(len, data.chunks.values())) + n_written
@@ -153,8 +154,8 @@ def update(
     return report
 
 
-def _new_manifest(settings: Settings, sources: _Sources, n_chunks: int) -> Manifest:
-    embedder, precision, dim, chunker = _setup(settings)
+def _new_manifest(settings: Settings, sources: Sources, n_chunks: int) -> Manifest:
+    embedder, precision, dim, chunker = setup_of(settings)
     return Manifest(
         format_version=FORMAT_VERSION,
         embedder=embedder,
@@ -174,7 +175,7 @@ def _publish(
     manifest: Manifest,
     refs: list[SegmentRef],
     data: segments.SegmentData,
-    sources: _Sources,
+    sources: Sources,
     dropped: list[Document],
     written: Iterable[str] = (),
 ) -> None:
@@ -198,7 +199,7 @@ def _publish(
             refs.append(SegmentRef(name))
         _write_generation(root, replace(manifest, segments=refs))
         if sources.paths:
-            _save_sources(root, sources.entries())
+            save_sources(root, sources.entries())
         _drop_fetched(root, dropped)
     except OSError as exc:  # a full disk or a folder made read-only: the live generation is untouched
         raise RagError(f"cannot write the index at {root}/ ({exc.strerror or exc}); nothing changed: free space or fix its permissions") from exc
@@ -224,9 +225,9 @@ def fault_point(name: str) -> None:
 def _write_generation(root: Path, manifest: Manifest) -> None:
     """Publish ``manifest`` as the next generation, make it live, and delete what no kept generation uses."""
     cur = root / "CURRENT"
-    prev = _current_or_none(root)
+    prev = current_or_none(root)
     # past every generation on disk: one a killed writer published but never made current is an orphan
-    n = max([int(g.name[4:]) for g in _generations(root)], default=0) + 1
+    n = max([int(g.name[4:]) for g in generations(root)], default=0) + 1
     name = f"gen-{n:06d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +238,7 @@ def _write_generation(root: Path, manifest: Manifest) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, root / name)
     fault_point("before_swap")
-    _write_atomic(cur, name)
+    write_atomic(cur, name)
     # older generations are garbage once CURRENT moved; keep the previous one for readers mid-open
     for old in sorted(root.glob("gen-*")):
         if old.name not in (name, prev):
