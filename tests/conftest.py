@@ -16,8 +16,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
-DEV_QA = ROOT.parent / "shared" / "eval" / "seed_qa_dev.jsonl"
+SHARED = ROOT.parent / "shared"  # the dev QA sets and benchmark data beside the project (CI has them)
+DEV_QA = SHARED / "eval" / "seed_qa_dev.jsonl"
 Q2012 = "Why did ties between Iran and Hamas break down in 2012?"
+NEEDS_SHARED = "needs the shared data at"
+
+
+def need_shared(path: Path) -> Path:
+    """``path`` under ../shared; without it the test is skipped, and the run's summary names what did not run."""
+    if not path.exists():
+        pytest.skip(f"{NEEDS_SHARED} {path}")
+    return path
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say in one section which tests did not run for want of the shared data, so a green run without it is not mistaken for a full one."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if NEEDS_SHARED in str(r.longrepr)]
+    if skipped:
+        terminalreporter.section("shared data missing", sep="!", yellow=True, bold=True)
+        terminalreporter.line(f"{len(skipped)} tests did not run: {SHARED} is missing here (CI has it); they check the dev QA sets and RealTime QA")
 
 
 @pytest.fixture(scope="session")
@@ -56,8 +73,7 @@ def rag(seed_index):
 
 @pytest.fixture(scope="session")
 def dev_questions() -> list[dict]:
-    if not DEV_QA.exists():
-        pytest.skip(f"dev QA set not found at {DEV_QA}")
+    need_shared(DEV_QA)
     return [json.loads(line) for line in DEV_QA.read_text().splitlines() if line.strip()]
 
 

@@ -15,10 +15,10 @@ from rag.index.writer import add, build
 from rag.settings import Settings
 from rag.types import RagError
 
-from .conftest import ROOT, SEEDS
+from .conftest import SEEDS, SHARED, need_shared
 from .test_cli import rag_cmd
 
-RTQA = ROOT.parent / "shared" / "bench" / "realtimeqa"
+RTQA = SHARED / "bench" / "realtimeqa"
 WEEK = "20220617"  # 191 real news pages
 QUESTIONS = [
     "Why did ties between Iran and Hamas break down in 2012?",
@@ -34,8 +34,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def news_index(tmp_path_factory):
-    if not (RTQA / "weeks").is_dir():
-        pytest.skip(f"needs the RealTime QA pages at {RTQA}")
+    need_shared(RTQA / "weeks")
     from rag.bench.rtqa_data import load_dataset, write_corpus
 
     d = tmp_path_factory.mktemp("news")

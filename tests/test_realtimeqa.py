@@ -13,17 +13,16 @@ from rag.index.reader import Index
 from rag.index.writer import build
 from rag.settings import Settings
 
-from .conftest import Q2012, ROOT, SEEDS
+from .conftest import Q2012, SEEDS, SHARED, need_shared
 from .test_cli import rag_cmd
 
-DATA = ROOT.parent / "shared" / "bench" / "realtimeqa"
+DATA = SHARED / "bench" / "realtimeqa"
 WEEK = "20220617"  # 10 questions with a gold page, one of them the video-ad form; 191 pages
 
 
 @pytest.fixture(scope="module")
 def week_run(tmp_path_factory) -> tuple[dict, object]:
-    if not (DATA / "weeks").is_dir():
-        pytest.skip(f"RealTime QA data not found at {DATA}")
+    need_shared(DATA / "weeks")
     out = tmp_path_factory.mktemp("rtqa")
     p = rag_cmd("bench", "realtimeqa", "--data", str(DATA), "--weeks", WEEK, "--out", str(out), "--json")
     assert p.returncode == 0, p.stderr[-3000:]
