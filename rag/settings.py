@@ -62,6 +62,10 @@ class Settings:
     # how the faiss store searches vectors: auto (exact below 100k vectors, IVF lists from there on) | flat (exact) | ivf
     vector_index: str = "auto"
     ivf_nprobe: int = 32  # IVF lists searched per query (of 4 * sqrt(n)); more: better recall, slower
+    # RAG_STORE=milvus (rag.milvus_store): RAG_STORE_URL is the embedded engine's .db file ("": <index>/milvus/milvus.db)
+    # or a Milvus cluster's http(s)://host:19530
+    store_token: str = ""  # a Milvus cluster's token: "user:password" or an API key ("": none)
+    store_timeout_s: float = 30.0  # longest wait for the embedded engine to start, or for a cluster to answer
 
     # indexing on a Ray cluster (rag.distributed): "" = in this process | auto (the cluster this machine
     # belongs to, else a new local one) | a cluster's address; each embedding actor takes these resources
