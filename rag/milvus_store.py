@@ -57,6 +57,7 @@ LIST_BATCH = 10_000
 # Milvus's sparse indices are u32 below 2**32 - 1; the one hash on that value folds onto another
 SPARSE_MAX = 2**32 - 1
 SEARCH_PARAMS = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}  # every posting scored: exact BM25
+LOCK_WAIT_S = 3.0
 HELP_URL = "give a local .db file for the embedded engine, or a cluster's address such as http://localhost:19530"
 
 
@@ -119,6 +120,23 @@ def engine_binary() -> Path:
     return binary
 
 
+def _lock(f) -> None:
+    """Lock the engine's file, waiting a moment for an engine whose process just ended to let go of it.
+
+    Held while the engine runs: a second engine on the file would corrupt it. In socket mode the binary
+    waits on this lock, so it exits when this process dies, however it dies, and holds it briefly then.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 class Engine:
     """Milvus's server binary started on a database file, as a child process; :meth:`stop` ends it.
 
@@ -137,9 +155,7 @@ class Engine:
         self._lock_path = self.file.parent / f".{self.file.name}.lock"
         self._lock = open(self._lock_path, "a")
         try:
-            # held while the engine runs: a second engine on the file would corrupt it, and in socket mode
-            # the binary watches this lock, so it exits when this process dies however it dies
-            fcntl.lockf(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock(self._lock)
         except BlockingIOError as exc:
             self._lock.close()
             raise RagError(
@@ -408,24 +424,39 @@ def _delete(client: MilvusClient, collection: str, keys: list[str], fault: str =
 
 
 def _ensure_collection(client: MilvusClient, collection: str, dim: int) -> None:
+    """Create, index and load the collection, each step only if it is not done (a process killed midway left the rest)."""
     from pymilvus import DataType
+    from pymilvus.client.types import LoadState
 
-    if client.has_collection(collection):
-        return
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description="newsrag passages")
-    schema.add_field("id", DataType.VARCHAR, max_length=KEY_CHARS, is_primary=True)
-    schema.add_field("chunk", DataType.VARCHAR, max_length=NAME_CHARS)
-    schema.add_field("doc", DataType.VARCHAR, max_length=NAME_CHARS)
-    for name in ("first", "last", "born", "died"):
-        schema.add_field(name, DataType.INT64)
-    schema.add_field("has_dense", DataType.BOOL)
-    schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
-    params = client.prepare_index_params()
-    # exact inner product, as the in-index search: a cluster holding millions can be given HNSW instead
-    params.add_index("dense", index_type="FLAT", metric_type="IP")
-    params.add_index("bm25", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
-    client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
+    if not client.has_collection(collection):
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description="newsrag passages")
+        schema.add_field("id", DataType.VARCHAR, max_length=KEY_CHARS, is_primary=True)
+        schema.add_field("chunk", DataType.VARCHAR, max_length=NAME_CHARS)
+        schema.add_field("doc", DataType.VARCHAR, max_length=NAME_CHARS)
+        for name in ("first", "last", "born", "died"):
+            schema.add_field(name, DataType.INT64)
+        schema.add_field("has_dense", DataType.BOOL)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
+        client.create_collection(collection, schema=schema, consistency_level="Strong")
+    have = set(client.list_indexes(collection))
+    for field, kind in (("dense", "FLAT"), ("bm25", "SPARSE_INVERTED_INDEX")):
+        if field not in have:
+            # exact inner product, as the in-index search: a cluster holding millions can be given HNSW instead
+            params = client.prepare_index_params()
+            params.add_index(field, index_name=field, index_type=kind, metric_type="IP")
+            _twice(lambda p=params: client.create_index(collection, p))
+    if client.get_load_state(collection).get("state") != LoadState.Loaded:
+        _twice(lambda: client.load_collection(collection))
+
+
+def _twice(step) -> None:
+    """Run an engine step, once more after a moment if it fails: a busy embedded engine has refused one (internal error)."""
+    try:
+        step()
+    except Exception:
+        time.sleep(0.5)
+        step()
 
 
 def _state(client: MilvusClient, collection: str, index: Index) -> State:
