@@ -439,9 +439,8 @@ def _ensure_collection(client: MilvusClient, collection: str, dim: int) -> None:
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
         client.create_collection(collection, schema=schema, consistency_level="Strong")
-    have = set(client.list_indexes(collection))
     for field, kind in (("dense", "FLAT"), ("bm25", "SPARSE_INVERTED_INDEX")):
-        if field not in have:
+        if not client.list_indexes(collection, field_name=field):  # a cluster's own (HNSW, say) is kept
             # exact inner product, as the in-index search: a cluster holding millions can be given HNSW instead
             params = client.prepare_index_params()
             params.add_index(field, index_name=field, index_type=kind, metric_type="IP")
