@@ -123,8 +123,8 @@ def engine_binary() -> Path:
 def _lock(f) -> None:
     """Lock the engine's file, waiting a moment for an engine whose process just ended to let go of it.
 
-    Held while the engine runs: a second engine on the file would corrupt it. In socket mode the binary
-    waits on this lock, so it exits when this process dies, however it dies, and holds it briefly then.
+    Held while the engine runs: a second engine on the file would corrupt it. The binary waits on this
+    lock, so it exits when this process dies, however it dies, and holds it briefly then.
     """
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
@@ -164,7 +164,7 @@ class Engine:
             ) from exc
         self._dir = tempfile.mkdtemp(prefix="newsrag-milvus-")  # a socket path must stay under ~100 characters
         self.uri = f"http://{address}" if address else f"unix:{self._dir}/engine.sock"
-        args = [str(binary), str(self.file), address or self.uri, "ERROR"] + ([] if address else [str(self._lock_path)])
+        args = [str(binary), str(self.file), address or self.uri, "ERROR", str(self._lock_path)]
         self._log = open(Path(self._dir) / "engine.log", "w+b")
         try:
             self.process = subprocess.Popen(
@@ -439,6 +439,12 @@ def _ensure_collection(client: MilvusClient, collection: str, dim: int) -> None:
         schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("bm25", DataType.SPARSE_FLOAT_VECTOR)
         client.create_collection(collection, schema=schema, consistency_level="Strong")
+    fields = {f["name"]: f.get("params", {}) for f in client.describe_collection(collection)["fields"]}
+    if int(fields.get("dense", {}).get("dim", 0)) != dim:
+        raise RagError(
+            f"the Milvus collection {collection} holds {fields.get('dense', {}).get('dim', 'no')}-d vectors and the index {dim}-d "
+            "(it was filled by another embedder): drop the collection, or delete the embedded store's file, and open again"
+        )
     for field, kind in (("dense", "FLAT"), ("bm25", "SPARSE_INVERTED_INDEX")):
         if not client.list_indexes(collection, field_name=field):  # a cluster's own (HNSW, say) is kept
             # exact inner product, as the in-index search: a cluster holding millions can be given HNSW instead
@@ -552,3 +558,32 @@ def _upsert(client: MilvusClient, collection: str, index: Index, points: list[tu
             client.upsert(collection, batch)
             batch = []
             fault_point("milvus_upsert")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rag.milvus_store FILE [--address HOST:PORT]``: serve the embedded engine to other processes until stopped."""
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m rag.milvus_store", description=main.__doc__)
+    p.add_argument("file", type=Path, help="the engine's .db file (created if missing)")
+    p.add_argument("--address", default="127.0.0.1:19530", help="where it listens (default %(default)s)")
+    args = p.parse_args(argv)
+    try:
+        engine = Engine(args.file, address=args.address)
+    except RagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stopped as by Ctrl-C: the engine is ended, not orphaned
+    print(f"serving {engine.file} at {engine.uri} (RAG_STORE=milvus RAG_STORE_URL={engine.uri})", flush=True)
+    try:
+        return engine.process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        engine.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

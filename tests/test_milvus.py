@@ -17,7 +17,6 @@ import pytest
 from rag import RAG, milvus_store
 from rag import index as idx
 from rag.dates import parse_range
-from rag.milvus_store import Engine
 from rag.types import RagError
 
 from .conftest import Q2012, ROOT, read_file
@@ -73,13 +72,21 @@ def embedded(index_copy) -> RAG:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The engine listening on a port, as a Milvus server would: what several processes share."""
-    port = _free_port()
-    engine = Engine(tmp_path_factory.mktemp("served") / "shared.db", address=f"127.0.0.1:{port}")
-    yield engine.uri
+    """The engine served on a port by ``python -m rag.milvus_store``, as a Milvus server would be: what several processes share."""
+    address = f"127.0.0.1:{_free_port()}"
+    db = tmp_path_factory.mktemp("served") / "shared.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "rag.milvus_store", str(db), "--address", address], stdout=subprocess.PIPE, text=True, env=env
+    )
+    line = server.stdout.readline()
+    assert line.startswith("serving") and f"RAG_STORE_URL=http://{address}" in line, line
+    yield f"http://{address}"
     milvus_store.close_all()
-    engine.stop()
-    assert engine.process.poll() is not None
+    server.terminate()
+    assert server.wait(30) == 0
+    with pytest.raises(OSError):  # the engine ended with its server, not left running
+        socket.create_connection(tuple(address.split(":")), timeout=1)
 
 
 @pytest.mark.parametrize("question", QUESTIONS)
@@ -143,9 +150,9 @@ def _visible(store) -> int:
     return len(store.client.query(store.collection, filter=store._visible, output_fields=["id"]))
 
 
-def test_the_store_follows_adds_updates_and_removals(corpus, tmp_path):
+def test_the_store_follows_adds_updates_and_removals(seed_index, tmp_path):
     root = tmp_path / "index"
-    idx.build(root, [corpus])
+    shutil.copytree(seed_index, root)
     rag = RAG.open(root, store="milvus")
     assert any(p.doc.id == TEHRAN for p in rag.retrieve("Which Hamas leader was slated to visit Tehran?", top_k=3))
 
