@@ -21,8 +21,6 @@ from rag.types import RagError
 
 from .conftest import Q2012, ROOT, read_file
 
-pytest.importorskip("pymilvus", reason="needs the milvus extra (make test installs it)")
-
 QUESTIONS = [
     Q2012,
     "Which Hamas leader was slated to visit Tehran?",
@@ -133,6 +131,13 @@ def test_milvus_answers_with_exact_quotes(embedded, reference):
         assert read_file(c.path)[c.start : c.end] == c.quote
     b = reference.ask(Q2012, llm="extractive")
     assert a.text == b.text and [(c.quote, c.start) for c in a.citations] == [(c.quote, c.start) for c in b.citations]
+
+
+def test_the_seed_questions_get_the_same_answers_from_both_stores(embedded, reference, dev_questions):
+    for q in dev_questions:
+        a, b = embedded.ask(q["question"], llm="extractive"), reference.ask(q["question"], llm="extractive")
+        assert (a.text, a.abstained) == (b.text, b.abstained), q["id"]
+        assert [(c.path, c.start, c.end, c.quote) for c in a.citations] == [(c.path, c.start, c.end, c.quote) for c in b.citations]
 
 
 def test_reopening_the_same_generation_writes_nothing(index_copy, embedded):
