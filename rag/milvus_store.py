@@ -28,6 +28,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -121,11 +123,9 @@ def engine_binary() -> Path:
 
 
 def _lock(f) -> None:
-    """Lock the engine's file, waiting a moment for an engine whose process just ended to let go of it.
-
-    Held while the engine runs: a second engine on the file would corrupt it. The binary waits on this
-    lock, so it exits when this process dies, however it dies, and holds it briefly then.
-    """
+    """Lock the engine's file, waiting a moment for an engine whose process just ended to let go of it."""
+    # held while the engine runs: a second engine on the file would corrupt it. The binary waits on this
+    # lock, so it exits when this process dies, however it dies, and holds it briefly then
     deadline = time.monotonic() + LOCK_WAIT_S
     while True:
         try:
@@ -138,15 +138,16 @@ def _lock(f) -> None:
 
 
 class Engine:
-    """Milvus's server binary started on a database file, as a child process; :meth:`stop` ends it.
+    """Milvus's server binary started on a database file, as a child process; :meth:`stop` ends it."""
 
-    The binary is started directly rather than through milvus-lite's Python wrapper, which imports
-    ``pkg_resources`` (gone from current setuptools) and reports a failed start only as None.
-    """
+    # started directly rather than through milvus-lite's Python wrapper, which imports pkg_resources
+    # (gone from current setuptools) and reports a failed start only as None
 
     def __init__(self, file: Path, address: str = "", timeout_s: float = 30.0) -> None:
         """Start the engine on ``file``: on a private socket, or listening at ``address`` (``host:port``) for other processes."""
         binary = engine_binary()
+        if address and not re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", address):
+            raise RagError(f"the address {address!r} is not HOST:PORT, such as 127.0.0.1:19530")
         self.file = file.expanduser().resolve()
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +161,7 @@ class Engine:
             self._lock.close()
             raise RagError(
                 f"the embedded Milvus store {self.file} is open in another process; close it, "
-                "or serve one engine for all of them (rag.milvus_store.Engine with an address) and set RAG_STORE_URL"
+                "or serve one engine to all of them (python -m rag.milvus_store FILE --address HOST:PORT) and set RAG_STORE_URL"
             ) from exc
         self._dir = tempfile.mkdtemp(prefix="newsrag-milvus-")  # a socket path must stay under ~100 characters
         self.uri = f"http://{address}" if address else f"unix:{self._dir}/engine.sock"
@@ -291,7 +292,8 @@ class MilvusStore:
         collection = LOCAL_COLLECTION if place.file else milvus_collection(index.root)
         generation = generation_number(index)
         try:
-            point_chunk = sync(client, collection, index, generation)
+            with one_writer(index.root, collection):
+                point_chunk = sync(client, collection, index, generation)
         except RagError:
             raise
         except Exception as exc:  # a refused request, a lost connection
@@ -338,6 +340,25 @@ class MilvusStore:
             return ""
         docs = sorted(set(self._doc_of[allowed].tolist()))
         return f"doc in [{', '.join(json.dumps(d) for d in docs)}]"
+
+
+@contextmanager
+def one_writer(root: Path, collection: str) -> Iterator[None]:
+    """Bring the store in step in one process at a time: the others wait, then find it published and only read."""
+    # two processes opening different generations at once would each plan from what the other changes.
+    # Waiting has no limit: a writer that dies lets go, and one that hangs is ended by its client's timeout
+    try:
+        (root / LOCAL_FOLDER).mkdir(exist_ok=True)
+        f = open(root / LOCAL_FOLDER / f".{collection}.sync.lock", "a")
+    except OSError:  # a read-only index folder: brought in step without the lock
+        yield
+        return
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def date_filter(dates: DateRange) -> str:

@@ -20,11 +20,9 @@ def engine_mb(pid: int) -> int:
 
 
 def milvus_figures(vecs: np.ndarray, queries: np.ndarray, timed) -> dict:
-    """Load ``vecs`` into the product's collection on a fresh embedded engine, then time dense top-30 searches of ``queries``.
-
-    The rows carry every field ``RAG_STORE=milvus`` writes (an empty BM25 vector, one generation) and each
-    search the filter a reader sends, so the figures are what a question's dense search costs.
-    """
+    """Load ``vecs`` into the product's collection on a fresh embedded engine, then time dense top-30 searches of ``queries``."""
+    # the rows carry every field RAG_STORE=milvus writes (an empty BM25 vector, one generation) and each
+    # search the filter a reader sends, so the figures are what a question's dense search costs
     from pymilvus import MilvusClient
 
     from ..milvus_store import ALIVE, SEARCH_PARAMS, Engine, _ensure_collection
