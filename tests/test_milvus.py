@@ -303,3 +303,18 @@ def test_an_unreachable_cluster_or_an_engine_that_will_not_start_is_a_clear_erro
 def test_the_packaged_engine_is_milvus_itself():
     binary = milvus_store.engine_binary()
     assert binary.name == "milvus" and binary.parent.name == "lib" and binary.stat().st_size > 10_000_000
+
+
+def test_rag_ask_on_a_store_it_cannot_reach_prints_one_line(index_copy):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAG_STORE": "milvus", "RAG_STORE_URL": "http://127.0.0.1:1", "RAG_STORE_TIMEOUT_S": "2"}
+    out = subprocess.run(
+        [sys.executable, "-m", "rag.cli", "ask", Q2012, "--index", str(index_copy), "--llm", "extractive"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Milvus store at http://127.0.0.1:1"), out.stderr
+    assert "Traceback" not in out.stderr
