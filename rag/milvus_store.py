@@ -59,7 +59,7 @@ LIST_BATCH = 10_000
 # Milvus's sparse indices are u32 below 2**32 - 1; the one hash on that value folds onto another
 SPARSE_MAX = 2**32 - 1
 SEARCH_PARAMS = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}  # every posting scored: exact BM25
-LOCK_WAIT_S = 3.0
+LOCK_WAIT_S = 3.0  # how long an engine whose process just died may take to let go of its file
 HELP_URL = "give a local .db file for the embedded engine, or a cluster's address such as http://localhost:19530"
 
 
@@ -289,7 +289,8 @@ class MilvusStore:
         """The collection for ``index`` (embedded under ``index.root`` unless ``RAG_STORE_URL`` names a file or cluster), in step with it."""
         place = where(index.root, settings.store_url)
         client = connect(place, settings)
-        collection = LOCAL_COLLECTION if place.file else milvus_collection(index.root)
+        # a file or cluster named in RAG_STORE_URL may serve several indexes: each its own collection
+        collection = milvus_collection(index.root) if settings.store_url else LOCAL_COLLECTION
         generation = generation_number(index)
         try:
             with one_writer(index.root, collection):
