@@ -318,3 +318,9 @@ def test_rag_ask_on_a_store_it_cannot_reach_prints_one_line(index_copy):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Milvus store at http://127.0.0.1:1"), out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_missing_extra_is_a_clear_error(index_copy, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # as if the extra were not installed
+    with pytest.raises(RagError, match=r"newsrag\[milvus\]"):
+        RAG.open(index_copy, store="milvus", store_url="http://127.0.0.1:19530")
