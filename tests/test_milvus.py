@@ -324,3 +324,28 @@ def test_a_missing_extra_is_a_clear_error(index_copy, monkeypatch):
     monkeypatch.setitem(sys.modules, "pymilvus", None)  # as if the extra were not installed
     with pytest.raises(RagError, match=r"newsrag\[milvus\]"):
         RAG.open(index_copy, store="milvus", store_url="http://127.0.0.1:19530")
+
+
+def test_bench_scale_measures_the_embedded_engine_up_to_its_limit(seed_index, tmp_path):
+    from .test_cli import rag_cmd
+
+    args = [
+        "bench",
+        "scale",
+        "--index",
+        str(seed_index),
+        "--sizes",
+        "1000,2000",
+        "--queries",
+        "10",
+        "--qdrant-max",
+        "0",
+        "--milvus-max",
+        "1000",
+    ]
+    p = rag_cmd(*args, "--out", str(tmp_path), "--json")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads(p.stdout)["rows"]
+    assert rows[0]["milvus_build_s"] > 0 and 0 < rows[0]["milvus_p50_ms"] <= rows[0]["milvus_p95_ms"] and rows[0]["milvus_engine_mb"] > 0
+    assert "milvus_p50_ms" not in rows[1]  # only up to --milvus-max
+    assert "Milvus embedded" in (tmp_path / "scale.md").read_text()
