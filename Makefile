@@ -19,7 +19,7 @@ run: setup index
 DEV_QA := ../shared/eval/seed_qa_dev.jsonl
 DEV_QA2 := ../shared/eval/seed_qa_dev2.jsonl
 
-test: setup $(STAMP)/qdrant $(STAMP)/ray browser quality
+test: setup $(STAMP)/qdrant $(STAMP)/milvus $(STAMP)/ray browser quality
 	$(BIN)/python -m pytest -q tests
 
 # quality gate on the dev QA set with the fast extractive backend: fails when a figure drops
@@ -63,6 +63,11 @@ $(STAMP)/deps: $(STAMP)/llama pyproject.toml
 # the optional Qdrant store, which the tests run beside FAISS; `make run` does without it
 $(STAMP)/qdrant: $(STAMP)/deps
 	$(BIN)/pip install -q -e ".[qdrant]"
+	touch $@
+
+# the optional Milvus store: its engine ships in milvus-lite's wheel, which the tests start; `make run` does without it
+$(STAMP)/milvus: $(STAMP)/deps
+	$(BIN)/pip install -q -e ".[milvus]"
 	touch $@
 
 # Ray, for the tests that index on a two-node cluster on this machine; `make run` does without it

@@ -76,9 +76,14 @@ class Settings:
     # embedding: auto = bf16 where the CPU multiplies bfloat16 natively, else fp32 | fp32 | bf16 (a change re-embeds)
     embed_precision: Literal["auto", "fp32", "bf16"] = _setting("auto", "retrieval")
 
-    # where retrieval searches: faiss (the index's own vectors and BM25) | qdrant (a collection mirroring the index)
-    store: Literal["faiss", "qdrant"] = _setting("faiss", "store")
-    store_url: str = _setting("", "store")  # a Qdrant server or cluster ("": embedded, under the index folder in qdrant/)
+    # where retrieval searches: faiss (the index's own vectors and BM25) | milvus (Milvus's engine, embedded or a
+    # cluster, mirroring the index) | qdrant (a Qdrant collection mirroring the index)
+    store: Literal["faiss", "milvus", "qdrant"] = _setting("faiss", "store")
+    # milvus: the embedded engine's .db file ("": <index>/milvus/milvus.db) or a cluster's http(s)://host:19530;
+    # qdrant: a server or cluster ("": embedded, under the index folder in qdrant/)
+    store_url: str = _setting("", "store")
+    store_token: str = _setting("", "store")  # a Milvus cluster's token: "user:password" or an API key ("": none)
+    store_timeout_s: float = _setting(30.0, "store", above=0)  # longest wait for the embedded engine to start, or for a cluster to answer
     # how the faiss store searches vectors: auto (exact below 100k vectors, IVF lists from there on) | flat (exact) | ivf
     vector_index: Literal["auto", "flat", "ivf"] = _setting("auto", "store")
     ivf_nprobe: int = _setting(32, "store", low=1)  # IVF lists searched per query (of 4 * sqrt(n)); more: better recall, slower

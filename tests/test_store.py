@@ -109,8 +109,8 @@ def test_the_embedded_store_is_brought_in_step_without_resending_what_it_has(ind
 
 
 def test_an_unknown_store_or_a_missing_extra_is_a_clear_error(index_copy, monkeypatch):
-    with pytest.raises(RagError, match="not a store"):
-        RAG.open(index_copy, store="milvus")
+    with pytest.raises(RagError, match=r"store is .chroma. \(RAG_STORE\): it must be one of faiss, milvus, qdrant"):
+        RAG.open(index_copy, store="chroma")
     monkeypatch.setitem(sys.modules, "qdrant_client", None)  # as if the extra were not installed
     with pytest.raises(RagError, match=r"newsrag\[qdrant\]"):
         RAG.open(index_copy, store="qdrant")

@@ -13,7 +13,8 @@ Each size reports, for exact search (FAISS flat inner product) and the product's
 (:mod:`rag.index.ann`: FAISS IVF with ``nlist = 4 * sqrt(n)`` lists, at most n / 39, ``--nprobe`` of them
 searched; its training, assignment and per-generation assembly timed apart), memory of the vectors,
 one query's p50/p95 (the top 30, as hybrid retrieval asks), and the approximate index's recall@10
-against exact search; embedded Qdrant's load and query time up to ``--qdrant-max`` passages; and
+against exact search; embedded Qdrant's load and query time up to ``--qdrant-max`` passages; the embedded
+Milvus engine's (:mod:`rag.bench.scale_milvus`) load, query time and memory up to ``--milvus-max``; and
 BM25's build time and query p50/p95.
 Queries are other real vectors with fresh noise, and the words of real passages.
 """
@@ -50,6 +51,13 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
         default=20_000,
         metavar="N",
         help="measure embedded Qdrant up to N passages (0: never; default 20000: its local mode searches in Python, a server is for more)",
+    )
+    p.add_argument(
+        "--milvus-max",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="measure the embedded Milvus engine up to N passages (0: never; default 100000)",
     )
     p.add_argument("--out", default=None, help="folder for scale.md, scale.json and scale.png")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -141,14 +149,21 @@ def _qdrant_figures(n: int, base: np.ndarray, n_queries: int, seed: int) -> dict
     return row
 
 
-def measure_size(n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0, qdrant_max: int = 0) -> dict:
-    """Every figure for one corpus size (embedded Qdrant's up to ``qdrant_max`` passages)."""
+def measure_size(
+    n: int, base: np.ndarray, sentences: list[str], n_queries: int, nprobe: int, seed: int = 0, qdrant_max: int = 0, milvus_max: int = 0
+) -> dict:
+    """Every figure for one corpus size (embedded Qdrant's up to ``qdrant_max`` passages, embedded Milvus's up to ``milvus_max``)."""
     from ..index.retrieval import bm25_top
     from ..index.segments import SegmentedBM25, Terms
 
     row = {"passages": n, **_vector_figures(n, base, n_queries, nprobe, seed)}
     if n <= qdrant_max:
         row.update(_qdrant_figures(n, base, n_queries, seed))
+    if n <= milvus_max:
+        from .scale_milvus import milvus_figures
+
+        vecs, queries = _vectors(base, n, np.random.default_rng(seed)), _vectors(base, n_queries, np.random.default_rng(seed + 1))
+        row.update(milvus_figures(vecs, queries, _timed))
     pick = random.Random(seed)
     texts = [" ".join(pick.choices(sentences, k=4)) for _ in range(n)]
     t0 = time.perf_counter()
@@ -189,7 +204,11 @@ def run(args: argparse.Namespace) -> int:
             import qdrant_client  # noqa: F401
         except ImportError as exc:
             raise RagError("--qdrant-max needs the qdrant extra: pip install 'newsrag[qdrant]' (or --qdrant-max 0)") from exc
-    rows = [measure_size(n, base, sentences, args.queries, args.nprobe, qdrant_max=args.qdrant_max) for n in sizes]
+    if args.milvus_max:
+        from ..index.milvus_engine import engine_binary
+
+        engine_binary()  # a RagError naming the milvus extra when it is missing
+    rows = [measure_size(n, base, sentences, args.queries, args.nprobe, qdrant_max=args.qdrant_max, milvus_max=args.milvus_max) for n in sizes]
     result = {"index": settings.index_dir, "base_vectors": len(base), "base_sentences": len(sentences), "rows": rows}
     md = markdown(result)
     if args.out:
@@ -207,15 +226,17 @@ def markdown(result: dict) -> str:
         f"Resampled from {result['base_vectors']:,} vectors and {result['base_sentences']:,} sentences of {result['index']}/.",
         "",
         "| passages | flat: MB | flat: p50 / p95 ms | IVF: train / assign / open s | IVF: +100 vectors ms | IVF: p50 / p95 ms | IVF recall@10 | IVF: MB in memory / cache on disk "
-        "| Qdrant embedded: build s | Qdrant: p50 / p95 ms | BM25: build s | BM25: MB | BM25: p50 / p95 ms | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Qdrant embedded: build s | Qdrant: p50 / p95 ms | Milvus embedded: build s | Milvus: p50 / p95 ms | Milvus engine MB "
+        "| BM25: build s | BM25: MB | BM25: p50 / p95 ms | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         qdrant = f"{r['qdrant_build_s']} | {r['qdrant_p50_ms']} / {r['qdrant_p95_ms']}" if "qdrant_p50_ms" in r else "— | —"
+        milvus = f"{r['milvus_build_s']} | {r['milvus_p50_ms']} / {r['milvus_p95_ms']} | {r['milvus_engine_mb']:,}" if "milvus_p50_ms" in r else "— | — | —"
         lines.append(
             f"| {r['passages']:,} | {r['flat_mb']:,} | {r['flat_p50_ms']} / {r['flat_p95_ms']} "
             f"| {r['ivf_train_s']} / {r['ivf_assign_s']} / {r['ivf_open_s']} | {r['ivf_add100_ms']} "
-            f"| {r['ivf_p50_ms']} / {r['ivf_p95_ms']} | {r['ivf_recall@10']} | {r['ivf_mb']:,} / {r['ivf_cache_mb']} | {qdrant} | {r['bm25_build_s']} | {r['bm25_mb']:,} "
+            f"| {r['ivf_p50_ms']} / {r['ivf_p95_ms']} | {r['ivf_recall@10']} | {r['ivf_mb']:,} / {r['ivf_cache_mb']} | {qdrant} | {milvus} | {r['bm25_build_s']} | {r['bm25_mb']:,} "
             f"| {r['bm25_p50_ms']} / {r['bm25_p95_ms']} | {r['peak_rss_mb']:,} |"
         )
     lines += [
@@ -223,7 +244,8 @@ def markdown(result: dict) -> str:
         "IVF is rag.index.ann as RAG_VECTOR_INDEX=ivf builds it: k-means once per index (train), each segment's vectors assigned "
         "to their lists once and cached (assign), a generation's lists put together from the cached assignments (open); "
         "a write assigns only its new vectors (+100 vectors). Qdrant embedded is qdrant-client's local mode, which searches "
-        "in Python: a Qdrant server or cluster is what serves a large corpus.",
+        "in Python: a Qdrant server or cluster is what serves a large corpus. Milvus embedded is the engine milvus-lite ships "
+        "(RAG_STORE=milvus without a URL), a separate process: its memory is that process's peak, not in peak MB.",
     ]
     return "\n".join(lines)
 
@@ -241,6 +263,7 @@ def chart(rows: list[dict], path: Path) -> Path:
         ("flat_p50_ms", "exact (FAISS flat)"),
         ("ivf_p50_ms", "approximate (FAISS IVF, rag.index.ann)"),
         ("qdrant_p50_ms", "Qdrant embedded"),
+        ("milvus_p50_ms", "Milvus embedded"),
         ("bm25_p50_ms", "BM25"),
     ):
         have = [(x, r[key]) for x, r in zip(n, rows) if key in r]

@@ -36,7 +36,7 @@ from .reader import Index
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
 
-STORES = ("faiss", "qdrant")
+STORES = ("faiss", "qdrant", "milvus")
 LOCAL_FOLDER = "qdrant"  # under the index folder, beside the generations
 LOCAL_COLLECTION = "chunks"
 DENSE = "dense"
@@ -70,6 +70,10 @@ def open_store(index: Index, settings: Settings) -> VectorStore | None:
         return None
     if name == "qdrant":
         return QdrantStore.open(index, settings.store_url)
+    if name == "milvus":  # Milvus's own engine, embedded or a cluster (rag.index.milvus)
+        from .milvus import MilvusStore
+
+        return MilvusStore.open(index, settings)
     raise RagError(f"RAG_STORE={settings.store!r} is not a store: use one of {', '.join(STORES)}")
 
 
