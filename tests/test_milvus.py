@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from rag import RAG
-from rag import index as idx
+from rag.index import writer as idx
 from rag.dates import parse_range
 from rag.index import milvus_engine
 from rag.types import RagError
