@@ -15,9 +15,9 @@ import textwrap
 import pytest
 
 from rag import RAG
-from rag.index import writer as idx
 from rag.dates import parse_range
 from rag.index import milvus_engine
+from rag.index import writer as idx
 from rag.types import RagError
 
 from .conftest import Q2012, ROOT, read_file
