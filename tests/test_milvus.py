@@ -218,7 +218,7 @@ def test_a_write_killed_leaves_each_reader_its_own_generation(point, served, see
     root = tmp_path / "index"
     shutil.copytree(seed_index, root)
     write = f"""
-        from rag.index import Index
+        from rag.index.reader import Index
         from rag.index.milvus import MilvusStore
         from rag.settings import Settings
         MilvusStore.open(Index.open({str(root)!r}), Settings(store="milvus", store_url={served!r}))
@@ -262,7 +262,7 @@ def test_two_processes_read_one_engine(served, index_copy, reference):
 def test_a_second_process_on_the_embedded_file_is_told_so(embedded, index_copy):
     out = _child(
         f"""
-        from rag.index import Index
+        from rag.index.reader import Index
         from rag.index.milvus import MilvusStore
         from rag.settings import Settings
         from rag.types import RagError

@@ -98,7 +98,7 @@ def test_the_store_follows_index_updates(store, corpus, tmp_path):
 
 
 def test_the_embedded_store_is_brought_in_step_without_resending_what_it_has(index_copy):
-    from rag.index.store import point_keys
+    from rag.index.mirror import point_keys
 
     rag = RAG.open(index_copy, store="qdrant")
     st = rag.retriever.store

@@ -163,7 +163,7 @@ def measure_size(
         from .scale_milvus import milvus_figures
 
         vecs, queries = _vectors(base, n, np.random.default_rng(seed)), _vectors(base, n_queries, np.random.default_rng(seed + 1))
-        row.update(milvus_figures(vecs, queries, _timed))
+        row.update(milvus_figures(vecs, queries, _timed, TOP))
     pick = random.Random(seed)
     texts = [" ".join(pick.choices(sentences, k=4)) for _ in range(n)]
     t0 = time.perf_counter()

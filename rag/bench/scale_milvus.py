@@ -19,7 +19,7 @@ def engine_mb(pid: int) -> int:
     return 0
 
 
-def milvus_figures(vecs: np.ndarray, queries: np.ndarray, timed) -> dict:
+def milvus_figures(vecs: np.ndarray, queries: np.ndarray, timed, top: int) -> dict:
     """Load ``vecs`` into the product's collection on a fresh embedded engine, then time dense top-30 searches of ``queries``."""
     # the rows carry every field RAG_STORE=milvus writes (an empty BM25 vector, one generation) and each
     # search the filter a reader sends, so the figures are what a question's dense search costs
@@ -27,7 +27,6 @@ def milvus_figures(vecs: np.ndarray, queries: np.ndarray, timed) -> dict:
 
     from ..index.milvus import ALIVE, SEARCH_PARAMS, ensure_collection
     from ..index.milvus_engine import Engine
-    from .scale import TOP
 
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(Path(tmp) / "scale.db")
@@ -43,7 +42,7 @@ def milvus_figures(vecs: np.ndarray, queries: np.ndarray, timed) -> dict:
             expr = "born <= 1 and died > 1 and has_dense == true"
 
             def search(q: np.ndarray) -> None:
-                client.search("scale", [q.tolist()], anns_field="dense", limit=TOP, filter=expr, search_params=SEARCH_PARAMS)
+                client.search("scale", [q.tolist()], anns_field="dense", limit=top, filter=expr, search_params=SEARCH_PARAMS)
 
             row["milvus_p50_ms"], row["milvus_p95_ms"] = timed(search, queries)
             row["milvus_engine_mb"] = engine_mb(engine.process.pid)

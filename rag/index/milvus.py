@@ -36,8 +36,8 @@ from ..text import bm25_tokenize
 from ..types import RagError
 from .embedding import embed_text
 from .milvus_engine import LOCAL_COLLECTION, LOCAL_FOLDER, connect, engine_error, milvus_collection, where
+from .mirror import bm25_vector, point_keys, term_id
 from .reader import Index
-from .store import bm25_vector, point_keys, term_id
 from .writer import fault_point
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ SEARCH_PARAMS = {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}  # e
 
 
 def milvus_term(word: str) -> int:
-    """A BM25 term's sparse index: :func:`rag.store.term_id` within Milvus's range."""
+    """A BM25 term's sparse index: :func:`rag.index.mirror.term_id` within Milvus's range."""
     return term_id(word) % SPARSE_MAX
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from ..settings import Settings
 from ..types import RagError
-from .store import collection_name
+from .mirror import collection_name
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
