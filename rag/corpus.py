@@ -332,6 +332,8 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     for k, v in found.items():
         meta.setdefault(k, v)
     meta.update(given)
+    for key in hostile.planted_fields(meta):  # every citation shows these: read like the text (see rag.hostile)
+        del meta[key]
     if not meta.get("outlet"):
         meta["outlet"] = _outlet(raw)
     shown = [display_text(raw[s:e], is_html) for s, e in segments]
@@ -472,8 +474,10 @@ def _record_document(path: Path, key: str, raw: str, values: Mapping[str, object
     given: dict[str, str] = {}
     for name in ("title", "outlet", "author", "date", "url"):
         value = records.meta_value(name, values.get(name), SIDECAR_FIELDS[name])
+        if value and name == "date":
+            value = hostile.meta_date(value)  # prose in a date field is no date
         if value:
-            given[name] = (parse_date(value) or value) if name == "date" else value
+            given[name] = value
     is_html = looks_like_html(raw)
     return _document(f"{path.name}#{key}", path, raw, *clean_article(raw, label, is_html, given), record=key, html=is_html)
 
@@ -538,8 +542,7 @@ def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
                     if k in ("title", "outlet", "author", "date", "url"):
                         meta[k] = v.strip().strip("\"'")
             pos = raw.find("\n", end + 4) + 1 or len(raw)
-    if meta.get("date"):
-        meta["date"] = parse_date(meta["date"]) or meta["date"]
+    hostile.settle_date(meta)  # the date field read as a date; prose in it is none
     blocks = []
     for m in re.finditer(r"[^\n]+", raw[pos:]):
         s, e = m.start() + pos, m.end() + pos
@@ -693,8 +696,7 @@ def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, 
         raise RagError(f"{name}: cannot parse HTML ({exc})") from exc
     p._flush()
     meta = p.meta
-    if meta.get("date"):
-        meta["date"] = parse_date(meta["date"]) or meta["date"]
+    hostile.settle_date(meta)  # the date field read as a date; prose in it is none
     # split multi-line text runs into lines so the line rules below apply to them too
     blocks = []
     for s, e in p.blocks:
