@@ -122,12 +122,15 @@ _ORDER = re.compile(
             r"\bthe\s+(right|real)\s+(answer|reply|response)\s+(to|for)\s+(any|every|all|this|these|questions?)\b",
             # an editor's note addresses readers about the article's history; one that speaks of answers addresses whoever answers
             r"\beditor\W{0,2}s\s+note\b[^\n]{0,200}\b(answer|reply|response)s?\b",
-            # "Anyone asked who leads X should give one name", "those who summarise this report are asked to"
+            # "Anyone asked who leads X should give one name", "those answering should state"
             rf"\b{_ANSWERER}\b[^.!?\n]{{0,150}}\b{_TO_SAY}",
+            # "those who summarise this report", "anyone answering questions about this article": whoever processes
+            # this very text is its addressee, whatever they are told to do (a report speaks of the world, not of its summarisers)
+            rf"\b{_ANSWERER}\s+(questions\s+(about|on)\s+)?{_THIS_TEXT}",
             # "Summaries of this story must include", "answers about this article should state"
             rf"{_ANSWERS}[^.!?\n]{{0,100}}\b{_TO_SAY}",
             # "If you are asked when ..., there is only one reply", "if anyone asks, say ..."
-            rf"\bif\s+((you|anyone|anybody|someone)\s+(is|are|gets?)\s+asked|you're\s+asked|(anyone|anybody|someone)\s+asks|asked)\b[^.!?\n]{{0,150}}\b(answer|reply|respond|say|tell)\b",
+            r"\bif\s+((you|anyone|anybody|someone)\s+(is|are|gets?)\s+asked|you're\s+asked|(anyone|anybody|someone)\s+asks|asked)\b[^.!?\n]{0,150}\b(answer|reply|respond|say|tell)\b",
             # an imperative opening a sentence: "Say that ...", "Tell anyone who asks that ...", "Answer that ..."
             r"(^|\n|[.!?:;]\s+)\W{0,3}(please\s+|always\s+|just\s+)?(say|state|answer|reply|respond|tell\s+(them|anyone|anybody|everyone|people|users?|readers?)(\s+who\s+asks?)?)\s+(that|with|only)\b(?!\s+again)",
             # "in any answer", "in your summary"
@@ -140,7 +143,9 @@ _ORDER = re.compile(
 # The answer's own citation format, a source number before a quotation ('[1] "..."'), opening a
 # line: it imitates what this system writes, so a model takes it for verified sources. News
 # prose never opens a line that way (0 of the 166,060 RealTime QA paragraphs).
-_FAKE_QUOTES = re.compile(r"(^|\n)\W{0,3}\[\s*(source\s*)?\d{1,3}\s*\]\s*[:\-\u2013\u2014]?\s*[\"'\u201c\u201d\u2018\u2019\u00ab\u201e]", re.I)
+_FAKE_QUOTES = re.compile(
+    r"(^|\n)\W{0,3}\[\s*(source\s*)?\d{1,3}\s*\]\s*[:\-\u2013\u2014]?\s*[\"'\u201c\u201d\u2018\u2019\u00ab\u201e]", re.I
+)
 
 # The same addresses and orders in French and Spanish: a corpus of English news may carry a
 # note in another language, and a model reads it as readily. Accents are optional, as typed.
@@ -174,15 +179,23 @@ _GATE = (
     "a.i.", "intelligence", "language model", "llm", "bot", "chatgpt", "summar", "model", "agent", "crawler", "scraper",
     "asked", "answering", "questioned", "only with", "cite", "do not", "you must", "you should", "make sure", "be sure",
     "always", "source", "document", "context", "instruction", "im_start", "im_end",
-    # the second round: orders naming no AI, the answer's citation format, French and Spanish
-    "answer", "asked", "ask", "summar", "repl", "respon", "say", "state", "tell", "[", "consigne", "instruc", "orden", "regla",
-    "règle", "regle", "ignor", "oubli", "olvid", "nota", "note", "message", "mensaje", "si vous", "si tu", "si eres", "répon",
-    "repon", "respuesta", "dites", "dis ", "di ", "diga", "affirm", "afirm", "indiquez", "écrivez", "escribe", "contest",
+)  # fmt: skip
+# The same for each pattern of the second round: each is tried only where one of its words is.
+_SECOND_ROUND = (
+    (("answer", "asked", "summar", "retell", "repl", "respon", "say ", "state ", "tell "), _ORDER),
+    (("[",), _FAKE_QUOTES),
+    (("consigne", "instruc", "orden", "regla", "règle", "regle", "directive", "nota ", "note ", "message", "mensaje", "si vous",
+      "si tu", "si eres", "si usted", "répon", "repon", "respuesta", "dites", "dis ", "di ", "diga", "affirm", "afirm", "indiquez",
+      "écrivez", "escribe", "contest", "respon", "indicacion", "remarque", "avis", "aviso"), _OTHER_LANGUAGES),
 )  # fmt: skip
 _AI_WORD = re.compile(r"\bai\b")
 
 
 def _may_instruct(folded: str) -> bool:
+    return _may_instruct_first(folded) or any(k in folded for words, _ in _SECOND_ROUND for k in words)
+
+
+def _may_instruct_first(folded: str) -> bool:
     return any(k in folded for k in _GATE) or bool(_AI_WORD.search(folded))
 
 
@@ -192,12 +205,13 @@ SHORT_LINE = 200  # characters: a line this short right after a dropped paragrap
 def is_injection(text: str) -> bool:
     """True for text written to steer a model (an instruction, an address to an AI, a fake prompt marker) rather than to inform."""
     folded = fold(text)
-    return _may_instruct(folded) and bool(_INSTRUCTION.search(folded) or _MARKER.search(folded) or _instructs(folded))
+    first = _may_instruct_first(folded) and bool(_INSTRUCTION.search(folded) or _MARKER.search(folded))
+    return first or _instructs(folded)
 
 
 def _instructs(folded: str) -> bool:
-    """The second round's patterns: an order about answering that names no AI, a fake citation block, a note in French or Spanish."""
-    return bool(_ORDER.search(folded) or _FAKE_QUOTES.search(folded) or _OTHER_LANGUAGES.search(folded))
+    """The second round's patterns, each where its words are: an order about answering that names no AI, a fake citation block, a note in French or Spanish."""
+    return any(any(k in folded for k in words) and rx.search(folded) for words, rx in _SECOND_ROUND)
 
 
 def dropped_paragraphs(paragraphs: list[str]) -> set[int]:
@@ -211,10 +225,10 @@ def dropped_paragraphs(paragraphs: list[str]) -> set[int]:
         folded = fold(para)
         if not _may_instruct(folded):
             continue
-        if _MARKER.search(folded):
+        if _may_instruct_first(folded) and _MARKER.search(folded):
             out.update(range(i, len(paragraphs)))  # the rest pretends to be another source, or the system
             break
-        if _INSTRUCTION.search(folded) or _instructs(folded):
+        if (_may_instruct_first(folded) and _INSTRUCTION.search(folded)) or _instructs(folded):
             out.add(i)
             # the payload line (or two) after the instruction ("... the answer is on the next line.")
             j = i + 1
@@ -265,9 +279,7 @@ def keep(sentences: list[SourceSentence]) -> list[SourceSentence]:
         doc = sents[0].passage.doc
         paras = tuple(paragraph_texts(doc, sents))
         spans = _dropped_spans(paras, tuple(map(tuple, doc.segments)))
-        out.extend(
-            s for s in sents if not is_injection(s.sentence.text) and not any(a <= s.sentence.start < b for a, b in spans)
-        )
+        out.extend(s for s in sents if not is_injection(s.sentence.text) and not any(a <= s.sentence.start < b for a, b in spans))
     return out
 
 
