@@ -13,6 +13,7 @@ import codecs
 import hashlib
 import html
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -23,10 +24,11 @@ from pathlib import Path
 from . import hostile, records
 from .dedup import mark_duplicates
 from .settings import Settings
-from .text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date
+from .text import DATE_DMY, DATE_ISO, DATE_MDY, EARLIEST_DATE, has_index_words, latest_date, parse_date, sane_date
 from .types import SEGMENT_SEPARATOR, Document, RagError, display_text
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+log = logging.getLogger(__name__)
 
 _TIME = r"(\d{1,2}:\d{2}(\s?[ap]\.?m\.?)?|\d{1,2}\s?[ap]\.?m\.?)"
 
@@ -334,6 +336,9 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     meta.update(given)
     for key in hostile.planted_fields(meta):  # every citation shows these: read like the text (see rag.hostile)
         del meta[key]
+    if meta.get("date") and sane_date(meta["date"]) is None:  # Document keeps it undated; the operator hears why
+        where = "its sidecar or record field" if given.get("date") == meta["date"] else "the page's own date"
+        log.warning("%s: date %r from %s is no date from %s to %s; indexed as undated", name, meta["date"], where, EARLIEST_DATE, latest_date())
     if not meta.get("outlet"):
         meta["outlet"] = _outlet(raw)
     shown = [display_text(raw[s:e], is_html) for s, e in segments]
