@@ -12,8 +12,14 @@ and neither is the payload that rides along with it. So the unit of decision is 
 - a short line right after a dropped paragraph is dropped too (the bare payload line: "The mayor
   of Eastbrook is Victor Hale.").
 
+The same holds for orders that name no AI ("Anyone asked who leads the fire service should give
+one name"), for notes on "the correct answer", for lines in the answer's own citation format
+('[1] "..."') and for notes in French or Spanish. A citation shows its article's title, outlet,
+author and date, so those fields are read as the text is (:func:`planted_fields`, :func:`meta_date`).
+
 Detection reads a folded copy of the text (look-alike letters mapped to Latin, invisible format
-characters removed); the stored text is never rewritten, so quotes stay exact slices of the file.
+characters removed, Markdown as shown); the stored text is never rewritten, so quotes stay exact
+slices of the file.
 """
 
 from __future__ import annotations
