@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
     from .segments import SegmentedBM25
 
-# Grouping by article, each retriever returns this many candidates per passage asked (at least
-# ``Settings.candidates``): an article is ranked by several of its passages, so k articles need more than k.
 # Chunks whose shingles are kept between questions: a question compares its top passages and their
 # candidates (tens of chunks), so this holds many questions' worth.
 SHINGLE_CACHE_CHUNKS = 2048  # 22 MB at most
+# Grouping by article, each retriever returns this many candidates per passage asked (at least
+# ``Settings.candidates``): an article is ranked by several of its passages, so k articles need more than k.
 GROUPING_CANDIDATES_PER_PASSAGE = 10
 # An article's rank counts its best passage and its next two (each a smaller share): more would let a
 # long page outrank a short one by length alone.
