@@ -111,8 +111,8 @@ _INSTRUCTION = re.compile(
 # prescribes what whoever answers questions about it, or summarises it, must say. Each
 # alternative needs that addressee (someone asked, answering or summarising; answers or
 # summaries of the text) together with an obligation or an imperative, or "the correct answer"
-# itself, a phrase news prose has no use for: none of them occurs in the seed articles or in the
-# 3,504 RealTime QA pages (166,060 paragraphs) they were checked on.
+# itself, a phrase news prose has no use for: none of them occurs in the four seed articles or the
+# 3,500 RealTime QA pages they were checked on (166,060 paragraphs).
 _MODAL = r"(should|must|shall|need to|needs to|has to|have to|is to|are to|ought to|(is|are) (asked|requested|required|expected) to)"
 # someone *asked* (not someone who asks: "anyone who asks a child to ..." is news), answering or summarising
 _ANSWERER = r"(anyone|anybody|whoever|someone|somebody|everyone|those|you)\s+((who|that)\s+(is\s+|are\s+|gets\s+|get\s+)?)?(asked|answers?|answering|summari[sz](e|es|ing)|respond(s|ing)?|repl(y|ies|ying))"
