@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -27,6 +28,9 @@ from .types import Answer, Document, Passage, RagError, Timings
 if TYPE_CHECKING:
     from .ingest.feeds import FetchReport
 
+# Endpoint clients kept, the most recently used: each holds a connection pool, and questions
+# beyond settings.max_pending wait for a slot anyway, so more clients than this sit idle.
+ENDPOINT_CLIENTS = 32
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _UNDECODED = re.compile(r"[\ud800-\udfff]")
 
@@ -40,6 +44,9 @@ class RAG:
         embedding.configure(settings)  # the questions' embedder keeps its copy where these settings say
         self.retriever = HybridRetriever(idx, settings)
         self._llms: dict[tuple, ChatModel | None] = {}
+        # endpoint clients, one per visitor's URL and key: a long-running server meets a new key per
+        # visitor, so only the most recent are kept (local models stay in _llms: the operator names them)
+        self._endpoints = functools.lru_cache(maxsize=ENDPOINT_CLIENTS)(self._endpoint)
         self._llm_override: ChatModel | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.max_pending)
@@ -160,6 +167,9 @@ class RAG:
         """The backend ``settings`` name, made once per process and kept (None: the extractive backend)."""
         if self._llm_override is not None:
             return self._llm_override
+        if settings.llm == "openai":
+            s = settings
+            return self._endpoints(s.openai_base_url, s.openai_model, s.openai_api_key, s.openai_timeout_s, s.openai_connect_timeout_s)
         # an endpoint client is built for one key and one set of timeouts
         key = (
             settings.llm,
@@ -175,6 +185,11 @@ class RAG:
             if key not in self._llms:
                 self._llms[key] = make_llm(settings)
             return self._llms[key]
+
+    def _endpoint(self, base_url: str, model: str, api_key: str, timeout_s: float, connect_timeout_s: float) -> ChatModel | None:
+        """A client for one OpenAI-compatible endpoint, key and set of timeouts."""
+        fields = dict(openai_base_url=base_url, openai_model=model, openai_api_key=api_key, openai_timeout_s=timeout_s)
+        return make_llm(self.settings.with_(llm="openai", openai_connect_timeout_s=connect_timeout_s, **fields))
 
     def warm(self, **overrides: object) -> float:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""

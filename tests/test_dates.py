@@ -215,3 +215,17 @@ def test_rag_list_sorts_and_filters(seed_index, bridge):
     assert _ids(listing("--until", "2013-08").stdout) == [S2013]
     p = listing("--since", "2019", index=bridge / "index")
     assert _ids(p.stdout) == ["a.txt", "b.txt"] and "1 undated article left out of the date range" in p.stderr
+
+
+def test_a_date_dropped_as_out_of_range_is_named_in_one_warning_line(tmp_path, caplog):
+    from rag.ingest.corpus import load_documents
+
+    (tmp_path / "dam.txt").write_text("Dam opens\n\nThe Arlo dam opened on Tuesday, the water board said.\n")
+    (tmp_path / "dam.txt.meta.json").write_text('{"date": "99999999999"}')
+    (tmp_path / "bridge.jsonl").write_text('{"text": "The Berro bridge closed on Monday, the city said.", "date": "9999-12-31"}\n')
+    with caplog.at_level("WARNING", logger="rag.ingest.cleaning"):
+        result = load_documents([tmp_path])
+    assert [d.date for d in result.documents] == [None, None] and not result.errors
+    lines = sorted(r.getMessage() for r in caplog.records)
+    assert len(lines) == 2 and all("\n" not in line and "undated" in line for line in lines)
+    assert lines[0].startswith("bridge.jsonl line 1: date '9999-12-31'") and lines[1].startswith("dam.txt: date '99999999999'")

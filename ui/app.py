@@ -103,6 +103,11 @@ Update = dict  # what gr.skip() and gr.update() return: a change Gradio applies 
 ChatReply = tuple[list[dict] | Update, list[Turn] | Update, str | Update, str | Update]  # chat, conversation, question box, sources
 
 
+# Turns a conversation keeps, the oldest dropped first: each holds its answer and passages in the
+# server's memory for as long as the tab is open, and a follow-up reads only the last three.
+MAX_TURNS = 50
+
+
 class Handlers:
     """What the app's events do, over the one opened RAG the sessions share; per-user state comes in as ``conv``."""
 
@@ -125,7 +130,7 @@ class Handlers:
     ) -> Iterator[ChatReply]:
         """Answer a question of the conversation, streaming the draft, then the verified answer and its sources."""
         rag = self.rag
-        conv = list(conv or [])
+        conv = list(conv or [])[-(MAX_TURNS - 1) :]  # a session's state stays bounded however long it runs
         if not (question or "").strip():
             gr.Warning("Type a question about the articles first.")
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
     from .segments import SegmentedBM25
 
+# Chunks whose shingles are kept between questions: a question compares its top passages and their
+# candidates (tens of chunks), so this holds many questions' worth.
+SHINGLE_CACHE_CHUNKS = 2048  # 22 MB at most
 # Grouping by article, each retriever returns this many candidates per passage asked (at least
 # ``Settings.candidates``): an article is ranked by several of its passages, so k articles need more than k.
 GROUPING_CANDIDATES_PER_PASSAGE = 10
@@ -72,7 +76,9 @@ class HybridRetriever:
     def __init__(self, index: Index, settings: Settings):
         self.index = index
         self.settings = settings
-        self._shingles: dict[str, set[int]] = {}
+        # shingles of the chunks compared for copies, by chunk text: kept for the most recent, as a
+        # long-running server would otherwise come to hold every chunk's (11 KB for a 600-character chunk)
+        self._shingles = functools.lru_cache(maxsize=SHINGLE_CACHE_CHUNKS)(shingles)
         self._canonical = self._canonical_chunks()
         self._chunk_index = {c.id: i for i, c in enumerate(index.chunks)}
         # read once per generation, so that no question costs a pass over every article
@@ -350,9 +356,7 @@ class HybridRetriever:
         return None
 
     def _chunk_shingles(self, chunk: Chunk) -> set[int]:
-        if chunk.id not in self._shingles:
-            self._shingles[chunk.id] = shingles(chunk.text)
-        return self._shingles[chunk.id]
+        return self._shingles(chunk.text)
 
     def as_llama_retriever(self) -> BaseRetriever:
         """This retriever as a llama-index ``BaseRetriever`` returning TextNodes with char offsets."""

@@ -10,13 +10,16 @@ pages (trafilatura and friends return new strings), hence the hand-written rules
 from __future__ import annotations
 
 import html
+import logging
 import re
 from collections.abc import Mapping
 from html.parser import HTMLParser
 
-from ..text import DATE_DMY, DATE_ISO, DATE_MDY, has_index_words, parse_date
+from ..text import DATE_DMY, DATE_ISO, DATE_MDY, EARLIEST_DATE, has_index_words, latest_date, parse_date, sane_date
 from ..types import SEGMENT_SEPARATOR, RagError, display_text
 from . import hostile
+
+log = logging.getLogger(__name__)
 
 _TIME = r"(\d{1,2}:\d{2}(\s?[ap]\.?m\.?)?|\d{1,2}\s?[ap]\.?m\.?)"
 
@@ -82,6 +85,11 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     for k, v in found.items():
         meta.setdefault(k, v)
     meta.update(given)
+    for key in hostile.planted_fields(meta):  # every citation shows these: read like the text (see rag.ingest.hostile)
+        del meta[key]
+    if meta.get("date") and sane_date(meta["date"]) is None:  # Document keeps it undated; the operator hears why
+        where = "its sidecar or record field" if given.get("date") == meta["date"] else "the page's own date"
+        log.warning("%s: date %r from %s is no date from %s to %s; indexed as undated", name, meta["date"], where, EARLIEST_DATE, latest_date())
     if not meta.get("outlet"):
         meta["outlet"] = _outlet(raw)
     shown = [display_text(raw[s:e], is_html) for s, e in segments]
@@ -114,8 +122,7 @@ def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
                     if k in ("title", "outlet", "author", "date", "url"):
                         meta[k] = v.strip().strip("\"'")
             pos = raw.find("\n", end + 4) + 1 or len(raw)
-    if meta.get("date"):
-        meta["date"] = parse_date(meta["date"]) or meta["date"]
+    hostile.settle_date(meta)  # the date field read as a date; prose in it is none
     blocks = []
     for m in re.finditer(r"[^\n]+", raw[pos:]):
         s, e = m.start() + pos, m.end() + pos
@@ -269,8 +276,7 @@ def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, 
         raise RagError(f"{name}: cannot parse HTML ({exc})") from exc
     p._flush()
     meta = p.meta
-    if meta.get("date"):
-        meta["date"] = parse_date(meta["date"]) or meta["date"]
+    hostile.settle_date(meta)  # the date field read as a date; prose in it is none
     # split multi-line text runs into lines so the line rules below apply to them too
     blocks = []
     for s, e in p.blocks:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..settings import Settings
-from ..text import parse_date
 from ..types import Document, RagError
-from . import records
+from . import hostile, records
 from .cleaning import clean_article
 from .dedup import mark_duplicates
 
@@ -385,8 +384,10 @@ def _record_document(path: Path, key: str, raw: str, values: Mapping[str, object
     given: dict[str, str] = {}
     for name in ("title", "outlet", "author", "date", "url"):
         value = records.meta_value(name, values.get(name), SIDECAR_FIELDS[name])
+        if value and name == "date":
+            value = hostile.meta_date(value)  # prose in a date field is no date
         if value:
-            given[name] = (parse_date(value) or value) if name == "date" else value
+            given[name] = value
     is_html = looks_like_html(raw)
     return _document(f"{path.name}#{key}", path, raw, *clean_article(raw, label, is_html, given), record=key, html=is_html)
 

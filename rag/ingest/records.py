@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import re
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -238,15 +239,41 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
             yield raw
 
 
+# Reading between two records is bounded, as one record is: a gzip of 194 KB held 200 MB of blank
+# lines and took 127 s to read through, yielding nothing. Past max_bytes of blank lines, or this many
+# seconds of reading with no record (bad lines too), the rest of the file is not read.
+GAP_SECONDS = 10.0
+
+
+class _Gap:
+    """How far a record file has been read since its last record, in blank bytes and in seconds of reading."""
+
+    def __init__(self, path: Path, max_blank: int):
+        self.path, self.max_blank = path, max_blank
+        self.blank, self.since = 0, time.monotonic()
+
+    def record(self) -> None:
+        self.blank, self.since = 0, time.monotonic()
+
+    def check(self, line: int, blank: int = 0) -> None:
+        self.blank += blank
+        if self.blank > self.max_blank:
+            raise RagError(f"{self.path.name} line {line}: over {self.max_blank:,} bytes of blank lines with no record; the rest is not read")
+        if time.monotonic() - self.since > GAP_SECONDS:
+            raise RagError(f"{self.path.name} line {line}: {GAP_SECONDS:g} s of reading found no record; the rest is not read")
+
+
 def _jsonl(f: IO[bytes], path: Path, max_chars: int) -> Iterator[Record | BadRecord]:
     # JSON escapes make a line longer than the text it holds; 4 bytes a character covers UTF-8
     cap = 4 * max_chars + 1_000_000
     n = 0
+    gap = _Gap(path, max_chars)
     while True:
         line = f.readline(cap + 1)
         if not line:
             return
         n += 1
+        gap.check(n, len(line) if not line.strip() else 0)
         if len(line) > cap and not line.endswith(b"\n"):
             while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
                 pass  # the rest of the over-long line, skipped without holding it
@@ -263,9 +290,12 @@ def _jsonl(f: IO[bytes], path: Path, max_chars: int) -> Iterator[Record | BadRec
             yield BadRecord(n, f"not UTF-8 text (bad byte at column {exc.start + 1})")
             continue
         try:
-            yield Record(n, json.loads(text))
+            data = json.loads(text)
         except (ValueError, RecursionError) as exc:
             yield BadRecord(n, _json_problem(exc))
+            continue
+        yield Record(n, data)
+        gap.record()  # after the yield: the time the caller takes with the record is not reading
 
 
 def _json_problem(exc: ValueError | RecursionError) -> str:
@@ -293,14 +323,18 @@ def _csv(f: IO[bytes], path: Path, max_chars: int) -> Iterator[Record | BadRecor
             return
         names = [h.strip() for h in header]
         last = reader.line_num
+        gap = _Gap(path, max_chars)
         for row in reader:
             start, last = last + 1, reader.line_num
             if not any(c.strip() for c in row):
+                gap.check(start, last - start + 1 + sum(map(len, row)))  # a blank row: its line ends and spaces
                 continue
+            gap.check(start)
             if len(row) > len(names):
                 yield BadRecord(start, f"{len(row)} columns, the header has {len(names)} (a comma outside quotes?)")
                 continue
             yield Record(start, dict(zip(names, row)))
+            gap.record()
     except UnicodeDecodeError as exc:
         raise RagError(f"{path.name} line {reader.line_num + 1}: not UTF-8 text; re-save the file as UTF-8") from exc
     except csv.Error as exc:
