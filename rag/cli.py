@@ -230,6 +230,9 @@ def _run(args) -> int:
         # while the loader thread is still inside onnxruntime or llama.cpp aborts the process
         # ("terminate called without an active exception") instead of exiting with the error's code.
         _FAST_EXIT.append(True)
+        served = _ask_served(args, settings)
+        if served is not None:
+            return served
         loader = _preload(settings)
     from .api import RAG
 
@@ -342,6 +345,22 @@ def _settle() -> None:
     loads, so an early error (a question too long, no index) printed meanwhile would be lost (seen on a busy machine)."""
     for loader in _LOADERS:
         loader.join()
+
+
+def _ask_served(args, settings: Settings) -> int | None:
+    """``rag ask`` answered by a ``rag serve`` running for this index, printed as in-process; None: answer here."""
+    from . import forward
+
+    t = time.perf_counter()
+    remote = forward.find(settings)
+    if remote is None:
+        return None
+    try:
+        rc = _ask(remote, args, settings, time.perf_counter() - t, remote)
+    except forward.Unavailable:
+        return None
+    forward.note(remote)
+    return rc
 
 
 def _ask(rag, args, settings: Settings, open_s: float, loader: threading.Thread) -> int:

@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import dates, index
+from . import dates, forward, index
 from .api import RAG
 from .dates import select_documents
 from .settings import Settings
@@ -263,6 +263,7 @@ class Server:
         self.rag = rag
         self.settings: Settings = rag.settings
         self.gate = Gate(self.settings.serve_queue)
+        self.instance = forward.new_instance()  # named on every response, so rag ask knows it reached this run
         key = self.settings.openai_api_key or ""
         # the default placeholder is no secret; a real key is scrubbed from every byte sent
         self._secret = key if len(key) >= 8 and key != Settings.openai_api_key else ""
@@ -626,6 +627,9 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = self._named(send)
+        if not self._may_read(scope):
+            return await self._reply(send, 401, "this server needs the header Authorization: Bearer <RAG_SERVE_READ_TOKEN>", [(b"www-authenticate", b"Bearer")])
         limit = self.limit
         if scope.get("path") == "/v1/articles":  # uploads: a few files as large as the UI takes, checked each by rag.uploads
             limit = max(limit, 4 * self.srv.settings.max_file_bytes)
@@ -655,10 +659,36 @@ class BodyLimit:
                 await self._refuse(send, limit)
 
     async def _refuse(self, send, limit: int) -> None:
-        response = self.srv.error(413, f"the request body is larger than {limit:,} bytes")
+        await self._reply(send, 413, f"the request body is larger than {limit:,} bytes")
+
+    async def _reply(self, send, status: int, message: str, more: list[tuple[bytes, bytes]] = ()) -> None:
+        response = self.srv.error(status, message)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(response.body)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, *more]})
         await send({"type": "http.response.body", "body": response.body})
+
+    def _named(self, send):
+        """``send`` with this run's instance header on the response."""
+        name = (forward.INSTANCE_HEADER.encode(), self.srv.instance.encode())
+
+        async def named(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), name]}
+            await send(message)
+
+        return named
+
+    def _may_read(self, scope) -> bool:
+        """With a read token set, every path but the health check and the spec needs it (or the write token)."""
+        token = self.srv.settings.serve_read_token
+        if not token or scope.get("path") in _OPEN_PATHS:
+            return True
+        given = dict(scope.get("headers") or []).get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+        allowed = [t.encode() for t in (token, self.srv.settings.serve_token) if t]
+        return any(hmac.compare_digest(given, t) for t in allowed)
+
+
+_OPEN_PATHS = {"/healthz", "/openapi.json", "/docs", "/redoc"}  # nothing read from the index: open even with a read token
 
 
 class _TooLarge(Exception):
@@ -671,19 +701,24 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
 
     import uvicorn
 
-    try:  # before the index and model load, so a taken port fails in a second
-        with socket.create_server((host, port)):
-            pass
+    try:  # before the index and model load, so a taken port fails in a second; kept, so no one takes it meanwhile
+        sock = socket.create_server((host, port))
     except OSError as exc:
         raise RagError(
             f"cannot serve on {host}:{port} (the port is taken or the address is not this machine's): choose another with --port/--host"
         ) from exc
-    rag = RAG.open(settings.index_dir, settings)
-    threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {host}: anyone who can reach this machine can ask questions", flush=True)
-    print(f"newsrag API at http://{host}:{port}/v1 (OpenAPI at /openapi.json; Ctrl+C to stop)", flush=True)
-    uvicorn.run(create_app(rag), host=host, port=port, log_level="warning", server_header=False)
+    with sock:
+        port = sock.getsockname()[1]  # --port 0: the one the system chose
+        rag = RAG.open(settings.index_dir, settings)
+        threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {host}: anyone who can reach this machine can ask questions", flush=True)
+        print(f"newsrag API at http://{host}:{port}/v1 (OpenAPI at /openapi.json; Ctrl+C to stop)", flush=True)
+        app = create_app(rag)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+        # written once the socket listens (a connection waits in its backlog until uvicorn accepts it)
+        with forward.advertise(settings, app.state.server.instance, host, port, settings.serve_read_token):
+            server.run(sockets=[sock])
 
 
 def _warm(rag: RAG) -> None:

@@ -108,6 +108,10 @@ class Settings:
     serve_max_body_bytes: int = 256_000  # a request body past this is refused (413) before it is parsed
     # bearer token for rag serve's write endpoints (POST/DELETE /v1/articles); "": they are off
     serve_token: str = ""
+    # rag ask and rag serve together (rag.forward): a one-shot rag ask sends its question to a rag serve running for
+    # the same index when that answers as this process would: auto | off (always answer in this process)
+    ask_forward: str = "auto"
+    serve_read_token: str = ""  # bearer token rag serve's other endpoints need too (all but /healthz); "": reads are open
 
     # fetching feeds and pages (rag index add --feed/--url); a page is refused past max_file_bytes
     fetch_timeout_s: float = 10.0  # longest wait to connect, or for the next part of a reply
