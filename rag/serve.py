@@ -288,6 +288,12 @@ class Server:
         msg = f"busy: an answer is being written and {self.gate.capacity - 1} more are waiting; try again in {wait} s"
         return self.error(429, msg, "rate_limit_error", {"Retry-After": str(wait)})
 
+    def fresh(self, overrides: dict) -> None:
+        """Start a local model's answer from its primed prefix, as a fresh process does: the answer is a one-shot ``rag ask``'s."""
+        llm = self.rag.llm(self.settings.with_(**overrides))
+        if hasattr(llm, "rewind"):
+            llm.rewind()
+
     def overrides(self, req: Filters) -> dict:
         """Settings for one request: the client may choose the server's backend or the extractive one, never a URL or key.
 
@@ -530,6 +536,7 @@ def create_app(rag: RAG) -> FastAPI:
         def items() -> Iterator[str | Answer]:
             rag.refresh()
             state["standalone"] = standalone = rag.rewrite(history, question, **overrides) if history else question
+            srv.fresh(overrides)
             yield from rag.stream(standalone, as_of=req.as_of, since=req.since, until=req.until, **overrides)
 
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -592,6 +599,7 @@ def create_app(rag: RAG) -> FastAPI:
 
         def items() -> Iterator[str | Answer]:
             rag.refresh()
+            srv.fresh(overrides)
             yield from rag.stream(question, as_of=req.as_of, since=req.since, until=req.until, **overrides)
 
         if not req.stream:
