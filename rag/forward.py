@@ -82,7 +82,16 @@ def fingerprint(settings: Settings, salt: str) -> str:
     model = str(values.get("local_model", ""))
     if model.endswith(".gguf") or os.sep in model:  # a relative path names another file from another folder
         values["local_model"] = os.path.realpath(model)
+    values["code"] = _code()
     return hashlib.sha256((salt + json.dumps(values, sort_keys=True, default=str)).encode()).hexdigest()
+
+
+def _code() -> list:
+    """The package's files as installed (names, sizes, times): a server started before an upgrade or edit answers with other code."""
+    root = Path(__file__).resolve().parent
+    return sorted(
+        (str(p.relative_to(root)), st.st_size, st.st_mtime_ns) for p in root.rglob("*") if p.suffix in (".py", ".json") for st in [p.stat()]
+    )
 
 
 @contextlib.contextmanager
@@ -222,8 +231,10 @@ class Remote:
         try:
             try:
                 conn.connect()
-            except OSError as exc:  # refused: the server is gone and its file is stale
+            except ConnectionRefusedError as exc:  # the server is gone and its file is stale
                 _remove(self.path, str(self.info.get("instance")))
+                raise Unavailable from exc
+            except OSError as exc:  # alive but not accepting in time: its file stays
                 raise Unavailable from exc
             conn.sock.settimeout(READ_TIMEOUT_S)
             conn.request("POST", "/v1/ask", payload, headers)
@@ -240,8 +251,8 @@ class Remote:
             raise RagError(
                 f"the rag serve at {self.url} did not answer within {READ_TIMEOUT_S:.0f} s (RAG_ASK_FORWARD=off answers here)"
             ) from exc
-        except (http.client.HTTPException, ConnectionError) as exc:
-            raise Unavailable from exc  # it went away mid-answer: nothing was printed yet
+        except (http.client.HTTPException, ConnectionError, ValueError, KeyError, TypeError) as exc:
+            raise Unavailable from exc  # it went away mid-answer, or sent what this process cannot read: nothing is printed yet
         finally:
             conn.close()
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -147,3 +148,15 @@ def test_the_file_goes_at_shutdown_and_stale_files_are_passed_over_and_removed(s
         assert p.returncode == 0 and f"pid {live.pid}" in p.stderr
     finally:
         stop(live)
+
+
+def test_a_server_started_before_the_code_changed_is_passed_over(served, seed_index):
+    source = Path(forward.__file__)
+    st = source.stat()
+    try:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as an edit or an upgrade does
+        p = ask(seed_index, Q2012)
+        assert p.returncode == 0 and THROUGH not in p.stderr
+    finally:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert THROUGH in ask(seed_index, Q2012).stderr  # the same code again: the server answers
