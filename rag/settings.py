@@ -133,6 +133,10 @@ class Settings:
     serve_max_body_bytes: int = _setting(256_000, "serve", low=1)  # a request body past this is refused (413) before it is parsed
     # bearer token for rag serve's write endpoints (POST/DELETE /v1/articles); "": they are off
     serve_token: str = _setting("", "serve")
+    serve_read_token: str = _setting("", "serve")  # bearer token rag serve's other endpoints need too (all but /healthz); "": reads are open
+    # a one-shot rag ask sends its question to a rag serve running for the same index when that answers as this
+    # process would (rag.forward): auto | off (always answer in this process)
+    ask_forward: Literal["auto", "off"] = _setting("auto", "serve")
 
     # fetching feeds and pages (rag index add --feed/--url); a page is refused past max_file_bytes
     fetch_timeout_s: float = _setting(10.0, "fetching", above=0)  # longest wait to connect, or for the next part of a reply

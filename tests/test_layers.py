@@ -61,7 +61,7 @@ LAYERS = [
     ("rag.index", "rag.ingest.feeds", "rag.ingest.uploads"),  # the index; feeds and uploads write through it
     ("rag.answer",),  # the pipeline from passages to a verified Answer
     ("rag", "rag.api", "rag.eval"),  # the public API and its evaluation
-    ("rag.serve", "rag.frontends", "rag.bench"),  # the HTTP server, the front ends found by name, the benchmarks
+    ("rag.serve", "rag.forward", "rag.frontends", "rag.bench"),  # the HTTP server and its client, the front ends found by name, the benchmarks
     ("rag.cli",),  # the command, over all of them
 ]
 

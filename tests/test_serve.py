@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from rag import RAG
-from rag.serve import create_app
+from rag.serve.app import create_app
 
 from .conftest import Q2012, read_file
 

@@ -170,6 +170,27 @@ class LocalLLM:
                 if delta:
                     yield delta
 
+    def rewind(self) -> None:
+        """Put the model back at its primed prefix, the state every fresh process starts from.
+
+        llama.cpp keeps the longest token prefix the previous prompt shares with the next, and what it
+        then evaluates in another batch gets other last digits in the token probabilities (confidence,
+        the decision's score). A long-running server that rewinds before each question answers as a
+        one-shot ``rag ask`` does, to the digit.
+        """
+        llm = self.model()
+        primed = _PRIMED.get(id(llm))
+        if primed is None:
+            return
+        import llama_cpp
+
+        n, ids, blob = primed
+        with self._gen_lock:
+            buf = (ctypes.c_uint8 * blob.size).from_buffer(blob)
+            if llama_cpp.llama_state_set_data(llm.ctx, buf, blob.size) == blob.size:
+                llm.input_ids[:n] = ids
+                llm.n_tokens = n
+
     def token_text(self, token: int) -> str:
         """The text of one token of this model's vocabulary."""
         return self.model().detokenize([token]).decode("utf-8", errors="ignore")
@@ -248,6 +269,8 @@ def _prompt_tokens(llm: Llama, messages: list[Message]) -> list[int]:
 # Bump when prime() changes what it saves, so saved prefixes are remade.
 PREFIX_FORMAT = 1
 _PRIME_QUESTION = "?"
+# each loaded model's primed state (tokens, their ids, llama.cpp's context state), by id(Llama): LocalLLM.rewind restores it
+_PRIMED: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
 
 
 def prime(llm: Llama, path: Path, cache_dir: str | Path) -> None:
@@ -286,11 +309,13 @@ def prime(llm: Llama, path: Path, cache_dir: str | Path) -> None:
                 raise RuntimeError("llama.cpp refused the saved state")
             llm.input_ids[:n] = ids
             llm.n_tokens = n
+            _PRIMED[id(llm)] = (n, ids.copy(), blob)
             return
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile):
             llm.reset()  # a damaged or foreign file: evaluate the prefix again and replace it
     llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0.0)
     state = llm.save_state()
+    _PRIMED[id(llm)] = (state.n_tokens, state.input_ids[: state.n_tokens].copy(), np.frombuffer(state.llama_state, dtype=np.uint8).copy())
     file.parent.mkdir(parents=True, exist_ok=True)
     try:
         with published(file) as tmp, open(tmp, "wb") as out:

@@ -2,7 +2,7 @@
 
 - ``latency``: warm answer time against llama-index's CitationQueryEngine (:mod:`rag.bench.latency`);
 - ``realtimeqa``: retrieval and answers on RealTime QA news (:mod:`rag.bench.realtimeqa`, data in :mod:`rag.bench.rtqa_data`);
-- ``load``: concurrent questions through the API and the UI's queue (:mod:`rag.bench.load`);
+- ``load``: concurrent questions through the API, the UI's queue and ``rag serve`` (:mod:`rag.bench.load`);
 - ``ray``: indexing throughput on a local Ray cluster of 1, 2, ... nodes (:mod:`rag.bench.cluster`);
 - ``decision``: fit when an answer stands on recorded RealTime QA runs (:mod:`rag.bench.decision`);
 - ``scale``: the store's cost against corpus size up to a million passages (:mod:`rag.bench.scale`).

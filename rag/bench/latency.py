@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,7 +60,10 @@ def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     lat.add_argument("--top-k", type=int, default=None, help="passages to retrieve, for both pipelines (default: 5)")
     lat.add_argument("--no-peer", action="store_true", help=f"time only our pipeline, not {PEER_NAME}")
     lat.add_argument(
-        "--one-shot", action="store_true", help="also time one fresh `rag ask` process per question (default model and extractive)"
+        "--one-shot",
+        action="store_true",
+        help="also time one fresh `rag ask` process per question (default model and extractive), answering in its own process "
+        "and through a `rag serve` started for the index",
     )
 
 
@@ -136,9 +140,12 @@ def latency_bench(rag: RAG, questions: list[str], peer: bool = True, *, progress
 
 
 ONE_SHOT_BACKENDS = ("local", "extractive")
+SERVED = " via rag serve"  # the suffix of a backend's one-shot figures answered through a running server
 
 
-def one_shot(settings: Settings, questions: list[str], backends: Sequence[str] = ONE_SHOT_BACKENDS, *, progress: bool = False) -> dict:
+def one_shot(
+    settings: Settings, questions: list[str], backends: Sequence[str] = ONE_SHOT_BACKENDS, *, served: bool = True, progress: bool = False
+) -> dict:
     """Time ``rag ask --json`` in a fresh process per question, for each backend: what a terminal user waits.
 
     Wall time runs from starting the process to its exit: Python's start, imports, opening the
@@ -146,54 +153,110 @@ def one_shot(settings: Settings, questions: list[str], backends: Sequence[str] =
     time is the wall time less what the process reports it spent after its first token. One
     untimed process per backend first: the disk cache holds the files and the model's evaluated
     instruction prefix is saved, as on any machine after its first question.
+
+    With ``served``, the same again with a ``rag serve`` started for the index (the ``"<backend> via
+    rag serve"`` entries): each ``rag ask`` sends its question there, and ``identical`` counts the
+    answers equal to the in-process ones (all but timings).
     """
     out = {}
     for backend in backends:
-        cmd = [sys.executable, "-m", "rag.cli", "ask", "--json", "--llm", backend, "--index", str(settings.index_dir)]
-        if backend == "local":
-            cmd += ["--model", settings.local_model]
-        cmd += ["--top-k", str(settings.top_k)]
-        _ask_process(cmd, questions[-1])
-        rows = [_ask_process(cmd, q) for q in _progress(questions, f"one-shot {backend}", progress)]
-        firsts = [r["ttft_s"] for r in rows if r["ttft_s"] is not None]
-        walls = [r["total_s"] for r in rows]
-        out[backend] = {
-            "ttft_p50_s": statistics.median(firsts) if firsts else None,
-            "ttft_p95_s": percentile(firsts, 0.95) if firsts else None,
-            "total_p50_s": statistics.median(walls),
-            "total_p95_s": percentile(walls, 0.95),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
-            "rows": rows,
-        }
+        out[backend] = _one_shot_backend(settings, backend, questions, False, progress)
+    if served:
+        with _rag_serve(settings):
+            for backend in backends:
+                r = out[backend + SERVED] = _one_shot_backend(settings, backend, questions, True, progress)
+                r["identical"] = sum(a["answer_sha"] == b["answer_sha"] for a, b in zip(r["rows"], out[backend]["rows"]))
     return out
 
 
-def _ask_process(cmd: list[str], question: str) -> dict:
-    """One ``rag ask`` process: its wall time, first-token wall time and peak memory (from wait4)."""
+def _one_shot_backend(settings: Settings, backend: str, questions: list[str], served: bool, progress: bool) -> dict:
+    # the model named for every backend: the server's settings and the asker's must agree for it to take the question
+    cmd = [sys.executable, "-m", "rag.cli", "ask", "--json", "--llm", backend, "--index", str(settings.index_dir)]
+    cmd += ["--model", settings.local_model, "--top-k", str(settings.top_k)]
+    _ask_process(cmd, questions[-1], served)
+    rows = [_ask_process(cmd, q, served) for q in _progress(questions, f"one-shot {backend}{SERVED * served}", progress)]
+    firsts = [r["ttft_s"] for r in rows if r["ttft_s"] is not None]
+    walls = [r["total_s"] for r in rows]
+    return {
+        "ttft_p50_s": statistics.median(firsts) if firsts else None,
+        "ttft_p95_s": percentile(firsts, 0.95) if firsts else None,
+        "total_p50_s": statistics.median(walls),
+        "total_p95_s": percentile(walls, 0.95),
+        # the answer itself, as the answering process timed it (through a server: the warm server's), and the wall
+        # time over it per question: measured in the same moment, so a machine busy with other work moves both alike
+        "answer_p50_s": statistics.median(r["answer_s"] for r in rows),
+        "over_answer_p50": statistics.median(r["total_s"] / r["answer_s"] for r in rows if r["answer_s"]) if any(r["answer_s"] for r in rows) else None,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+        "rows": rows,
+    }
+
+
+@contextmanager
+def _rag_serve(settings: Settings):
+    """A ``rag serve`` process for the index, on a port the system picks, until the block ends."""
+    import signal
+    import subprocess
+    import tempfile
+
+    from .. import forward
+
+    cmd = [sys.executable, "-m", "rag.cli", "serve", "--index", str(settings.index_dir), "--model", settings.local_model, "--port", "0"]
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        try:
+            while not any(info["pid"] == proc.pid for _, info in forward.servers(settings)):
+                if proc.poll() is not None:
+                    err.seek(0)
+                    last = (err.read().decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+                    raise RagError(f"`rag serve` for the one-shot figures exited with {proc.returncode}: {last}")
+                time.sleep(0.2)
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _ask_process(cmd: list[str], question: str, served: bool = False) -> dict:
+    """One ``rag ask`` process: its wall time, first-token wall time and peak memory (from wait4).
+
+    ``served``: it must be answered by the running ``rag serve`` (else in its own process, whatever runs).
+    """
+    import hashlib
     import os
     import subprocess
     import tempfile
 
+    env = {**os.environ, "RAG_ASK_FORWARD": "auto" if served else "off"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen([*cmd, question], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([*cmd, question], stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        said = err.read().decode("utf-8", "replace")
         if proc.returncode:
-            last = (err.read().decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            last = (said.strip().splitlines() or ["no output"])[-1]
             raise RagError(f"one-shot `rag ask` exited with {proc.returncode}: {last}")
-        timings = json.loads(out.read())["timings"]
+        if served and "answered by the rag serve" not in said:
+            raise RagError(f"one-shot `rag ask` answered in its own process with a rag serve running: {question!r}")
+        answer = json.loads(out.read())
+    timings = answer.pop("timings")
     first = timings.get("first_token_s")
     return {
         "question": question,
         "total_s": wall,
         "ttft_s": None if first is None else wall - (timings["total_s"] - first),
+        "answer_s": timings["total_s"],
         # wait4's peak (kilobytes on Linux) also counts the image the child replaced at exec
         # (see measure.peak_rss_mb), here this process before it loads any model: far below a rag ask's
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        "answer_sha": hashlib.sha256(json.dumps(answer, sort_keys=True).encode()).hexdigest()[:16],
     }
 
 
@@ -462,10 +525,10 @@ def markdown(result: dict) -> str:
     )
     if peer:
         notes.append(f"Speedup (their median answer time over ours): {result['speedup']:.2f}×.")
-    return "\n".join(lines + notes + _one_shot_lines(result.get("one_shot"), n)) + "\n"
+    return "\n".join(lines + notes + _one_shot_lines(result.get("one_shot"), n, result.get("total_p50_s"))) + "\n"
 
 
-def _one_shot_lines(shots: dict | None, n: int) -> list[str]:
+def _one_shot_lines(shots: dict | None, n: int, warm_s: float | None = None) -> list[str]:
     if not shots:
         return []
 
@@ -475,16 +538,31 @@ def _one_shot_lines(shots: dict | None, n: int) -> list[str]:
     lines = [
         "",
         "One-shot: a fresh `rag ask` process per question, wall clock from its start to its exit (start, imports, index, "
-        f"embedder and model loads included; one untimed process first), {n} questions:",
+        f"embedder and model loads included; one untimed process first), {n} questions; “via rag serve”: the same with a "
+        "`rag serve` for the index running, which `rag ask` sends the question to. Against warm: the total's median over the "
+        "warm one above (the local model's, answered in this process):",
         "",
-        "| backend | first token p50 (s) | first token p95 (s) | total p50 (s) | total p95 (s) | peak memory (MB) |",
-        "|---|---|---|---|---|---|",
+        "| backend | first token p50 (s) | first token p95 (s) | total p50 (s) | total p95 (s) | against warm | answering p50 (s) "
+        "| total over answering, p50 | peak memory (MB) | answers as in-process |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if warm_s:
+        lines.append(f"| local, warm (in this process) | | | {warm_s:.2f} | | 1.00× | | | | |")
     for backend, r in shots.items():
+        ratio = f"{r['total_p50_s'] / warm_s:.2f}×" if warm_s and backend.startswith("local") else "n/a"
+        same = f"{r['identical']}/{len(r['rows'])}" if "identical" in r else ""
+        over = f"{r['over_answer_p50']:.2f}×" if r.get("over_answer_p50") else "n/a"
         lines.append(
             f"| {backend} | {cell(r['ttft_p50_s'])} | {cell(r['ttft_p95_s'])} | {cell(r['total_p50_s'])} | "
-            f"{cell(r['total_p95_s'])} | {cell(r['peak_rss_mb'], '{:.0f}')} |"
+            f"{cell(r['total_p95_s'])} | {ratio} | {cell(r.get('answer_p50_s'))} | {over} | {cell(r['peak_rss_mb'], '{:.0f}')} | {same} |"
         )
+    lines += [
+        "",
+        "Answering: the answer's own total as the answering process timed it, from the question to the verified answer; "
+        "through a server, the warm server's. Total over answering: each question's wall time over it, so the share a one-shot "
+        "adds to a warm answer, measured in the same moment (a machine busy with other work moves both alike). Peak memory of "
+        "a `rag ask` through a server is its own; the server holds the model.",
+    ]
     return lines
 
 

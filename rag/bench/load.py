@@ -1,4 +1,4 @@
-"""`rag bench load`: many concurrent questions through the Python API and the UI server's queue.
+"""`rag bench load`: many concurrent questions through the Python API, the UI server's queue and ``rag serve``.
 
 Bounded in requests and time, on 127.0.0.1 only, with the extractive backend (no LLM), so it
 measures the system around the model: every request must come back answered (with the answer
@@ -135,14 +135,59 @@ def ui_load(rag: RAG, questions: list[str], requests: int, concurrency: int) -> 
             demo.close()
 
 
-def load_bench(rag: RAG, questions: list[str], requests: int = 200, concurrency: int = 16, ui: bool = True) -> dict:
-    """Both paths, with peak memory before and after: memory must stay bounded under load."""
+def serve_load(rag: RAG, questions: list[str], requests: int, concurrency: int) -> LoadResult:
+    """Concurrent ``POST /v1/ask`` against ``rag serve`` on 127.0.0.1, one HTTP client per worker.
+
+    A request must come back with the answer to its own question, or refused with 429 and
+    ``Retry-After`` (its bounded line is full); anything else counts as failed.
+    """
+    import httpx
+    import uvicorn
+
+    from ..serve.app import create_app
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(rag), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="rag-bench-serve", daemon=True)
+    thread.start()
+    clients: list[httpx.Client] = []
+
+    def ask_one(local: threading.local, q: str) -> str:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=300)
+            clients.append(local.client)
+        r = local.client.post("/v1/ask", json={"question": q, "backend": "extractive"})
+        if r.status_code == 429:
+            return "busy" if r.headers.get("retry-after", "").isdigit() else "429 without Retry-After"
+        if r.status_code != 200:
+            return f"HTTP {r.status_code}: {r.text[:200]}"
+        return "answered" if r.json().get("question") == q else f"got the answer to {r.json().get('question')!r} for {q!r}"
+
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RagError("the rag serve for the load did not start")
+            time.sleep(0.05)
+        return _drive("rag-serve", questions, requests, concurrency, ask_one)
+    finally:
+        for c in clients:
+            c.close()
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+
+
+def load_bench(rag: RAG, questions: list[str], requests: int = 200, concurrency: int = 16, ui: bool = True, serve: bool = True) -> dict:
+    """Every path, with peak memory before and after: memory must stay bounded under load."""
     rag.warm(llm="extractive")  # the embedder only: no model is loaded for this test
     rag.ask(questions[0], llm="extractive")
     before = peak_rss_mb()
     out = {"backend": "extractive", "api": api_load(rag, questions, requests, concurrency).summary()}
     if ui:
         out["ui"] = ui_load(rag, questions, requests, concurrency).summary()
+    if serve:
+        out["serve"] = serve_load(rag, questions, requests, concurrency).summary()
     out["peak_rss_mb_before"] = round(before, 1)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
@@ -150,7 +195,7 @@ def load_bench(rag: RAG, questions: list[str], requests: int = 200, concurrency:
 
 def markdown(result: dict) -> str:
     rows = ["| path | requests | concurrency | answered | refused busy | failed | p50 | p95 | answered/s |", "|---|---|---|---|---|---|---|---|---|"]
-    for key in ("api", "ui"):
+    for key in ("api", "ui", "serve"):
         r = result.get(key)
         if r:
             rows.append(
@@ -159,17 +204,20 @@ def markdown(result: dict) -> str:
             )
     rows.append("")
     rows.append(f"Peak memory {result['peak_rss_mb']:.0f} MB (after warm-up: {result['peak_rss_mb_before']:.0f} MB); extractive backend, 127.0.0.1.")
+    if result.get("serve"):
+        rows.append("rag-serve: refused busy means 429 with Retry-After (one answer written at a time, RAG_SERVE_QUEUE more waiting).")
     return "\n".join(rows)
 
 
 def add_parser(bench_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``load`` under ``rag bench``."""
-    p = bench_subparsers.add_parser("load", help="concurrent questions through the Python API and the UI server's queue (extractive)")
+    p = bench_subparsers.add_parser("load", help="concurrent questions through the Python API, the UI server's queue and rag serve (extractive)")
     p.add_argument("--index", dest="index_dir", default=None, help="index folder (default: $RAG_INDEX_DIR or index/)")
     p.add_argument("--questions", default=None, help="QA set whose questions are cycled (default: four built-in questions)")
     p.add_argument("--requests", type=int, default=200, help="requests per path (default 200)")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default 16)")
-    p.add_argument("--no-ui", action="store_true", help="only the Python API path")
+    p.add_argument("--no-ui", action="store_true", help="leave out the UI server's queue")
+    p.add_argument("--no-serve", action="store_true", help="leave out rag serve")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -181,9 +229,9 @@ def run(args: argparse.Namespace) -> int:
     questions = [q.question for q in load_questions(args.questions)] if args.questions else FALLBACK_QUESTIONS
     settings = Settings.from_env(index_dir=args.index_dir)
     rag = RAG.open(settings.index_dir, settings)
-    result = load_bench(rag, questions, args.requests, args.concurrency, ui=not args.no_ui)
+    result = load_bench(rag, questions, args.requests, args.concurrency, ui=not args.no_ui, serve=not args.no_serve)
     print(json.dumps(result, indent=1) if args.json else markdown(result))
-    failed = result["api"]["failed"] + (result.get("ui") or {}).get("failed", 0)
+    failed = result["api"]["failed"] + (result.get("ui") or {}).get("failed", 0) + (result.get("serve") or {}).get("failed", 0)
     if failed:
         print(f"error: {failed} request(s) failed", file=sys.stderr)
     return 1 if failed else 0

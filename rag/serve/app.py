@@ -26,187 +26,35 @@ from fastapi import Depends, FastAPI, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import dates
-from .api import RAG
-from .dates import select_documents
-from .ingest.uploads import Uploads, safe_name
-from .settings import Settings
-from .types import Answer, RagError
+from .. import dates, forward
+from ..api import RAG
+from ..dates import select_documents
+from ..index import writer as index_writer  # the name writer is the write-token check below
+from ..ingest.uploads import Uploads, safe_name
+from ..settings import Settings
+from ..types import Answer, RagError
+from .wire import (
+    ERRORS,
+    MODEL_ID,
+    PERIOD,
+    SSE_CONTENT,
+    ArticleList,
+    AskAnswer,
+    AskRequest,
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    ErrorBody,
+    Filters,
+    Health,
+    ModelList,
+    UploadReport,
+)
 
 log = logging.getLogger("rag.serve")
-
-MODEL_ID = "newsrag"
 SOURCES_HEADING = "Sources:"
-Backend = Literal["local", "openai", "extractive"]
-
-
-# ---------------------------------------------------------------- the wire format
-class ContentPart(BaseModel):
-    """One part of a message's content, as OpenAI clients send a list of them; only text parts are read."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-
-    def text(self) -> str:
-        """The message's text (the text parts joined)."""
-        if isinstance(self.content, list):
-            return "".join(p.text or "" for p in self.content if p.type == "text")
-        return self.content or ""
-
-
-_PERIOD = r"^\d{4}(-\d{2}(-\d{2})?)?$"  # a year, a month or a day; rag.dates still refuses one that does not exist
-
-
-class Filters(BaseModel):
-    """newsrag's own answering options; OpenAI clients send them in ``extra_body``."""
-
-    as_of: str | None = Field(
-        None,
-        pattern=r"^\d{4}-\d{2}-\d{2}$",
-        description="YYYY-MM-DD the question is asked as of: favours the articles of the days before it",
-    )
-    since: str | None = Field(
-        None, pattern=_PERIOD, description="only articles published on or after this day (YYYY, YYYY-MM or YYYY-MM-DD)"
-    )
-    until: str | None = Field(
-        None, pattern=_PERIOD, description="only articles published on or before this day (YYYY, YYYY-MM or YYYY-MM-DD)"
-    )
-    top_k: int | None = Field(None, ge=1, le=50, description="passages to retrieve")
-    backend: Backend | None = Field(None, description="the server's own backend (the default) or extractive")
-
-
-class ChatRequest(Filters):
-    """An OpenAI chat completion request: the last user message is the question, earlier turns feed its rewrite."""
-
-    model_config = ConfigDict(extra="allow")  # temperature, max_tokens and the like are accepted and ignored
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-
-
-class AskRequest(Filters):
-    question: str = Field(min_length=1, pattern=r"[^\s\x00-\x1f\x7f]", description="at most max_question_chars (2,000) characters")
-    stream: bool = False
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    code: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """Every error: one line of JSON, OpenAI's shape, never a traceback."""
-
-    error: ErrorDetail
-
-
-class Citation(BaseModel):
-    """A verified citation: the source file's text ``[start:end]`` is ``quote``."""
-
-    model_config = ConfigDict(extra="allow")
-    n: int
-    source_file: str
-    title: str | None
-    outlet: str | None
-    date: str | None
-    quote: str
-    start: int
-    end: int
-
-
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str
-
-
-class Choice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: str
-
-
-class ChatCompletion(BaseModel):
-    """OpenAI's chat completion, with the citations beside ``choices`` (the client's ``model_extra``)."""
-
-    model_config = ConfigDict(extra="allow")
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    choices: list[Choice]
-    citations: list[Citation]
-    abstained: bool
-    standalone_question: str
-
-
-class AskAnswer(BaseModel):
-    """The JSON of ``rag ask --json``."""
-
-    model_config = ConfigDict(extra="allow")
-    question: str
-    answer: str
-    abstained: bool
-    citations: list[Citation]
-
-
-class Model(BaseModel):
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-
-
-class ModelList(BaseModel):
-    object: Literal["list"]
-    data: list[Model]
-
-
-class Article(BaseModel):
-    """An indexed article as ``rag list`` shows it: names, never server paths."""
-
-    id: str
-    title: str | None
-    outlet: str | None
-    author: str | None
-    date: str | None
-    url: str | None
-    chunks: int
-    duplicate_of: str | None
-    inherited: dict[str, str]
-
-
-class ArticleList(BaseModel):
-    articles: list[Article]
-    undated_left_out: int
-
-
-class UploadLine(BaseModel):
-    kind: Literal["ok", "error", "info"]
-    text: str
-
-
-class UploadReport(BaseModel):
-    """One line per outcome, as the UI's upload report shows them."""
-
-    lines: list[UploadLine]
-
-
-class Health(BaseModel):
-    status: str
-    articles: int
-    backend: str
-    waiting: int
 
 
 # ---------------------------------------------------------------- one answer at a time
@@ -263,6 +111,7 @@ class Server:
         self.rag = rag
         self.settings: Settings = rag.settings
         self.gate = Gate(self.settings.serve_queue)
+        self.instance = forward.new_instance()  # named on every response, so rag ask knows it reached this run
         key = self.settings.openai_api_key or ""
         # the default placeholder is no secret; a real key is scrubbed from every byte sent
         self._secret = key if len(key) >= 8 and key != Settings.openai_api_key else ""
@@ -286,6 +135,12 @@ class Server:
         wait = self.gate.retry_after()
         msg = f"busy: an answer is being written and {self.gate.capacity - 1} more are waiting; try again in {wait} s"
         return self.error(429, msg, "rate_limit_error", {"Retry-After": str(wait)})
+
+    def fresh(self, overrides: dict) -> None:
+        """Start a local model's answer from its primed prefix, as a fresh process does: the answer is a one-shot ``rag ask``'s."""
+        llm = self.rag.llm(self.settings.with_(**overrides))
+        if hasattr(llm, "rewind"):
+            llm.rewind()
 
     def overrides(self, req: Filters) -> dict:
         """Settings for one request: the client may choose the server's backend or the extractive one, never a URL or key.
@@ -404,12 +259,6 @@ def sse(data: str, event: str | None = None) -> str:
     return (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
 
 
-ERRORS = {status: {"model": ErrorBody} for status in (400, 413, 422, 429, 500)}
-# each server-sent event: its name (none for chat chunks) and one line of JSON, or [DONE]
-SSE_EVENT = {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}}, "required": ["data"]}
-SSE_CONTENT = {"text/event-stream": {"schema": SSE_EVENT}}
-
-
 def create_app(rag: RAG) -> FastAPI:
     """The HTTP app over one opened RAG."""
     srv = Server(rag)
@@ -459,8 +308,8 @@ def create_app(rag: RAG) -> FastAPI:
     @app.get("/v1/articles", response_model=ArticleList, responses={400: {"model": ErrorBody}, 422: {"model": ErrorBody}})
     def articles(
         sort: Literal["date", "outlet", "title"] = "date",
-        since: str | None = Query(None, pattern=_PERIOD),
-        until: str | None = Query(None, pattern=_PERIOD),
+        since: str | None = Query(None, pattern=PERIOD),
+        until: str | None = Query(None, pattern=PERIOD),
         outlet: str | None = Query(None, max_length=200, description="only outlets whose name contains this (any case)"),
     ) -> Response:
         """The indexed articles, sorted and filtered as ``rag list`` does."""
@@ -507,7 +356,7 @@ def create_app(rag: RAG) -> FastAPI:
         rag.refresh()
         if article_id not in rag.index.docs:
             raise StarletteHTTPException(404, f"no indexed article {article_id!r}: GET /v1/articles lists them")
-        report = writer.update(rag.index.root, srv.settings, remove=[article_id])
+        report = index_writer.update(rag.index.root, srv.settings, remove=[article_id])
         rag.refresh()
         return srv.json({"lines": [{"kind": "ok", "text": f"removed {article_id}: {report.summary()}"}]})
 
@@ -529,6 +378,7 @@ def create_app(rag: RAG) -> FastAPI:
         def items() -> Iterator[str | Answer]:
             rag.refresh()
             state["standalone"] = standalone = rag.rewrite(history, question, **overrides) if history else question
+            srv.fresh(overrides)
             yield from rag.stream(standalone, as_of=req.as_of, since=req.since, until=req.until, **overrides)
 
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -591,6 +441,7 @@ def create_app(rag: RAG) -> FastAPI:
 
         def items() -> Iterator[str | Answer]:
             rag.refresh()
+            srv.fresh(overrides)
             yield from rag.stream(question, as_of=req.as_of, since=req.since, until=req.until, **overrides)
 
         if not req.stream:
@@ -626,6 +477,9 @@ class BodyLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        send = self._named(send)
+        if not self._may_read(scope):
+            return await self._reply(send, 401, "this server needs the header Authorization: Bearer <RAG_SERVE_READ_TOKEN>", [(b"www-authenticate", b"Bearer")])
         limit = self.limit
         if scope.get("path") == "/v1/articles":  # uploads: a few files as large as the UI takes, checked each by rag.ingest.uploads
             limit = max(limit, 4 * self.srv.settings.max_file_bytes)
@@ -655,10 +509,36 @@ class BodyLimit:
                 await self._refuse(send, limit)
 
     async def _refuse(self, send, limit: int) -> None:
-        response = self.srv.error(413, f"the request body is larger than {limit:,} bytes")
+        await self._reply(send, 413, f"the request body is larger than {limit:,} bytes")
+
+    async def _reply(self, send, status: int, message: str, more: list[tuple[bytes, bytes]] = ()) -> None:
+        response = self.srv.error(status, message)
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(response.body)).encode()), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": [*headers, *more]})
         await send({"type": "http.response.body", "body": response.body})
+
+    def _named(self, send):
+        """``send`` with this run's instance header on the response."""
+        name = (forward.INSTANCE_HEADER.encode(), self.srv.instance.encode())
+
+        async def named(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), name]}
+            await send(message)
+
+        return named
+
+    def _may_read(self, scope) -> bool:
+        """With a read token set, every path but the health check and the spec needs it (or the write token)."""
+        token = self.srv.settings.serve_read_token
+        if not token or scope.get("path") in _OPEN_PATHS:
+            return True
+        given = dict(scope.get("headers") or []).get(b"authorization", b"").removeprefix(b"Bearer ").strip()
+        allowed = [t.encode() for t in (token, self.srv.settings.serve_token) if t]
+        return any(hmac.compare_digest(given, t) for t in allowed)
+
+
+_OPEN_PATHS = {"/healthz", "/openapi.json", "/docs", "/redoc"}  # nothing read from the index: open even with a read token
 
 
 class _TooLarge(Exception):
@@ -671,19 +551,24 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
 
     import uvicorn
 
-    try:  # before the index and model load, so a taken port fails in a second
-        with socket.create_server((host, port)):
-            pass
+    try:  # before the index and model load, so a taken port fails in a second; kept, so no one takes it meanwhile
+        sock = socket.create_server((host, port))
     except OSError as exc:
         raise RagError(
             f"cannot serve on {host}:{port} (the port is taken or the address is not this machine's): choose another with --port/--host"
         ) from exc
-    rag = RAG.open(settings.index_dir, settings)
-    threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {host}: anyone who can reach this machine can ask questions", flush=True)
-    print(f"newsrag API at http://{host}:{port}/v1 (OpenAPI at /openapi.json; Ctrl+C to stop)", flush=True)
-    uvicorn.run(create_app(rag), host=host, port=port, log_level="warning", server_header=False)
+    with sock:
+        port = sock.getsockname()[1]  # --port 0: the one the system chose
+        rag = RAG.open(settings.index_dir, settings)
+        threading.Thread(target=_warm, args=(rag,), name="rag-warm", daemon=True).start()
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {host}: anyone who can reach this machine can ask questions", flush=True)
+        print(f"newsrag API at http://{host}:{port}/v1 (OpenAPI at /openapi.json; Ctrl+C to stop)", flush=True)
+        app = create_app(rag)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", server_header=False))
+        # written once the socket listens (a connection waits in its backlog until uvicorn accepts it)
+        with forward.advertise(settings, app.state.server.instance, host, port, settings.serve_read_token):
+            server.run(sockets=[sock])
 
 
 def _warm(rag: RAG) -> None:

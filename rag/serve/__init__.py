@@ -1,0 +1,1 @@
+"""``rag serve``: the RAG object over HTTP (``app``), and what its endpoints read and write (``wire``)."""
