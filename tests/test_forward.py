@@ -91,7 +91,7 @@ def test_rag_ask_through_the_server_prints_what_it_prints_in_process(served, see
         (["--llm", "openai", "--base-url", "http://127.0.0.1:9/v1"], {}, "cannot reach the OpenAI-compatible endpoint"),
         (["--llm", "extractive", "--as-of", "2014-13-01"], {}, "as_of must be an ISO date"),  # checked before anything is sent
         (["--llm", "extractive", "--since", "2015", "--until", "2014"], {}, "since 2015 is after until 2014"),
-        (["--llm", "extractive"], {"RAG_ASK_FORWARD": "sometimes"}, "RAG_ASK_FORWARD='sometimes'"),
+        (["--llm", "extractive"], {"RAG_ASK_FORWARD": "sometimes"}, "ask_forward is 'sometimes' (RAG_ASK_FORWARD): it must be one of auto, off"),
     ],
 )
 def test_what_the_server_cannot_answer_as_this_process_gets_todays_error(served, seed_index, args, env, error):
