@@ -6,6 +6,8 @@ service at 169.254.169.254) or another non-public address, they would make this 
 into services behind its firewall. So such a URL is refused unless its host is one the operator
 named: ``RAG_FETCH_ALLOW_PRIVATE`` (a comma-separated list of ``host`` or ``host:port``), or the
 origin of a feed or page the operator asked for.
+
+The requests themselves go through :mod:`rag.connect`, which checks and connects with one lookup.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ def origin(url: str) -> str:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError:  # a bad port or bracket: no origin, so never an allowed one
         return ""
-    return f"{_host(parts.hostname or '')}:{port}" if parts.hostname else ""
+    return f"{normal_host(parts.hostname or '')}:{port}" if parts.hostname else ""
 
 
-def _host(host: str) -> str:
+def normal_host(host: str) -> str:
     return host.strip().strip("[]").lower().rstrip(".")
 
 
@@ -49,25 +51,37 @@ def allowed_origins(spec: str, named: Iterable[str] = ()) -> set[str]:
             out.add(origin(item))
         elif item.startswith("[") or item.count(":") == 1:  # "[::1]:8080" or "host:8080"
             host, _, port = item.rpartition(":")
-            out.add(f"{_host(host)}:{port}" if port.isdigit() else _host(item))
+            out.add(f"{normal_host(host)}:{port}" if port.isdigit() else normal_host(item))
         else:
-            out.add(_host(item))  # a bare host (or IPv6 address): any port
+            out.add(normal_host(item))  # a bare host (or IPv6 address): any port
     return out - {""}
 
 
-def non_public_address(host: str, port: int) -> str | None:
-    """The first address ``host`` resolves to that is not public (loopback, private, link-local, reserved...), else None."""
+def resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``host`` resolves to, in the resolver's order ([] when it does not resolve)."""
     try:
-        infos = socket.getaddrinfo(_host(host), port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(normal_host(host), port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError):
-        return None  # it does not resolve: the connection attempt says so, and reaches nothing
+        return []
+    out = []
     for info in infos:
         ip = ipaddress.ip_address(str(info[4][0]).split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:  # ::ffff:127.0.0.1 is loopback
             ip = ip.ipv4_mapped
-        if not ip.is_global or ip.is_multicast:
-            return str(ip)
-    return None
+        out.append(ip)
+    return out
+
+
+def first_non_public(ips: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str | None:
+    return next((str(ip) for ip in ips if not ip.is_global or ip.is_multicast), None)
+
+
+def non_public_address(host: str, port: int) -> str | None:
+    """The first address ``host`` resolves to that is not public (loopback, private, link-local, reserved...), else None.
+
+    None too when it does not resolve: the connection attempt says so, and reaches nothing.
+    """
+    return first_non_public(resolve(host, port))
 
 
 def check_public(url: str, allowed: set[str], what: str = "the URL") -> None:
@@ -79,7 +93,13 @@ def check_public(url: str, allowed: set[str], what: str = "the URL") -> None:
     if key in allowed or host in allowed:
         return
     if non_public_address(host, int(port)) is not None:
-        raise PrivateAddress(
-            f"{what} {url} is on a private or local network: this server does not send requests there "
-            f"unless its operator allows that host ({ALLOW_SETTING})"
-        )
+        raise refusal(what, url)
+
+
+def refusal(what: str, url: str) -> PrivateAddress:
+    """The one line that refuses ``url``, named as ``what``."""
+    return PrivateAddress(
+        f"{what} {url} is on a private or local network: this server does not send requests there "
+        f"unless its operator allows that host ({ALLOW_SETTING})"
+    )
+

@@ -16,7 +16,7 @@ from . import addresses, dates
 from .answer import candidates, prompts
 from .answer import pipeline as ans
 from .answer.compose import abstained
-from .answer.llm import ChatModel, make_llm
+from .answer.llm import ChatModel, endpoint_hosts, make_llm
 from .index import embedding, writer
 from .index.layout import current_name
 from .index.reader import Index
@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 # Endpoint clients kept, the most recently used: each holds a connection pool, and questions
 # beyond settings.max_pending wait for a slot anyway, so more clients than this sit idle.
 ENDPOINT_CLIENTS = 32
+# what one endpoint client is built for: one URL, model, key, set of timeouts, and who gave the URL
+ENDPOINT_FIELDS = (
+    "openai_base_url",
+    "openai_model",
+    "openai_api_key",
+    "openai_timeout_s",
+    "openai_connect_timeout_s",
+    "openai_total_s",
+    "endpoint_visitor",
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _UNDECODED = re.compile(r"[\ud800-\udfff]")
 
@@ -168,8 +178,7 @@ class RAG:
         if self._llm_override is not None:
             return self._llm_override
         if settings.llm == "openai":
-            s = settings
-            return self._endpoints(s.openai_base_url, s.openai_model, s.openai_api_key, s.openai_timeout_s, s.openai_connect_timeout_s)
+            return self._endpoints(tuple(getattr(settings, f) for f in ENDPOINT_FIELDS))
         # an endpoint client is built for one key and one set of timeouts
         key = (
             settings.llm,
@@ -186,10 +195,11 @@ class RAG:
                 self._llms[key] = make_llm(settings)
             return self._llms[key]
 
-    def _endpoint(self, base_url: str, model: str, api_key: str, timeout_s: float, connect_timeout_s: float) -> ChatModel | None:
-        """A client for one OpenAI-compatible endpoint, key and set of timeouts."""
-        fields = dict(openai_base_url=base_url, openai_model=model, openai_api_key=api_key, openai_timeout_s=timeout_s)
-        return make_llm(self.settings.with_(llm="openai", openai_connect_timeout_s=connect_timeout_s, **fields))
+    def _endpoint(self, values: tuple) -> ChatModel | None:
+        """A client for one OpenAI-compatible endpoint, key, set of timeouts and trust (the ENDPOINT_FIELDS' values)."""
+        settings = self.settings.with_(llm="openai", **dict(zip(ENDPOINT_FIELDS, values)))
+        # a URL a visitor typed may reach on a private network only what the operator's own settings name
+        return make_llm(settings, endpoint_hosts(self.settings if settings.endpoint_visitor else settings))
 
     def warm(self, **overrides: object) -> float:
         """Load the embedder and the answering model now; returns seconds spent loading the model."""

@@ -51,6 +51,7 @@ _NOT_ANSWERING = {
     "busy_wait_s",
     "openai_timeout_s",
     "openai_connect_timeout_s",
+    "openai_total_s",
     "ask_forward",
     "top_k",  # sent with each question
     "llm",  # sent with each question; the server takes its own or extractive

@@ -112,6 +112,10 @@ class Settings:
     openai_model: str = _setting("local-model", "model")
     openai_timeout_s: float = _setting(60.0, "model", above=0)  # longest wait for each part of the endpoint's reply
     openai_connect_timeout_s: float = _setting(10.0, "model", above=0)
+    openai_total_s: float = _setting(300.0, "model", above=0)  # longest one answer from the endpoint may take in all, headers included
+    # the endpoint's URL was typed by a UI visitor, not set by the operator: it may reach a private network only
+    # where the operator's settings do (their endpoints, fetch_allow_private), each request checked where it connects
+    endpoint_visitor: bool = _setting(False, "model")
     ui_endpoints: str = _setting("", "model")  # comma-separated base URLs the UI may send the operator's API key to, besides openai_base_url
 
     # abstention and verification
@@ -143,6 +147,7 @@ class Settings:
     fetch_total_s: float = _setting(60.0, "fetching", above=0)  # longest one page or feed may take in all (a server can drip bytes forever)
     fetch_max_redirects: int = _setting(5, "fetching", low=0)
     fetch_workers: int = _setting(4, "fetching", low=1)  # pages fetched at once
+    fetch_per_host: int = _setting(2, "fetching", low=1)  # of those, from one host at once
     # hosts (``host`` or ``host:port``, comma-separated) on loopback or a private network that a UI
     # visitor's endpoint, a feed entry's link or a redirect may reach (rag.addresses); the operator's
     # own endpoint and the feeds and pages the operator names are allowed without it

@@ -29,13 +29,20 @@ class Site:
     def __init__(self):
         self.routes: dict[str, tuple[int, dict[str, str], bytes, float]] = {}
         self.hits: dict[str, int] = {}
+        self.busy = self.peak = 0  # requests being answered now, and the most at once
+        lock = threading.Lock()
         site = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                site.hits[self.path] = site.hits.get(self.path, 0) + 1
+                with lock:
+                    site.hits[self.path] = site.hits.get(self.path, 0) + 1
+                    site.busy += 1
+                    site.peak = max(site.peak, site.busy)
                 status, headers, body, delay = site.routes.get(self.path, (404, {"Content-Type": "text/html"}, b"<p>no such page</p>", 0))
                 time.sleep(delay)
+                with lock:
+                    site.busy -= 1
                 try:
                     self.send_response(status)
                     for k, v in headers.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,7 @@ from rag.index.writer import build
 from rag.ingest.feeds import add
 from rag.ingest.uploads import Uploads
 from rag.settings import Settings
+from rag.types import RagError
 from ui.app import Handlers
 
 from .test_feeds import Site, article
@@ -213,6 +215,8 @@ class Drip(ThreadingHTTPServer):
                 except OSError:
                     pass  # the client hung up: what the deadline is for
 
+            do_POST = do_GET  # an endpoint's chat call drips alike
+
         super().__init__(("127.0.0.1", 0), Handler)
 
 
@@ -239,3 +243,81 @@ def test_stacked_gzip_is_inflated_within_the_size_limit(two_sites, tmp_path):
     report = add(tmp_path / "index", Settings(max_file_bytes=100_000), urls=[url, good])
     assert report.fetched == [good], report.errors
     assert any(url in e and "over the 100,000-byte limit" in e for e in report.errors), report.errors
+
+
+# ---------------------------------------------------------------- one lookup: checked and connected to
+PUBLIC = "93.184.216.34"  # a public address; nothing here can reach it, so a connection there fails
+
+
+@pytest.fixture()
+def rebinding(monkeypatch):
+    """A resolver under an attacker's control: ``rebind.test`` answers a public address once, then 127.0.0.1."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if str(host).rstrip(".").lower() != "rebind.test":
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        ip = PUBLIC if len(asked) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked
+
+
+def test_a_visitors_endpoint_that_rebinds_to_loopback_after_the_check_is_not_reached(small_index, internal, rebinding):
+    # the first lookup (the UI's check) sees a public address; the connection must not look up again and go to 127.0.0.1
+    error = _ask_ui(small_index, f"http://rebind.test:{internal.port}/v1", openai_connect_timeout_s=1.0)
+    assert internal.hits == [], "the request went to the address of a second lookup"
+    assert rebinding, "the name was never looked up"
+    assert error and SECRET not in error, error
+
+
+def test_a_feed_link_is_connected_to_at_the_address_that_was_checked(two_sites, tmp_path, rebinding):
+    mine, other = two_sites
+    inside = other.route("/admin.html", article(9))
+    steered = inside.replace("127.0.0.1", "rebind.test")
+    feed = mine.route("/feed.xml", _feed(mine, [steered]), ctype="application/rss+xml")
+    report = add(tmp_path / "index", Settings(fetch_timeout_s=1.0), feeds=[feed])
+    assert other.hits.get("/admin.html", 0) == 0 and other.hits.get("/robots.txt", 0) == 0
+    assert report.fetched == [] and len(report.errors) == 1, report.errors
+    assert len(rebinding) == 1, "each request's host is looked up once, checked and connected to"
+
+
+def test_the_operators_endpoint_dripping_its_reply_is_cut_at_the_total_deadline(small_index):
+    srv = Drip(gap_s=0.1)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        rag = RAG.open(small_index / "index", llm="extractive")
+        url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        t0 = time.monotonic()
+        with pytest.raises(RagError, match=r"did not finish its reply within 1 s \(RAG_OPENAI_TOTAL_S\)"):
+            rag.ask(QUESTION, llm="openai", openai_base_url=url, openai_timeout_s=2.0, openai_total_s=1.0)
+        assert time.monotonic() - t0 < 20, "per read the drip is in time; only the total deadline stops it (40 s)"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_fetches_from_one_host_wait_their_turn(two_sites, tmp_path):
+    mine, _ = two_sites
+    pages = [mine.route(f"/p{i}.html", article(10 + i), delay=0.3) for i in range(6)]
+    feed = mine.route("/feed.xml", _feed(mine, pages), ctype="application/rss+xml")
+    report = add(tmp_path / "index", Settings(fetch_workers=4, fetch_per_host=2), feeds=[feed])
+    assert sorted(report.fetched) == sorted(pages), report.errors
+    assert mine.peak == 2, f"{mine.peak} requests at once to one host; the limit is 2"
+
+
+def test_a_page_of_unclosed_json_ld_scripts_is_read_in_linear_time(two_sites, tmp_path):
+    mine, _ = two_sites
+    measured = []
+    for n in (500, 1_000, 8_000):  # the first warms the path
+        page = article(20 + n) + '<script type="application/ld+json">{"datePublished": "2019' * n
+        url = mine.route(f"/ld{n}.html", page)
+        t0 = time.process_time()
+        report = add(tmp_path / f"index{n}", Settings(), urls=[url])
+        measured.append(time.process_time() - t0)
+        assert report.fetched == [url], report.errors
+    # 8x the scripts: linear costs about 8x (plus the fixed cost of a write); quadratic would be 64x
+    assert measured[2] < 16 * max(measured[1], 0.05), measured

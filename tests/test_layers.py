@@ -56,7 +56,7 @@ def test_no_import_cycles():
 # The layers, bottom first: a module imports only from its own layer or those below it. The UI is
 # not among them: it stands beside the library and reaches it through the ``rag`` package only.
 LAYERS = [
-    ("rag.types", "rag.text", "rag.settings", "rag.dates", "rag.files", "rag.measure", "rag.addresses"),  # shared by all
+    ("rag.types", "rag.text", "rag.settings", "rag.dates", "rag.files", "rag.measure", "rag.addresses", "rag.connect"),  # shared by all
     ("rag.ingest",),  # articles read, cleaned, marked and cut into passages
     ("rag.index", "rag.ingest.feeds", "rag.ingest.uploads"),  # the index; feeds and uploads write through it
     ("rag.answer",),  # the pipeline from passages to a verified Answer

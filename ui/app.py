@@ -93,6 +93,7 @@ def _overrides(rag: RAG, backend: str, top_k: float, base_url: str, api_model: s
             raise RagError(f"{url} is not an endpoint this server sends its API key to: enter your own API key for it in the settings")
         if not operators:  # a visitor's URL must not reach the services behind the server's firewall
             rag.check_endpoint(url)
+            o["endpoint_visitor"] = True  # and every request to it is checked where it connects
         o["openai_base_url"] = url
         o["openai_model"] = (api_model or "").strip() or None
         o["openai_api_key"] = key or None  # None keeps the operator's key

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .. import addresses
 from ..files import published
 from ..settings import Settings
 from ..types import Message, RagError
@@ -339,19 +340,30 @@ class OpenAILLM:
     connecting and reading, and cannot close the stream early.
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, allowed: set[str] | None = None):
+        """``allowed``: the hosts on a private network it may reach (:mod:`rag.addresses`); by default the
+        endpoints ``settings`` name and ``fetch_allow_private``. A visitor's endpoint gets the operator's."""
         import httpx
         import openai
+
+        from .. import connect
 
         self.settings = settings
         self.name = "openai"
         self.load_s = 0.0
         self.url = settings.openai_base_url
+        if allowed is None:
+            allowed = endpoint_hosts(settings)
+        timeout = httpx.Timeout(settings.openai_timeout_s, connect=settings.openai_connect_timeout_s)
         self.client = openai.OpenAI(
             base_url=settings.openai_base_url,
             api_key=settings.openai_api_key,
-            timeout=httpx.Timeout(settings.openai_timeout_s, connect=settings.openai_connect_timeout_s),
+            timeout=timeout,
             max_retries=0,  # a retry would multiply the wait for an endpoint that does not answer
+            # each request's address checked and connected to with one lookup, and ended at openai_total_s
+            http_client=httpx.Client(
+                timeout=timeout, transport=connect.PinnedTransport(allowed, "the endpoint", total_s=settings.openai_total_s)
+            ),
         )
 
     def stream(self, messages: list[Message], max_tokens: int, temperature: float, probs: list[TokenProb] | None = None) -> Iterator[str]:
@@ -379,6 +391,8 @@ class OpenAILLM:
         except httpx.TimeoutException as exc:  # while reading the stream, after the reply began
             raise self._timeout(exc) from exc
         except openai.APIConnectionError as exc:
+            if isinstance(exc.__cause__, RagError):  # a private address the operator did not allow
+                raise exc.__cause__ from None
             raise RagError(f"cannot reach the OpenAI-compatible endpoint at {self.url} ({exc.__cause__ or exc})") from exc
         # the reply's body stays in the server log: shown in the UI, it would let a visitor read
         # whatever the URL they typed answers (an internal service's page)
@@ -402,6 +416,10 @@ class OpenAILLM:
     def _timeout(self, exc: BaseException | None) -> RagError:
         import httpx
 
+        from .. import connect
+
+        if isinstance(exc, connect.DeadlinePassed):
+            return RagError(f"the endpoint at {self.url} did not finish its reply within {self.settings.openai_total_s:g} s (RAG_OPENAI_TOTAL_S)")
         wait = self.settings.openai_connect_timeout_s if isinstance(exc, httpx.ConnectTimeout) else self.settings.openai_timeout_s
         return RagError(f"the endpoint at {self.url} did not answer within {wait:g} s")
 
@@ -447,12 +465,15 @@ def _capped(deltas: Iterator[str], max_tokens: int) -> Iterator[str]:
             return  # without reading further: the caller's exit closes the stream
 
 
-def make_llm(settings: Settings) -> LocalLLM | OpenAILLM | None:
-    """The backend named by ``settings.llm``; None for the extractive backend."""
+def endpoint_hosts(settings: Settings) -> set[str]:
+    """The hosts an endpoint client may reach on a private network: the endpoints ``settings`` name, and ``fetch_allow_private``."""
+    return addresses.allowed_origins(settings.fetch_allow_private, [settings.openai_base_url, *settings.ui_endpoints.split(",")])
+
+
+def make_llm(settings: Settings, allowed: set[str] | None = None) -> LocalLLM | OpenAILLM | None:
+    """The backend named by ``settings.llm`` (None for the extractive one); ``allowed``: as for :class:`OpenAILLM`."""
     if settings.llm == "local":
         return LocalLLM(settings)
     if settings.llm == "openai":
-        return OpenAILLM(settings)
-    if settings.llm == "extractive":
-        return None
-    raise RagError(f"unknown backend {settings.llm!r}: use local, openai or extractive")
+        return OpenAILLM(settings, allowed)
+    return None  # extractive: the settings admit no other name

@@ -7,7 +7,6 @@ limit, http and https only) and honours the host's robots.txt; where a fetch may
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import zlib
@@ -18,9 +17,8 @@ from urllib.robotparser import RobotFileParser
 
 import httpx
 
-from .. import __version__, addresses
+from .. import __version__, addresses, connect
 from ..settings import Settings
-from ..types import RagError
 
 USER_AGENT = f"newsrag/{__version__} (offline news question answering; fetches the feeds and pages its user adds)"
 ROBOTS_AGENT = "newsrag"  # the name robots.txt rules address
@@ -57,12 +55,13 @@ class Fetcher:
             timeout=httpx.Timeout(settings.fetch_timeout_s),
             follow_redirects=False,  # followed by hand: each hop is checked for scheme and robots.txt
             headers={"User-Agent": USER_AGENT},
-            # a connection per request: the total deadline (get) cuts the socket it saw opened,
-            # and a pooled connection would open none to see
-            limits=httpx.Limits(max_keepalive_connections=0),
+            # each hop's address checked and connected to with one lookup; a connection per request:
+            # the total deadline (get) cuts the socket it saw opened, and a pooled one would open none to see
+            transport=connect.PinnedTransport(self.allowed, limits=httpx.Limits(max_keepalive_connections=0)),
         )
         self._robots: dict[str, RobotFileParser | _Refused] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}  # host -> its fetches at once
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -75,37 +74,19 @@ class Fetcher:
         are per read, so a server sending its headers a byte every few seconds would hold it forever.
         At the deadline a timer shuts the sockets down, which ends a read blocked in another thread.
         """
-        opened: list[socket.socket] = []
-        expired = threading.Event()
-
-        def trace(event: str, info: dict) -> None:
-            if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
-                sock = info["return_value"].get_extra_info("socket")
-                if sock is not None:
-                    opened.append(sock)
-                    if expired.is_set():
-                        _shut(sock)
-
-        def cut() -> None:
-            expired.set()
-            for sock in opened:
-                _shut(sock)
-
-        timer = threading.Timer(self.settings.fetch_total_s, cut)
-        timer.daemon = True
-        timer.start()
+        deadline = connect.Deadline(self.settings.fetch_total_s)
         try:
-            return self._get(url, kind, trace)
+            return self._get(url, kind, deadline.trace)
         except _Refused:
-            if expired.is_set():
+            if deadline.expired.is_set():
                 raise _Refused(f"took over {self.settings.fetch_total_s:g}s in all; stopped") from None
             raise
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            if expired.is_set():
+            if deadline.expired.is_set():
                 raise _Refused(f"took over {self.settings.fetch_total_s:g}s in all; stopped") from exc
             return self._failed(exc)
         finally:
-            timer.cancel()
+            deadline.cancel()
 
     def _failed(self, exc: BaseException) -> Fetched:
         """Raise the _Refused line for an HTTP client error (anything else as it is)."""
@@ -126,19 +107,23 @@ class Fetcher:
         for hop in range(self.settings.fetch_max_redirects + 1):
             try:
                 check_url(url)
-                try:
-                    addresses.check_public(url, self.allowed, "the URL")
-                except RagError as exc:
-                    raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
+                if kind != "robots":
+                    self._check_robots(url)
+                got = self._hop(url, kind, accept.get(kind, "*/*"), deadline, trace)
             except _Refused as exc:
-                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
-            if kind != "robots":
-                self._check_robots(url)
-            headers = {"Accept": accept.get(kind, "*/*"), "Accept-Encoding": _ACCEPT_ENCODING}
-            with self.client.stream("GET", url, headers=headers, extensions={"trace": trace}) as r:
+                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc), exc.status) from None
+            if isinstance(got, Fetched):
+                return got
+            url = got
+        raise _Refused(f"more than {self.settings.fetch_max_redirects} redirects")
+
+    def _hop(self, url: str, kind: str, accept: str, deadline: float, trace: Callable[[str, dict], None]) -> Fetched | str:
+        """One request: what it fetched, or the URL it redirects to."""
+        headers = {"Accept": accept, "Accept-Encoding": _ACCEPT_ENCODING}
+        try:
+            with self._slot(url), self.client.stream("GET", url, headers=headers, extensions={"trace": trace}) as r:
                 if r.is_redirect:
-                    url = urldefrag(urljoin(url, r.headers["location"])).url
-                    continue
+                    return urldefrag(urljoin(url, r.headers["location"])).url
                 if r.status_code >= 400:
                     raise _Refused(f"HTTP {r.status_code} {r.reason_phrase}".strip(), r.status_code)
                 ctype = r.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -146,7 +131,14 @@ class Fetcher:
                     raise _Refused(f"serves {ctype}, not an HTML page")
                 body = self._read(r, deadline, _ROBOTS_BYTES if kind == "robots" else self.settings.max_file_bytes)
                 return Fetched(str(r.url), ctype, r.charset_encoding, body)
-        raise _Refused(f"more than {self.settings.fetch_max_redirects} redirects")
+        except addresses.PrivateAddress as exc:
+            raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
+
+    def _slot(self, url: str) -> threading.BoundedSemaphore:
+        """The host's share of the fetches at once (``fetch_per_host``): many workers must not all hit one site."""
+        host = (urlsplit(url).hostname or "").lower()
+        with self._lock:
+            return self._slots.setdefault(host, threading.BoundedSemaphore(self.settings.fetch_per_host))
 
     def _read(self, r: httpx.Response, deadline: float, limit: int) -> bytes:
         """The body, read as a stream so that an endless or huge reply stops at the limit, not in memory.
@@ -220,13 +212,6 @@ def _decompressors(header: str) -> list:
         elif name != "identity":
             raise _Refused(f"sent content encoded as {name!r}, which is not read (only {_ACCEPT_ENCODING})")
     return out
-
-
-def _shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # closed already: the fetch ended on its own
 
 
 def check_url(url: str) -> None:
