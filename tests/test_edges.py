@@ -14,6 +14,7 @@ from rag import RAG
 from rag.dates import parse_range, question_date
 from rag.index.reader import Index
 from rag.index.writer import build
+from rag.settings import Settings
 from rag.text import EARLIEST_DATE, as_date, latest_date, sane_date
 from rag.types import Document, RagError
 
@@ -229,3 +230,105 @@ def test_a_malformed_store_url_is_one_line_naming_it(hostile_index, url):
     p = rag_cmd("ask", RIBBON, "--llm", "extractive", "--index", str(hostile_index), env={"RAG_STORE": "qdrant", "RAG_STORE_URL": url})
     assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "RAG_STORE_URL" in p.stderr, p.stderr
+
+
+# ---------------------------------------------------------------- URLs, in every path that takes one
+# What a URL field may hold: any text, and URL-shaped text around the edges of schemes, hosts and
+# ports. The hosts are local, private, unresolvable or malformed only: nothing here leaves the machine.
+_HOSTS = ["127.0.0.1", "localhost", "[::1]", "[::1", "0.0.0.0", "10.0.0.1", "169.254.169.254", "[fd00::1]", "[::ffff:127.0.0.1]",
+          "example.invalid", "%zz", "a..b", "\u2603.invalid", "xn--", "", " ", "127.0.0.1@10.0.0.1", "user:pw@localhost", "0x7f000001", "2130706433"]
+URLS = st.one_of(
+    st.text(max_size=60),
+    st.builds(
+        lambda scheme, host, port, path: f"{scheme}{host}{port}{path}",
+        st.sampled_from(["http://", "https://", "HTTP://", "file://", "gopher://", "ftp://", "javascript:", "//", "", "http:/", "http:///"]),
+        st.sampled_from(_HOSTS),
+        st.sampled_from(["", ":0", ":1", ":80", ":99999", ":-1", ":abc", ":65535", ":"]),
+        st.one_of(st.just(""), st.text(max_size=20).map(lambda t: "/" + t)),
+    ),
+)
+URL_RUNS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module")
+def fetching_index(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("urls")
+    (d / "corpus").mkdir()
+    (d / "corpus" / "good.txt").write_text("Zorblat Bridge opens\n\nMay 5, 2019\n\n" + BODY)
+    build(d / "index", [d / "corpus"])
+    return d / "index"
+
+
+def _still_answers(index: Path) -> None:
+    answer = RAG.open(index, llm="extractive").ask("Who cut the ribbon at the Zorblat Bridge?")
+    assert "Ilse Brandt" in answer.text, answer.text
+
+
+@URL_RUNS
+@given(URLS, st.sampled_from(["urls", "feeds"]))
+def test_any_url_to_fetch_is_fetched_or_one_line_and_the_index_still_answers(fetching_index, url, kind):
+    from rag.ingest.feeds import add
+
+    quick = Settings(fetch_timeout_s=0.5, fetch_total_s=2.0)
+    try:
+        report = add(fetching_index, quick, **{kind: [url]})
+    except RagError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert report.fetched == [] and all("\n" not in str(e) for e in report.errors), report.errors
+    _still_answers(fetching_index)
+
+
+@pytest.fixture(scope="module")
+def steering_site():
+    from .test_feeds import Site
+
+    site = Site()
+    site.route("/robots.txt", "User-agent: *\nAllow: /\n", ctype="text/plain")
+    yield site
+    site.server.shutdown()
+    site.server.server_close()
+
+
+@URL_RUNS
+@given(URLS)
+def test_any_feed_link_or_redirect_is_followed_only_where_allowed_or_is_one_line(fetching_index, steering_site, url):
+    """A feed the operator follows steers its entries' links and its redirects: any value is one line, never a fetch elsewhere."""
+    from xml.sax.saxutils import escape
+
+    from rag.ingest.feeds import add
+
+    site = steering_site
+    jump = site.route("/jump.html", "", status=302, Location=url.replace("\r", "").replace("\n", "")[:200] or "/")
+    items = f"<item><title>A</title><link>{escape(url)}</link><guid>a</guid></item><item><title>B</title><link>{jump}</link><guid>b</guid></item>"
+    feed = site.route("/feed.xml", f"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>{items}</channel></rss>", ctype="application/rss+xml")
+    report = add(fetching_index, Settings(fetch_timeout_s=0.5, fetch_total_s=2.0), feeds=[feed])
+    assert all("\n" not in str(e) for e in report.errors), report.errors
+    assert report.fetched == [], report.fetched  # nothing there is an article this site serves
+    _still_answers(fetching_index)
+
+
+@URL_RUNS
+@given(URLS)
+def test_any_endpoint_url_a_visitor_types_is_one_line_and_reaches_no_local_port(fetching_index, url):
+    from ui.app import Handlers
+
+    rag = RAG.open(fetching_index, llm="extractive", openai_connect_timeout_s=0.5, openai_total_s=2.0)
+    error = ""
+    for reply in Handlers(rag).respond("Who cut the ribbon at the Zorblat Bridge?", None, "openai", 3, url, "m", "sk-visitor"):
+        conv = reply[1] if isinstance(reply[1], list) else None
+        error = (conv[-1].error or "") if conv else error
+    assert error and "\n" not in error and "Traceback" not in error, error
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80), st.lists(URLS, max_size=3), URLS)
+def test_any_allow_list_and_url_give_an_answer_or_one_line(spec, named, url):
+    from rag.addresses import allowed_origins, check_public
+
+    allowed = allowed_origins(spec, named)
+    assert all(isinstance(a, str) and a for a in allowed)
+    try:
+        check_public(url, allowed)
+    except RagError as exc:
+        assert "\n" not in str(exc)

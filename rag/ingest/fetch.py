@@ -133,6 +133,8 @@ class Fetcher:
                 return Fetched(str(r.url), ctype, r.charset_encoding, body)
         except addresses.PrivateAddress as exc:
             raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
+        except (UnicodeError, ValueError) as exc:  # a host name IDNA cannot encode, say "xn--"
+            raise _Refused(f"is not a valid URL ({exc})") from exc
 
     def _slot(self, url: str) -> threading.BoundedSemaphore:
         """The host's share of the fetches at once (``fetch_per_host``): many workers must not all hit one site."""
@@ -216,6 +218,10 @@ def _decompressors(header: str) -> list:
 
 def check_url(url: str) -> None:
     """Only http and https: a feed must not make us read ``file:///etc/passwd`` or speak another protocol."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port past 65535 or not a number raises
+    except ValueError as exc:  # an unclosed [ or a bad port
+        raise _Refused(f"is not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise _Refused("not an http or https URL; only web pages and feeds are fetched")
