@@ -381,7 +381,12 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
                 report.errors.append(f"{e.url}: cannot be read as an article ({type(exc).__name__}: {exc})")
     finally:
         fetcher.close()
+    # a url is named as given, and one from a feed or the command line may hold a line break
+    report.errors = [_CONTROL_CHARS.sub(lambda m: repr(m.group())[1:-1], e) for e in report.errors]
     return report
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def add(
