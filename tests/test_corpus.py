@@ -89,6 +89,27 @@ def test_html_article_offsets_and_metadata(tmp_path):
         assert "<" not in raw[s:e] or "</b>" in raw[s:e]
 
 
+_BODY = "<p>The new dam opened on Tuesday and began producing power for the whole valley.</p>"
+
+
+@pytest.mark.parametrize(
+    "head, title",
+    [
+        ("<title>Tom &amp; Jerry meet</title>", "Tom & Jerry meet"),
+        ("<title>Jerry&#8217;s &quot;big&quot; day</title>", "Jerry’s \"big\" day"),
+        ("<meta property='og:title' content='Tom &amp; Jerry&#8217;s &quot;big&quot; day'>", "Tom & Jerry’s \"big\" day"),
+        ("<meta property='og:title' content='AT&amp;amp;T results'>", "AT&amp;T results"),  # decoded once, as a browser does
+        ("<title>Tom &amp;\n  Jerry</title>", "Tom & Jerry"),
+        ("</head><body><h1>Tom &amp; Jerry&#8217;s <em>big</em> meet</h1>", "Tom & Jerry’s big meet"),
+        ("</head><body><svg><title>Share icon</title></svg><h1>Dam opens on the river</h1>", "Dam opens on the river"),
+    ],
+)
+def test_html_title_with_entities_is_read_whole(tmp_path, head, title):
+    f = tmp_path / "page.html"
+    f.write_text(f"<html><head>{head}</head><body>{_BODY}</body></html>")
+    assert load_document(f).title == title
+
+
 def test_text_around_a_script_keeps_the_script_out(tmp_path):
     f = tmp_path / "page.html"
     f.write_text("<p>Before the vote.<script>steal('cookies')</script> After the vote.</p><?unterminated")

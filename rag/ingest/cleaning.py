@@ -82,6 +82,8 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     """
     blocks, meta = _html_blocks(raw, name) if is_html else _text_blocks(raw)
     segments, found = clean_blocks(raw, blocks)
+    if is_html and "title" in found:  # a headline line is raw HTML: "Tom &amp; Jerry" reads "Tom & Jerry"
+        found["title"] = display_text(found["title"], True).strip()
     for k, v in found.items():
         meta.setdefault(k, v)
     meta.update(given)
@@ -163,6 +165,9 @@ class _HTMLBlocks(HTMLParser):
         self.skip = 0
         self.meta: dict[str, str] = {}
         self.in_title = False
+        # raw (start, end of its first text run, end) of the <title> being read: its text comes in
+        # runs, one per entity ("Tom", "&amp;", " Jerry"), and is read whole at </title>
+        self.title_span: list[int] | None = None
         self.hidden: list[str | int] | None = None  # [tag, depth] of the hidden element being skipped
 
     def _offset(self) -> int:
@@ -192,15 +197,15 @@ class _HTMLBlocks(HTMLParser):
                 (("author", "article:author"), "author"),
                 (("og:url",), "url"),
             ):
-                if key in names and val:
-                    self.meta.setdefault(field, html.unescape(val))
+                if key in names and val:  # HTMLParser has decoded the attribute's entities already
+                    self.meta.setdefault(field, val)
         if tag == "link" and (a.get("rel") or "") == "canonical" and a.get("href"):
             self.meta.setdefault("url", a["href"])
         self._hide(tag, a)
         if tag in _SKIP_TAGS:
             self._flush()  # a text run never spans hidden content such as a script
             self.skip += 1
-        if tag == "title":
+        if tag == "title" and not self.skip:  # an <svg>'s <title> names an icon, not the page
             self.in_title = True
         if tag in _BLOCK_TAGS:
             self._flush()
@@ -230,15 +235,18 @@ class _HTMLBlocks(HTMLParser):
         if tag in _SKIP_TAGS and self.skip:
             self._flush()
             self.skip -= 1
-        if tag == "title":
+        if tag == "title" and self.in_title:
             self.in_title = False
+            self._title(-1)
         if tag in _BLOCK_TAGS:
             self._flush()
 
     def _text(self, raw_len: int) -> None:
         start = self._offset()
         if self.in_title:
-            self.meta.setdefault("title", html.unescape(self.raw[start : start + raw_len]).strip())
+            if self.title_span is None:
+                self.title_span = [start, start + raw_len, start + raw_len]
+            self.title_span[2] = start + raw_len
             return
         if self.skip:
             return
@@ -246,6 +254,18 @@ class _HTMLBlocks(HTMLParser):
             self.cur = [start, start + raw_len]
         else:
             self.cur[1] = start + raw_len
+
+    def _title(self, end: int) -> None:
+        """The page's title from the <title> just read, its runs whole (``end`` -1), or only its first run (1).
+
+        An unclosed <title> runs to the end of the page: only its first run is taken then.
+        """
+        if self.title_span is not None:
+            s, e = self.title_span[0], self.title_span[end]
+            title = " ".join(html.unescape(self.raw[s:e]).split())
+            if title:
+                self.meta.setdefault("title", title)
+        self.title_span = None
 
     def handle_data(self, data: str) -> None:
         self._text(len(data))
@@ -275,6 +295,8 @@ def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, 
     except Exception as exc:  # HTMLParser raises bare AssertionError on some malformed markup
         raise RagError(f"{name}: cannot parse HTML ({exc})") from exc
     p._flush()
+    if p.in_title:
+        p._title(1)
     meta = p.meta
     hostile.settle_date(meta)  # the date field read as a date; prose in it is none
     # split multi-line text runs into lines so the line rules below apply to them too
