@@ -140,6 +140,10 @@ def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
 
 _BLOCK_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "div", "section", "article", "td", "br", "tr", "figcaption", "pre", "title"}
 _SKIP_TAGS = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "button", "select", "template", "iframe", "figcaption"}
+# Skipped elements that may sit inside a paragraph without ending it (a browser shows none of them
+# and runs the text on): the text on both sides stays one segment, and the element in it reads as
+# nothing (rag.types.display_text). The other skipped elements are page furniture and end a block.
+_INLINE_SKIP_TAGS = {"script", "style", "noscript"}
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # inline styles that keep an element off the screen: text a reader never sees is no article text
 _HIDDEN_STYLE = re.compile(
@@ -169,6 +173,9 @@ class _HTMLBlocks(HTMLParser):
         # runs, one per entity ("Tom", "&amp;", " Jerry"), and is read whole at </title>
         self.title_span: list[int] | None = None
         self.hidden: list[str | int] | None = None  # [tag, depth] of the hidden element being skipped
+        # the text run goes on past an inline skipped element (a <script> in a <p>) only when
+        # words follow it in the same block, not for the blanks before the block's end
+        self.after_inline_skip = False
 
     def _offset(self) -> int:
         line, col = self.getpos()
@@ -184,6 +191,7 @@ class _HTMLBlocks(HTMLParser):
             if s < e:
                 self.blocks.append((s, e))
         self.cur = None
+        self.after_inline_skip = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -203,7 +211,8 @@ class _HTMLBlocks(HTMLParser):
             self.meta.setdefault("url", a["href"])
         self._hide(tag, a)
         if tag in _SKIP_TAGS:
-            self._flush()  # a text run never spans hidden content such as a script
+            if tag not in _INLINE_SKIP_TAGS or self.skip:
+                self._flush()  # a text run never spans page furniture such as a <nav>
             self.skip += 1
         if tag == "title" and not self.skip:  # an <svg>'s <title> names an icon, not the page
             self.in_title = True
@@ -233,8 +242,13 @@ class _HTMLBlocks(HTMLParser):
             if not self.hidden[1]:
                 self._unhide()
         if tag in _SKIP_TAGS and self.skip:
-            self._flush()
             self.skip -= 1
+            if tag not in _INLINE_SKIP_TAGS or self.skip:
+                self._flush()
+            else:
+                self.after_inline_skip = self.cur is not None
+        elif tag in _INLINE_SKIP_TAGS:
+            self._flush()  # a stray </script>: display_text would read the text before it in a segment as script
         if tag == "title" and self.in_title:
             self.in_title = False
             self._title(-1)
@@ -250,6 +264,10 @@ class _HTMLBlocks(HTMLParser):
             return
         if self.skip:
             return
+        if self.after_inline_skip:
+            if not self.raw[start : start + raw_len].strip():
+                return
+            self.after_inline_skip = False
         if self.cur is None:
             self.cur = [start, start + raw_len]
         else:
