@@ -96,8 +96,8 @@ _BODY = "<p>The new dam opened on Tuesday and began producing power for the whol
     "head, title",
     [
         ("<title>Tom &amp; Jerry meet</title>", "Tom & Jerry meet"),
-        ("<title>Jerry&#8217;s &quot;big&quot; day</title>", "Jerry’s \"big\" day"),
-        ("<meta property='og:title' content='Tom &amp; Jerry&#8217;s &quot;big&quot; day'>", "Tom & Jerry’s \"big\" day"),
+        ("<title>Jerry&#8217;s &quot;big&quot; day</title>", 'Jerry’s "big" day'),
+        ("<meta property='og:title' content='Tom &amp; Jerry&#8217;s &quot;big&quot; day'>", 'Tom & Jerry’s "big" day'),
         ("<meta property='og:title' content='AT&amp;amp;T results'>", "AT&amp;T results"),  # decoded once, as a browser does
         ("<title>Tom &amp;\n  Jerry</title>", "Tom & Jerry"),
         ("</head><body><h1>Tom &amp; Jerry&#8217;s <em>big</em> meet</h1>", "Tom & Jerry’s big meet"),
