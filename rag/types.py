@@ -78,10 +78,9 @@ class Document:
 # Elements a page never shows that may sit inside a paragraph: rag.ingest.cleaning keeps the text
 # on both sides as one segment, so a segment can hold one, which reads as nothing (its content
 # too) and as one space where spaces stood around it. Such an element is closed inside its
-# segment; a span cut inside it (a sentence of that segment) drops the cut-off part: to the span's
-# end (no closing tag), or from its start (a closing tag before any opening one).
+# segment and no sentence starts or ends inside it (rag.ingest.chunking); a prefix of a segment
+# cut inside one (Document.clean_offset) reads as nothing from the element's start.
 _UNSHOWN = re.compile(r"(\s?)<(script|style|noscript)\b[^<>]*>.*?(?:</\2\s*>|\Z)(\s*)", re.I | re.S)
-_UNSHOWN_CUT = re.compile(r"\A(?:(?!<(?:script|style|noscript)\b).)*?</(?:script|style|noscript)\s*>\s*", re.I | re.S)
 
 
 def unshown_elements(span: str) -> list[tuple[int, int]]:
@@ -94,8 +93,6 @@ def unshown_elements(span: str) -> list[tuple[int, int]]:
 def display_text(span: str, is_html: bool) -> str:
     """A kept span of raw text as a reader sees it: for HTML, inline tags dropped and entities decoded."""
     if is_html:
-        if "</" in span:
-            span = _UNSHOWN_CUT.sub("", span, count=1)
         if "<" in span:
             span = _UNSHOWN.sub(lambda m: m.group(1) or m.group(3), span)
         return html.unescape(strip_tags(span))

@@ -247,8 +247,6 @@ class _HTMLBlocks(HTMLParser):
                 self._flush()
             else:
                 self.after_inline_skip = self.cur is not None
-        elif tag in _INLINE_SKIP_TAGS:
-            self._flush()  # a stray </script>: display_text would read the text before it in a segment as script
         if tag == "title" and self.in_title:
             self.in_title = False
             self._title(-1)
