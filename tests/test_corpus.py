@@ -154,6 +154,12 @@ def test_a_long_script_inside_a_paragraph_is_never_a_sentence(tmp_path):
     assert " ".join(sent.text for sent in sentences) == " ".join(d.text.split())
 
 
+def test_a_scripts_lines_are_no_lines_of_text(tmp_path):
+    f = tmp_path / "a.html"
+    f.write_text(f"<html><body><div>{_FOX}\n<script>\nvar a = 1;\nshow('ad');\n</script>\n{_RIVER}</div></body></html>")
+    assert load_document(f).text == f"{_FOX}\n\n{_RIVER}"
+
+
 def test_a_script_at_a_paragraphs_end_leaves_no_trailing_space(tmp_path):
     f = tmp_path / "a.html"
     f.write_text(f"<html><body><p>{_FOX} <script>var x=1;</script>\n</p><p>{_RIVER}</p></body></html>")

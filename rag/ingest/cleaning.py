@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from html.parser import HTMLParser
 
 from ..text import DATE_DMY, DATE_ISO, DATE_MDY, EARLIEST_DATE, has_index_words, latest_date, parse_date, sane_date
-from ..types import SEGMENT_SEPARATOR, RagError, display_text
+from ..types import SEGMENT_SEPARATOR, RagError, display_text, unshown_elements
 from . import hostile
 
 log = logging.getLogger(__name__)
@@ -318,15 +318,29 @@ def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, 
     # split multi-line text runs into lines so the line rules below apply to them too
     blocks = []
     for s, e in p.blocks:
-        for m in re.finditer(r"[^\n]+", raw[s:e]):
-            a, b = s + m.start(), s + m.end()
-            while a < b and raw[a].isspace():
+        run = _unshown_as_blanks(raw[s:e])
+        for m in re.finditer(r"[^\n]+", run):
+            a, b = m.start(), m.end()
+            while a < b and run[a].isspace():
                 a += 1
-            while b > a and raw[b - 1].isspace():
+            while b > a and run[b - 1].isspace():
                 b -= 1
             if a < b:
-                blocks.append((a, b))
+                blocks.append((s + a, s + b))
     return blocks, meta
+
+
+def _unshown_as_blanks(run: str) -> str:
+    """``run`` with each element in it that reads as nothing (a <script> kept in a paragraph) as spaces.
+
+    Its lines are found in this copy: a line break in a script's code is no line of text, and a
+    script that starts or ends a line is trimmed off it like the blanks.
+    """
+    parts, pos = [], 0
+    for a, b in unshown_elements(run):
+        parts += [run[pos:a], " " * (b - a)]
+        pos = b
+    return "".join(parts) + run[pos:] if parts else run
 
 
 # ---------------------------------------------------------------- cleaning
