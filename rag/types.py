@@ -80,7 +80,7 @@ class Document:
 # too) and as one space where spaces stood around it. Such an element is closed inside its
 # segment and no sentence starts or ends inside it (rag.ingest.chunking); a prefix of a segment
 # cut inside one (Document.clean_offset) reads as nothing from the element's start.
-_UNSHOWN = re.compile(r"(\s?)<(script|style|noscript)\b[^<>]*>.*?(?:</\2\s*>|\Z)(\s*)", re.I | re.S)
+_UNSHOWN = re.compile(r"(\s?)<(script|style|noscript)(?=[\s/>])[^<>]*>.*?(?:</\2\s*>|\Z)(\s*)", re.I | re.S)
 
 
 def unshown_elements(span: str) -> list[tuple[int, int]]:
