@@ -33,7 +33,6 @@ INSTANCE_HEADER = "x-newsrag-instance"  # every response of a rag serve names th
 CONNECT_TIMEOUT_S = 2.0  # loopback: a live server accepts at once
 # the longest silence while the server's line moves (a few answers ahead, each up to ~20 s of prompt)
 READ_TIMEOUT_S = 300.0
-FORWARD_MODES = ("auto", "off")
 
 # Settings that do not change what an answer says (where files live, limits on writes and fetches, how
 # long to wait): every other field must be equal on both sides, or the question is answered here.
@@ -172,9 +171,7 @@ def servers(settings: Settings) -> list[tuple[Path, dict]]:
 
 def find(settings: Settings) -> Remote | None:
     """A server for this index that answers exactly as this process would, or None."""
-    if settings.ask_forward not in FORWARD_MODES:
-        raise RagError(f"RAG_ASK_FORWARD={settings.ask_forward!r}: use auto (through a running rag serve when found) or off")
-    if settings.ask_forward == "off":
+    if settings.ask_forward == "off":  # auto or off: Settings refuses any other value when it is built
         return None
     for path, info in servers(settings):
         if settings.llm not in (info.get("llm"), "extractive"):

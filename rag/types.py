@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
@@ -74,9 +75,26 @@ class Document:
         return None
 
 
+# Elements a page never shows that may sit inside a paragraph: rag.ingest.cleaning keeps the text
+# on both sides as one segment, so a segment can hold one, which reads as nothing (its content
+# too) and as one space where spaces stood around it. Such an element is closed inside its
+# segment and no sentence starts or ends inside it (rag.ingest.chunking); a prefix of a segment
+# cut inside one (Document.clean_offset) reads as nothing from the element's start.
+_UNSHOWN = re.compile(r"(\s?)<(script|style|noscript)(?=[\s/>])[^<>]*>.*?(?:</\2\s*>|\Z)(\s*)", re.I | re.S)
+
+
+def unshown_elements(span: str) -> list[tuple[int, int]]:
+    """(start, end) in an HTML span of each element in it that reads as nothing (a <script> kept inside a paragraph)."""
+    if "<" not in span:
+        return []
+    return [(m.start(2) - 1, m.start(3)) for m in _UNSHOWN.finditer(span)]
+
+
 def display_text(span: str, is_html: bool) -> str:
     """A kept span of raw text as a reader sees it: for HTML, inline tags dropped and entities decoded."""
     if is_html:
+        if "<" in span:
+            span = _UNSHOWN.sub(lambda m: m.group(1) or m.group(3), span)
         return html.unescape(strip_tags(span))
     return span
 

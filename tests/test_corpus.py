@@ -89,6 +89,27 @@ def test_html_article_offsets_and_metadata(tmp_path):
         assert "<" not in raw[s:e] or "</b>" in raw[s:e]
 
 
+_BODY = "<p>The new dam opened on Tuesday and began producing power for the whole valley.</p>"
+
+
+@pytest.mark.parametrize(
+    "head, title",
+    [
+        ("<title>Tom &amp; Jerry meet</title>", "Tom & Jerry meet"),
+        ("<title>Jerry&#8217;s &quot;big&quot; day</title>", 'Jerry’s "big" day'),
+        ("<meta property='og:title' content='Tom &amp; Jerry&#8217;s &quot;big&quot; day'>", 'Tom & Jerry’s "big" day'),
+        ("<meta property='og:title' content='AT&amp;amp;T results'>", "AT&amp;T results"),  # decoded once, as a browser does
+        ("<title>Tom &amp;\n  Jerry</title>", "Tom & Jerry"),
+        ("</head><body><h1>Tom &amp; Jerry&#8217;s <em>big</em> meet</h1>", "Tom & Jerry’s big meet"),
+        ("</head><body><svg><title>Share icon</title></svg><h1>Dam opens on the river</h1>", "Dam opens on the river"),
+    ],
+)
+def test_html_title_with_entities_is_read_whole(tmp_path, head, title):
+    f = tmp_path / "page.html"
+    f.write_text(f"<html><head>{head}</head><body>{_BODY}</body></html>")
+    assert load_document(f).title == title
+
+
 def test_text_around_a_script_keeps_the_script_out(tmp_path):
     f = tmp_path / "page.html"
     f.write_text("<p>Before the vote.<script>steal('cookies')</script> After the vote.</p><?unterminated")
@@ -96,7 +117,59 @@ def test_text_around_a_script_keeps_the_script_out(tmp_path):
     assert "steal" not in d.text and "unterminated" not in d.text
     assert "Before the vote." in d.text and "After the vote." in d.text
     raw = read_file(str(f))
-    assert all("<script" not in raw[s:e] for s, e in d.segments)
+    assert not any("steal" in sent.text for c in chunk_document(d, raw, 600, 1) for sent in c.sentences)
+
+
+_FOX = "The quick brown fox jumps over the lazy dog in the park today."
+_RIVER = "It then ran away to the river bank where it rested all day."
+
+
+@pytest.mark.parametrize(
+    "inline",
+    [
+        "<script>var x=1;</script>",
+        "<script>var s = 'Hello. World. Again.';</script>",  # sentence ends in the code
+        "<style>p { color: red; }</style>",
+        "<noscript><img src='pixel.gif'>Please enable JavaScript.</noscript>",
+    ],
+)
+def test_an_inline_skipped_element_does_not_split_its_paragraph(tmp_path, inline):
+    f = tmp_path / "a.html"
+    f.write_text(f"<html><body><p>{_FOX} {inline} {_RIVER}</p>\n<p>A second paragraph follows here.</p></body></html>")
+    d = load_document(f)
+    assert d.text.split("\n\n")[:2] == [f"{_FOX} {_RIVER}", "A second paragraph follows here."]
+    raw = read_file(str(f))
+    sentences = [sent for c in chunk_document(d, raw, 600, 0) for sent in c.sentences]
+    assert [sent.text for sent in sentences] == [_FOX, _RIVER, "A second paragraph follows here."]
+    for sent in sentences:  # a citation of each sentence is highlighted where it reads
+        assert d.text[d.clean_offset(sent.start, raw) :].startswith(sent.text)
+
+
+def test_a_long_script_inside_a_paragraph_is_never_a_sentence(tmp_path):
+    f = tmp_path / "a.html"
+    f.write_text(f"<p>Before the code {'word ' * 80}<script>{'var a = 1; ' * 400}</script> after the code {'more ' * 80}done.</p>")
+    d = load_document(f)
+    sentences = [sent for c in chunk_document(d, read_file(str(f)), 300, 0) for sent in c.sentences]
+    assert sentences and all(sent.text and "var" not in sent.text and len(sent.text) <= 300 for sent in sentences)
+    assert " ".join(sent.text for sent in sentences) == " ".join(d.text.split())
+
+
+def test_a_scripts_lines_are_no_lines_of_text(tmp_path):
+    f = tmp_path / "a.html"
+    f.write_text(f"<html><body><div>{_FOX}\n<script>\nvar a = 1;\nshow('ad');\n</script>\n{_RIVER}</div></body></html>")
+    assert load_document(f).text == f"{_FOX}\n\n{_RIVER}"
+
+
+def test_a_script_at_a_paragraphs_end_leaves_no_trailing_space(tmp_path):
+    f = tmp_path / "a.html"
+    f.write_text(f"<html><body><p>{_FOX} <script>var x=1;</script>\n</p><p>{_RIVER}</p></body></html>")
+    assert load_document(f).text.split("\n\n")[:2] == [_FOX, _RIVER]
+
+
+def test_page_furniture_inside_a_block_still_ends_it(tmp_path):
+    f = tmp_path / "a.html"
+    f.write_text(f"<html><body><div>{_FOX} <nav>Home | World</nav> {_RIVER}</div></body></html>")
+    assert load_document(f).text.split("\n\n")[:2] == [_FOX, _RIVER]
 
 
 @pytest.mark.parametrize(

@@ -299,6 +299,14 @@ def test_articles_are_added_and_removed_with_the_token_only(corpus, tmp_path):
 def test_openapi_lists_every_endpoint(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()
     assert {"/v1/chat/completions", "/v1/models", "/v1/ask", "/v1/articles", "/healthz"} <= set(spec["paths"])
+    # a request may name any backend rag ask takes, and the schema says which
+    backends = [
+        choice["enum"]
+        for model in spec["components"]["schemas"].values()
+        for choice in model.get("properties", {}).get("backend", {}).get("anyOf", [])
+        if "enum" in choice
+    ]
+    assert backends and all(b == ["local", "openai", "extractive"] for b in backends)
 
 
 def free_port() -> int:

@@ -55,15 +55,14 @@ def precision(want: str | None = None) -> str:
     """
     if want is None:
         want = _settings().embed_precision
-    return _precision(want.lower())
+    return _precision(want)
 
 
 @lru_cache(maxsize=4)
 def _precision(want: str) -> str:
+    """``want`` is auto, fp32 or bf16, a validated ``Settings.embed_precision``: Settings refuses any other value when it is built."""
     if want in ("fp32", "bf16"):
         return want
-    if want != "auto":
-        raise RagError(f"embed_precision is {want!r} (RAG_EMBED_PRECISION): it must be one of auto, fp32, bf16")
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])

@@ -31,7 +31,6 @@ from .reader import Index
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient, models
 
-STORES = ("faiss", "qdrant", "milvus")
 LOCAL_FOLDER = "qdrant"  # under the index folder, beside the generations
 LOCAL_COLLECTION = "chunks"
 DENSE = "dense"
@@ -56,17 +55,17 @@ class VectorStore(Protocol):
 
 
 def open_store(index: Index, settings: Settings) -> VectorStore | None:
-    """The store ``settings.store`` names, brought in step with ``index``; None for ``faiss`` (the index's own)."""
-    name = settings.store.strip().lower()
-    if name == "faiss":
-        return None
-    if name == "qdrant":
-        return QdrantStore.open(index, settings.store_url)
-    if name == "milvus":  # Milvus's own engine, embedded or a cluster (rag.index.milvus)
-        from .milvus import MilvusStore
+    """The store ``settings.store`` names, brought in step with ``index``; None for ``faiss`` (the index's own).
 
-        return MilvusStore.open(index, settings)
-    raise RagError(f"RAG_STORE={settings.store!r} is not a store: use one of {', '.join(STORES)}")
+    ``settings.store`` is one of its choices: Settings refuses any other value when it is built.
+    """
+    if settings.store == "faiss":
+        return None
+    if settings.store == "qdrant":
+        return QdrantStore.open(index, settings.store_url)
+    from .milvus import MilvusStore  # Milvus's own engine, embedded or a cluster (rag.index.milvus)
+
+    return MilvusStore.open(index, settings)
 
 
 def check_url(url: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..settings import Settings
 from ..text import sentence_end_count, sentence_spans
-from ..types import Chunk, Document, Sentence, display_text
+from ..types import Chunk, Document, Sentence, display_text, unshown_elements
 
 # Punkt costs tens of microseconds per place it tests as a sentence end. A document may have it
 # test this many, plus one per this many characters (about one per sentence of real prose); a
@@ -19,26 +19,48 @@ def _clean_display(text: str, is_html: bool) -> str:
     return " ".join(display_text(text, is_html).split())
 
 
+def _masked(text: str, is_html: bool) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` with each element that reads as nothing (a <script> inside a paragraph) as a run of NULs, and those elements.
+
+    Sentences are found, and over-long ones cut, in the masked text: never inside such an
+    element, whose code would otherwise read as a sentence of its own.
+    """
+    gaps = unshown_elements(text) if is_html else []
+    if not gaps:
+        return text, gaps
+    parts, pos = [], 0
+    for a, b in gaps:
+        parts += [text[pos:a], "\0" * (b - a)]
+        pos = b
+    return "".join(parts) + text[pos:], gaps
+
+
 def split_sentences(raw: str, start: int, end: int, max_chars: int, is_html: bool = False, split: bool = True) -> list[Sentence]:
     """Sentences of ``raw[start:end]`` with absolute offsets; over-long ones are cut at spaces.
 
     ``split=False`` takes the span as one run of text, only cut at spaces.
     """
     out: list[Sentence] = []
-    spans = sentence_spans(raw[start:end]) if split else [(0, end - start)]
+    text, gaps = _masked(raw[start:end], is_html)
+    spans = sentence_spans(text) if split else [(0, end - start)]
     for s, e in spans:
         s, e = s + start, e + start
         while e - s > max_chars:  # a huge line with no sentence end: cut at the last space
-            cut = raw.rfind(" ", s + 1, s + max_chars)
+            cut = text.rfind(" ", s - start + 1, s - start + max_chars) + start
             cut = cut if cut > s else s + max_chars
-            out.append(Sentence(s, cut, _clean_display(raw[s:cut], is_html)))
+            for a, b in gaps:  # no space found: not inside an unshown element either
+                if start + a < cut < start + b:
+                    cut = start + a if start + a > s else min(start + b, e)
+            shown = _clean_display(raw[s:cut], is_html)
+            if shown:  # a piece that is one long <script> reads as nothing
+                out.append(Sentence(s, cut, shown))
             s = cut
             while s < e and raw[s].isspace():
                 s += 1
         if s < e:
-            text = _clean_display(raw[s:e], is_html)
-            if text:
-                out.append(Sentence(s, e, text))
+            shown = _clean_display(raw[s:e], is_html)
+            if shown:
+                out.append(Sentence(s, e, shown))
     return out
 
 
@@ -48,7 +70,7 @@ def document_sentences(doc: Document, raw: str, max_chars: int) -> list[list[Sen
     budget = _PUNKT_BUDGET + sum(e - s for s, e in doc.segments) // _PUNKT_CHARS_PER_END
     out = []
     for s, e in doc.segments:
-        ends = sentence_end_count(raw[s:e])
+        ends = sentence_end_count(_masked(raw[s:e], is_html)[0])
         if not ends and e - s <= max_chars:  # one sentence: the common short paragraph, made directly
             text = _clean_display(raw[s:e], is_html)
             out.append([Sentence(s, e, text)] if text else [])

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from html.parser import HTMLParser
 
 from ..text import DATE_DMY, DATE_ISO, DATE_MDY, EARLIEST_DATE, has_index_words, latest_date, parse_date, sane_date
-from ..types import SEGMENT_SEPARATOR, RagError, display_text
+from ..types import SEGMENT_SEPARATOR, RagError, display_text, unshown_elements
 from . import hostile
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ def clean_article(raw: str, name: str, is_html: bool, given: Mapping[str, str]) 
     """
     blocks, meta = _html_blocks(raw, name) if is_html else _text_blocks(raw)
     segments, found = clean_blocks(raw, blocks)
+    if is_html and "title" in found:  # a headline line is raw HTML: "Tom &amp; Jerry" reads "Tom & Jerry"
+        found["title"] = display_text(found["title"], True).strip()
     for k, v in found.items():
         meta.setdefault(k, v)
     meta.update(given)
@@ -138,6 +140,10 @@ def _text_blocks(raw: str) -> tuple[list[tuple[int, int]], dict[str, str]]:
 
 _BLOCK_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "div", "section", "article", "td", "br", "tr", "figcaption", "pre", "title"}
 _SKIP_TAGS = {"script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "button", "select", "template", "iframe", "figcaption"}
+# Skipped elements that may sit inside a paragraph without ending it (a browser shows none of them
+# and runs the text on): the text on both sides stays one segment, and the element in it reads as
+# nothing (rag.types.display_text). The other skipped elements are page furniture and end a block.
+_INLINE_SKIP_TAGS = {"script", "style", "noscript"}
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # inline styles that keep an element off the screen: text a reader never sees is no article text
 _HIDDEN_STYLE = re.compile(
@@ -163,7 +169,13 @@ class _HTMLBlocks(HTMLParser):
         self.skip = 0
         self.meta: dict[str, str] = {}
         self.in_title = False
+        # raw (start, end of its first text run, end) of the <title> being read: its text comes in
+        # runs, one per entity ("Tom", "&amp;", " Jerry"), and is read whole at </title>
+        self.title_span: list[int] | None = None
         self.hidden: list[str | int] | None = None  # [tag, depth] of the hidden element being skipped
+        # the text run goes on past an inline skipped element (a <script> in a <p>) only when
+        # words follow it in the same block, not for the blanks before the block's end
+        self.after_inline_skip = False
 
     def _offset(self) -> int:
         line, col = self.getpos()
@@ -179,6 +191,7 @@ class _HTMLBlocks(HTMLParser):
             if s < e:
                 self.blocks.append((s, e))
         self.cur = None
+        self.after_inline_skip = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -192,15 +205,16 @@ class _HTMLBlocks(HTMLParser):
                 (("author", "article:author"), "author"),
                 (("og:url",), "url"),
             ):
-                if key in names and val:
-                    self.meta.setdefault(field, html.unescape(val))
+                if key in names and val:  # HTMLParser has decoded the attribute's entities already
+                    self.meta.setdefault(field, val)
         if tag == "link" and (a.get("rel") or "") == "canonical" and a.get("href"):
             self.meta.setdefault("url", a["href"])
         self._hide(tag, a)
         if tag in _SKIP_TAGS:
-            self._flush()  # a text run never spans hidden content such as a script
+            if tag not in _INLINE_SKIP_TAGS or self.skip:
+                self._flush()  # a text run never spans page furniture such as a <nav>
             self.skip += 1
-        if tag == "title":
+        if tag == "title" and not self.skip:  # an <svg>'s <title> names an icon, not the page
             self.in_title = True
         if tag in _BLOCK_TAGS:
             self._flush()
@@ -228,24 +242,46 @@ class _HTMLBlocks(HTMLParser):
             if not self.hidden[1]:
                 self._unhide()
         if tag in _SKIP_TAGS and self.skip:
-            self._flush()
             self.skip -= 1
-        if tag == "title":
+            if tag not in _INLINE_SKIP_TAGS or self.skip:
+                self._flush()
+            else:
+                self.after_inline_skip = self.cur is not None
+        if tag == "title" and self.in_title:
             self.in_title = False
+            self._title(-1)
         if tag in _BLOCK_TAGS:
             self._flush()
 
     def _text(self, raw_len: int) -> None:
         start = self._offset()
         if self.in_title:
-            self.meta.setdefault("title", html.unescape(self.raw[start : start + raw_len]).strip())
+            if self.title_span is None:
+                self.title_span = [start, start + raw_len, start + raw_len]
+            self.title_span[2] = start + raw_len
             return
         if self.skip:
             return
+        if self.after_inline_skip:
+            if not self.raw[start : start + raw_len].strip():
+                return
+            self.after_inline_skip = False
         if self.cur is None:
             self.cur = [start, start + raw_len]
         else:
             self.cur[1] = start + raw_len
+
+    def _title(self, end: int) -> None:
+        """The page's title from the <title> just read, its runs whole (``end`` -1), or only its first run (1).
+
+        An unclosed <title> runs to the end of the page: only its first run is taken then.
+        """
+        if self.title_span is not None:
+            s, e = self.title_span[0], self.title_span[end]
+            title = " ".join(html.unescape(self.raw[s:e]).split())
+            if title:
+                self.meta.setdefault("title", title)
+        self.title_span = None
 
     def handle_data(self, data: str) -> None:
         self._text(len(data))
@@ -275,20 +311,36 @@ def _html_blocks(raw: str, name: str) -> tuple[list[tuple[int, int]], dict[str, 
     except Exception as exc:  # HTMLParser raises bare AssertionError on some malformed markup
         raise RagError(f"{name}: cannot parse HTML ({exc})") from exc
     p._flush()
+    if p.in_title:
+        p._title(1)
     meta = p.meta
     hostile.settle_date(meta)  # the date field read as a date; prose in it is none
     # split multi-line text runs into lines so the line rules below apply to them too
     blocks = []
     for s, e in p.blocks:
-        for m in re.finditer(r"[^\n]+", raw[s:e]):
-            a, b = s + m.start(), s + m.end()
-            while a < b and raw[a].isspace():
+        run = _unshown_as_blanks(raw[s:e])
+        for m in re.finditer(r"[^\n]+", run):
+            a, b = m.start(), m.end()
+            while a < b and run[a].isspace():
                 a += 1
-            while b > a and raw[b - 1].isspace():
+            while b > a and run[b - 1].isspace():
                 b -= 1
             if a < b:
-                blocks.append((a, b))
+                blocks.append((s + a, s + b))
     return blocks, meta
+
+
+def _unshown_as_blanks(run: str) -> str:
+    """``run`` with each element in it that reads as nothing (a <script> kept in a paragraph) as spaces.
+
+    Its lines are found in this copy: a line break in a script's code is no line of text, and a
+    script that starts or ends a line is trimmed off it like the blanks.
+    """
+    parts, pos = [], 0
+    for a, b in unshown_elements(run):
+        parts += [run[pos:a], " " * (b - a)]
+        pos = b
+    return "".join(parts) + run[pos:] if parts else run
 
 
 # ---------------------------------------------------------------- cleaning

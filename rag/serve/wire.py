@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..settings import Settings
+
 MODEL_ID = "newsrag"
-Backend = Literal["local", "openai", "extractive"]
+# the backends a request may name: Settings.llm's choices, written there once (the OpenAPI schema lists them)
+Backend = get_type_hints(Settings)["llm"]
 
 
 # ---------------------------------------------------------------- the wire format
