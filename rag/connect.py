@@ -30,6 +30,10 @@ class PinnedTransport(httpx.HTTPTransport):
     """
 
     def __init__(self, allowed: set[str], what: str = "the URL", total_s: float | None = None, **kwargs) -> None:
+        if total_s is not None:
+            # a connection per request: the deadline shuts down the socket it saw opened, and a
+            # kept-alive one would open none to see (a TCP handshake per answer costs ~1 ms)
+            kwargs["limits"] = httpx.Limits(max_keepalive_connections=0)
         super().__init__(**kwargs)
         self.allowed = set(allowed)
         self.what = what

@@ -321,3 +321,58 @@ def test_a_page_of_unclosed_json_ld_scripts_is_read_in_linear_time(two_sites, tm
         assert report.fetched == [url], report.errors
     # 8x the scripts: linear costs about 8x (plus the fixed cost of a write); quadratic would be 64x
     assert measured[2] < 16 * max(measured[1], 0.05), measured
+
+
+class KeptAlive(ThreadingHTTPServer):
+    """An endpoint on one kept-alive connection: answers its first chat call at once, drips the next one's headers."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.calls = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client that pools reuses this connection
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.calls += 1
+                if server.calls == 1:
+                    body = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Mayor Ilse Brandt cut the ribbon."}}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                try:
+                    for ch in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 400:
+                        self.wfile.write(bytes([ch]))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_a_second_answer_on_a_kept_connection_is_cut_at_the_deadline_too(small_index):
+    """The deadline holds for every request of a kept client, not only the one that opened its connection."""
+    srv = KeptAlive()
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        rag = RAG.open(small_index / "index", llm="extractive")
+        ask = dict(llm="openai", openai_base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1", openai_timeout_s=2.0, openai_total_s=1.0)
+        rag.ask(QUESTION, **ask)  # answered
+        t0 = time.monotonic()
+        with pytest.raises(RagError, match="did not finish its reply within 1 s"):
+            rag.ask(QUESTION, **ask)
+        assert time.monotonic() - t0 < 20
+        assert srv.calls == 2
+    finally:
+        srv.shutdown()
+        srv.server_close()
