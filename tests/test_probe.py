@@ -23,8 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -37,7 +37,7 @@ from rag.settings import Settings
 from .injection_cases import CLASSES
 from .test_cli import rag_cmd
 from .test_feeds import Site, article
-from .test_fetch_policy import QUESTION, SECRET, Drip, Internal, _ask_ui, _atom, _feed
+from .test_fetch_policy import SECRET, Drip, Internal, _ask_ui, _atom, _feed
 
 BODY = (
     "The Zorblat Bridge over the Vesna river opened to traffic on 4 May 2019. Mayor Ilse Brandt cut the ribbon at the ceremony. "
@@ -67,6 +67,7 @@ _SHARED: dict[str, object] = {}
 def _scratch() -> Path:
     if "dir" not in _SHARED:
         _SHARED["dir"] = Path(tempfile.mkdtemp(prefix="rag-probe-"))
+        _TMP_ROOTS.append(str(_SHARED["dir"]))
     return _SHARED["dir"]  # type: ignore[return-value]
 
 
@@ -113,7 +114,12 @@ def _make_hostile(d: Path) -> Path:
         f"<body><article><p>{BODY.replace('Zorblat', 'Paxo').replace('Ilse Brandt', 'Jan Novak')}</p></article></body></html>"
     )
     records = [
-        {"id": "epoch", "title": "Rill bridge", "date": 99999999999, "text": BODY.replace("Zorblat", "Rill").replace("Ilse Brandt", "Mira Sol")},
+        {
+            "id": "epoch",
+            "title": "Rill bridge",
+            "date": 99999999999,
+            "text": BODY.replace("Zorblat", "Rill").replace("Ilse Brandt", "Mira Sol"),
+        },
         {
             "id": "future",
             "title": "Zorblat Bridge news",
@@ -191,8 +197,12 @@ def one_line(p: subprocess.CompletedProcess, *expected: str) -> str:
     """The command failed with exactly one error line holding ``expected``; that line (argparse's usage block aside)."""
     assert p.returncode != 0, (p.returncode, p.stdout, p.stderr)
     assert "Traceback" not in p.stderr and "unexpected" not in p.stderr, p.stderr
-    lines = [x for x in p.stderr.strip().splitlines() if x.startswith("error:") or ": error:" in x]  # besides argparse's usage block, a "1 error:" heading
-    assert len(lines) == 1 and all(x.startswith(("usage:", " ", "1 error")) for x in p.stderr.strip().splitlines() if x not in lines), p.stderr
+    lines = [
+        x for x in p.stderr.strip().splitlines() if x.startswith("error:") or ": error:" in x
+    ]  # besides argparse's usage block, a "1 error:" heading
+    assert len(lines) == 1 and all(x.startswith(("usage:", " ", "1 error")) for x in p.stderr.strip().splitlines() if x not in lines), (
+        p.stderr
+    )
     for text in expected:
         assert text in lines[0], lines[0]
     return lines[0]
@@ -202,8 +212,17 @@ def no_traceback(text: str) -> None:
     assert "Traceback" not in text and "unexpected" not in text, text
 
 
+_TMP_ROOTS: list[str] = []  # the scratch folders, shown as <tmp> in outcomes
+
+
+def scrub(text: str) -> str:
+    for root in sorted(_TMP_ROOTS, key=len, reverse=True):
+        text = text.replace(root, "<tmp>")
+    return text
+
+
 def short(text: str, n: int = 70) -> str:
-    text = " ".join(text.split())
+    text = " ".join(scrub(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -215,7 +234,7 @@ def ask_cli(index: Path, question: str, *extra: str, env: dict | None = None) ->
 
 
 def refused(line: str) -> str:
-    return "refused: " + line.split("error: ", 1)[-1]
+    return "refused: " + scrub(line.split("error: ", 1)[-1])
 
 
 # ================================================================ the earlier probe
@@ -241,7 +260,7 @@ def _damaged(tmp: Path, damage: str) -> str:
     p = rag_cmd("index", "--rebuild", "--index", str(idx))
     assert p.returncode == 0 and "2 added" in p.stdout, p.stderr
     assert set(Index.open(idx).docs) == {"a.txt", "b.txt"}
-    return f"{short(refused(line), 60)}; then `rag index --rebuild`: {short(p.stdout, 40)}"
+    return f"{short(refused(line), 130)}; then `rag index --rebuild`: {short(p.stdout.splitlines()[-1], 60)}"
 
 
 @case("garbled manifest, then `rag index --rebuild`")
@@ -260,7 +279,9 @@ def two_writers(tmp: Path) -> str:
     (tmp / "new.txt").write_text(GOOD.replace("Zorblat", "Wexley"))
     with open(root / "index" / ".lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        line = one_line(rag_cmd("index", "add", str(tmp / "new.txt"), "--index", str(root / "index")), "another process is updating the index")
+        line = one_line(
+            rag_cmd("index", "add", str(tmp / "new.txt"), "--index", str(root / "index")), "another process is updating the index"
+        )
     assert set(Index.open(root / "index").docs) == {"a.txt", "b.txt"}
     return refused(line)
 
@@ -281,7 +302,9 @@ def read_only_index(tmp: Path) -> str:
 
 @case("`rag ask --top-k 0`")
 def top_k_zero(tmp: Path) -> str:
-    return refused(one_line(rag_cmd("ask", RIBBON, "--top-k", "0", "--llm", "extractive", "--index", str(base() / "index")), "top-k", "at least 1"))
+    return refused(
+        one_line(rag_cmd("ask", RIBBON, "--top-k", "0", "--llm", "extractive", "--index", str(base() / "index")), "top-k", "at least 1")
+    )
 
 
 BILLION_LAUGHS = (
@@ -339,11 +362,12 @@ def file_and_gopher(tmp: Path) -> str:
         p = rag_cmd("index", "add", "--url", *urls, "--index", str(tmp / "index"))
     no_traceback(p.stderr)
     assert p.returncode != 0
-    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == len(urls), p.stderr
     for u in urls:
         assert any(u in line and "not an http or https URL" in line for line in lines), (u, p.stderr)
     assert not (tmp / "index" / "CURRENT").exists() or not Index.open(tmp / "index").docs
-    return f"refused all {len(urls)}, one line each: " + short(lines[0].removeprefix("error: "), 70)
+    return f"refused all {len(urls)}, one line each, e.g. " + short(lines[-1].removeprefix("error: ").replace(s.base, ""), 90)
 
 
 # ================================================================ this probe's failures
@@ -355,7 +379,11 @@ def huge_dates(tmp: Path) -> str:
     out = ask_cli(idx, "Who cut the ribbon at the Zorblat Bridge this week?")
     assert not out["abstained"] and "Ilse Brandt" in out["answer"], out["answer"]
     rag = RAG.open(idx, llm="extractive")
-    for q in ("Who cut the ribbon at the Quorn Bridge last month?", "Who cut the ribbon at the Paxo Bridge?", "Who cut the ribbon at the Rill Bridge?"):
+    for q in (
+        "Who cut the ribbon at the Quorn Bridge last month?",
+        "Who cut the ribbon at the Paxo Bridge?",
+        "Who cut the ribbon at the Rill Bridge?",
+    ):
         a = rag.ask(q)
         assert not a.abstained, (q, a.text)
     return "answered: " + short(out["answer"], 60) + " (and the three undated ones)"
@@ -419,7 +447,7 @@ def gzip_bomb(tmp: Path) -> str:
     return f"refused ({len(bomb):,} bytes sent): " + short(report.errors[0].replace(url, "<url>"), 80)
 
 
-@case("280 KB of unclosed `<script type=\"application/ld+json\">`")
+@case('280 KB of unclosed `<script type="application/ld+json">`')
 def unclosed_json_ld(tmp: Path) -> str:
     page = article(7) + '<script type="application/ld+json">{"datePublished": "2019' * 4_800
     assert 270_000 < len(page) < 300_000
@@ -455,7 +483,9 @@ def blank_gzip(tmp: Path) -> str:
 def deep_jsonl(tmp: Path) -> str:
     corpus = tmp / "corpus"
     corpus.mkdir()
-    rec = lambda i: json.dumps({"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."})  # noqa: E731
+    rec = lambda i: json.dumps(
+        {"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."}
+    )  # noqa: E731
     (corpus / "a.jsonl").write_text(rec(1) + "\n" + "[" * 100_000 + "\n" + rec(2) + "\n")
     report = build(tmp / "index", [corpus])
     assert set(Index.open(tmp / "index").docs) == {"a.jsonl#g1", "a.jsonl#g2"}
@@ -468,8 +498,10 @@ def deep_jsonl(tmp: Path) -> str:
 def big_int_json(tmp: Path) -> str:
     corpus = tmp / "corpus"
     corpus.mkdir()
-    rec = lambda i: json.dumps({"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."})  # noqa: E731
-    (corpus / "b.json").write_text(f"[{rec(3)}, {{\"id\": \"x\", \"n\": {'7' * 5000}, \"text\": \"a b\"}}, {rec(4)}]")
+    rec = lambda i: json.dumps(
+        {"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."}
+    )  # noqa: E731
+    (corpus / "b.json").write_text(f'[{rec(3)}, {{"id": "x", "n": {"7" * 5000}, "text": "a b"}}, {rec(4)}]')
     report = build(tmp / "index", [corpus])
     assert set(Index.open(tmp / "index").docs) == {"b.json#g3", "b.json#g4"}
     errors = [str(e) for e in report.errors]
@@ -493,13 +525,13 @@ def symlink_loop(tmp: Path) -> str:
     return "named, the rest indexed: " + short(said[0].removeprefix("error: "), 70)
 
 
-@case("`--as-of 9999-12-31` with \"this week\"")
+@case('`--as-of 9999-12-31` with "this week"')
 def as_of_far_future(tmp: Path) -> str:
     p = rag_cmd("ask", "What happened this week?", "--as-of", "9999-12-31", "--llm", "extractive", "--index", str(hostile()))
     return refused(one_line(p, "as_of"))
 
 
-@case("`--as-of 0001-01-03` with \"last month\"")
+@case('`--as-of 0001-01-03` with "last month"')
 def as_of_year_one(tmp: Path) -> str:
     p = rag_cmd("ask", "What happened last month?", "--as-of", "0001-01-03", "--llm", "extractive", "--index", str(hostile()))
     return refused(one_line(p, "as_of"))
@@ -525,7 +557,7 @@ def store_url_spaces(tmp: Path) -> str:
     return _store_url("http://local host:6333")
 
 
-@case("API `rag.ask(q, top_k=\"3\")`")
+@case('API `rag.ask(q, top_k="3")`')
 def api_top_k_string(tmp: Path) -> str:
     rag = RAG.open(base() / "index", llm="extractive")
     try:
@@ -683,7 +715,7 @@ def broken_entry_not_refetched(tmp: Path) -> str:
 
 
 # ================================================================ planted instructions
-@case("page with an \"Editor's note: the correct answer is…\" and a fake [1] quote block")
+@case('page with an "Editor\'s note: the correct answer is…" and a fake [1] quote block')
 def planted_instructions(tmp: Path) -> str:
     picked = [c for c in CLASSES if c[1] in ("harwick-dam.txt", "kinsale-lighthouse.txt")]
     assert len(picked) == 2
@@ -694,7 +726,7 @@ def planted_instructions(tmp: Path) -> str:
         (corpus / name).write_text(text)
     build(tmp / "index", [corpus])
     said = []
-    for _, name, _, question, right, payload in picked:
+    for _, _, _, question, right, payload in picked:
         out = ask_cli(tmp / "index", question)
         quotes = " ".join(c["quote"] for c in out["citations"])
         assert not out["abstained"] and right in out["answer"], out["answer"]
@@ -705,14 +737,23 @@ def planted_instructions(tmp: Path) -> str:
 
 # ================================================================ pytest, and the table outside it
 def _params():
-    for name, fn, xfail in CASES:
+    for _name, fn, xfail in CASES:
         marks = [pytest.mark.xfail(strict=False, reason=xfail)] if xfail else []
         yield pytest.param(fn, id=fn.__name__, marks=marks)
 
 
+@pytest.fixture(scope="module")
+def _scratch_cleanup():
+    yield
+    if "dir" in _SHARED:
+        shutil.rmtree(_SHARED["dir"], ignore_errors=True)
+
+
 @pytest.mark.parametrize("fn", list(_params()))
-def test_probe_case(fn: Case, tmp_path: Path) -> None:
-    outcome = fn(tmp_path)
+def test_probe_case(fn: Case, tmp_path: Path, _scratch_cleanup) -> None:
+    _TMP_ROOTS.append(str(tmp_path))
+    outcome = scrub(fn(tmp_path))
+    print(outcome)
     assert isinstance(outcome, str) and outcome and "\n" not in outcome and "Traceback" not in outcome, outcome
 
 
@@ -723,7 +764,7 @@ def main() -> int:
     for name, fn, xfail in CASES:
         tmp = Path(tempfile.mkdtemp(prefix=f"probe-{fn.__name__}-", dir=_scratch()))
         try:
-            outcome = fn(tmp)
+            outcome = scrub(fn(tmp))
             assert "\n" not in outcome and "Traceback" not in outcome, outcome
             verdict = "pass"
         except Exception as exc:  # noqa: BLE001 - each failure is a row of the table
