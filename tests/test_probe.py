@@ -479,14 +479,15 @@ def blank_gzip(tmp: Path) -> str:
     return f"stopped in {took:.0f}s ({len(data) // 1000} KB file): " + short(line.removeprefix("error: "), 80)
 
 
+def _record(i: int) -> str:
+    return json.dumps({"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."})
+
+
 @case("a .jsonl line of 100,000 `[`")
 def deep_jsonl(tmp: Path) -> str:
     corpus = tmp / "corpus"
     corpus.mkdir()
-    rec = lambda i: json.dumps(
-        {"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."}
-    )  # noqa: E731
-    (corpus / "a.jsonl").write_text(rec(1) + "\n" + "[" * 100_000 + "\n" + rec(2) + "\n")
+    (corpus / "a.jsonl").write_text(_record(1) + "\n" + "[" * 100_000 + "\n" + _record(2) + "\n")
     report = build(tmp / "index", [corpus])
     assert set(Index.open(tmp / "index").docs) == {"a.jsonl#g1", "a.jsonl#g2"}
     errors = [str(e) for e in report.errors]
@@ -498,10 +499,7 @@ def deep_jsonl(tmp: Path) -> str:
 def big_int_json(tmp: Path) -> str:
     corpus = tmp / "corpus"
     corpus.mkdir()
-    rec = lambda i: json.dumps(
-        {"id": f"g{i}", "title": f"Town{i}", "text": f"The council of Town{i} approved {i + 3} footbridges on Tuesday."}
-    )  # noqa: E731
-    (corpus / "b.json").write_text(f'[{rec(3)}, {{"id": "x", "n": {"7" * 5000}, "text": "a b"}}, {rec(4)}]')
+    (corpus / "b.json").write_text(f'[{_record(3)}, {{"id": "x", "n": {"7" * 5000}, "text": "a b"}}, {_record(4)}]')
     report = build(tmp / "index", [corpus])
     assert set(Index.open(tmp / "index").docs) == {"b.json#g3", "b.json#g4"}
     errors = [str(e) for e in report.errors]
@@ -573,7 +571,7 @@ def api_top_k_string(tmp: Path) -> str:
 def amp_title(tmp: Path) -> str:
     idx, _ = warnings_index()
     title = Index.open(idx).docs["amp.html"].title
-    assert title == "Dam & lock open on the Vesna", title
+    assert title == "Dam & lock open on the Vesna", f"the title was cut to {title!r} at the &amp;"
     return f"title kept: {title}"
 
 
@@ -763,6 +761,7 @@ def main() -> int:
     failed = 0
     for name, fn, xfail in CASES:
         tmp = Path(tempfile.mkdtemp(prefix=f"probe-{fn.__name__}-", dir=_scratch()))
+        _TMP_ROOTS.append(str(tmp))
         try:
             outcome = scrub(fn(tmp))
             assert "\n" not in outcome and "Traceback" not in outcome, outcome
