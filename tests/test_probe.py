@@ -695,7 +695,8 @@ def file_changes_mid_update(tmp: Path) -> str:
         if c.source_file == "c.txt":
             assert c.quote in raw and raw[c.start : c.end] == c.quote, f"cited {c.quote!r}, not in the file as it is"
     assert "Tomas Ruud" in answer.text, f"answered from the text read before the change: {answer.text}"
-    return f"re-read, not aborted: {short(report.summary(), 40)}; answered: {short(answer.text, 40)}"
+    said = next(x for x in answer.text.split(". ") if "Tomas Ruud" in x)
+    return f"re-read, not aborted ({short(report.summary(), 30)}); answered: {short(said, 60)}"
 
 
 @case("a broken feed entry on the next poll", xfail="lands with item 7")
