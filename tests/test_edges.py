@@ -19,6 +19,7 @@ from rag.text import EARLIEST_DATE, as_date, latest_date, sane_date
 from rag.types import Document, RagError
 
 from .test_cli import rag_cmd
+from .test_feeds import site  # noqa: F401 - the local site fixture, for the feed links below
 
 BODY = (
     "The Zorblat Bridge over the Vesna river opened to traffic on 4 May 2019. Mayor Ilse Brandt cut the ribbon at the ceremony. "
@@ -279,26 +280,14 @@ def test_any_url_to_fetch_is_fetched_or_one_line_and_the_index_still_answers(fet
     _still_answers(fetching_index)
 
 
-@pytest.fixture(scope="module")
-def steering_site():
-    from .test_feeds import Site
-
-    site = Site()
-    site.route("/robots.txt", "User-agent: *\nAllow: /\n", ctype="text/plain")
-    yield site
-    site.server.shutdown()
-    site.server.server_close()
-
-
 @URL_RUNS
 @given(URLS)
-def test_any_feed_link_or_redirect_is_followed_only_where_allowed_or_is_one_line(fetching_index, steering_site, url):
+def test_any_feed_link_or_redirect_is_followed_only_where_allowed_or_is_one_line(fetching_index, site, url):  # noqa: F811 - the fixture
     """A feed the operator follows steers its entries' links and its redirects: any value is one line, never a fetch elsewhere."""
     from xml.sax.saxutils import escape
 
     from rag.ingest.feeds import add
 
-    site = steering_site
     jump = site.route("/jump.html", "", status=302, Location=url.replace("\r", "").replace("\n", "")[:200] or "/")
     items = f"<item><title>A</title><link>{escape(url)}</link><guid>a</guid></item><item><title>B</title><link>{jump}</link><guid>b</guid></item>"
     feed = site.route("/feed.xml", f"<?xml version='1.0'?><rss version='2.0'><channel><title>T</title>{items}</channel></rss>", ctype="application/rss+xml")
