@@ -70,3 +70,39 @@ def test_missing_and_corrupt_index_give_clear_errors(corpus, tmp_path):
         Index.open(idx)
     build(idx, [corpus], rebuild=True)
     assert len(Index.open(idx).docs) == 4
+
+
+def exact(idx: Index, doc_id: str) -> bool:
+    """The article has passages, and each of their sentences is the slice of its stored text that it points at."""
+    raw = idx.raw(doc_id)
+    sentences = [s for c in idx.chunks if c.doc_id == doc_id for s in c.sentences]
+    return bool(sentences) and all(" ".join(raw[s.start : s.end].split()) == s.text for s in sentences)
+
+
+def test_a_rebuild_keeps_the_last_version_of_a_file_that_fails_to_load(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    before = Index.open(idx)
+    name = "000_7d385fec3d1c01e6.txt"
+    passages = [c.text for c in before.chunks if c.doc_id == name]
+    (corpus / name).write_bytes(b"\xff\xfe\x00\x00garbage")  # garbled in place
+    rep = build(idx, [corpus], rebuild=True)
+    [line] = [e for e in rep.errors if e.startswith(f"{name}: ")]
+    assert "binary" in line and "kept the last indexed version" in line
+    opened = Index.open(idx)
+    assert len(opened.docs) == 4 and name in opened.docs and not rep.removed
+    assert [c.text for c in opened.chunks if c.doc_id == name] == passages  # chunked again, from the text it was indexed from
+    assert exact(opened, name) and opened.raw(name) == before.raw(name)
+    assert rep.embedded_chunks == rep.n_chunks  # a rebuild embeds everything anew
+
+
+def test_a_rebuild_of_a_corrupt_index_keeps_nothing_of_a_file_that_fails(corpus, tmp_path):
+    idx = tmp_path / "idx"
+    build(idx, [corpus])
+    (segment,) = (idx / "segments").glob("seg-*")
+    (segment / "documents.json").write_text('{"broken": ')
+    name = "000_7d385fec3d1c01e6.txt"
+    (corpus / name).write_bytes(b"\x00binary")
+    rep = build(idx, [corpus], rebuild=True)
+    assert any(e.startswith(f"{name}: binary") and "kept" not in e for e in rep.errors)
+    assert set(Index.open(idx).docs) == {p.name for p in corpus.glob("*.txt")} - {name}

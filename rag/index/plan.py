@@ -25,6 +25,7 @@ from .layout import (
     Manifest,
     SegmentRef,
     current_name,
+    current_or_none,
     is_url,
     rebuild_hint,
     recorded_ids,
@@ -78,6 +79,19 @@ def reusable(root: Path, settings: Settings, rebuild: bool) -> _Live | None:
     return live if live.manifest.setup() == setup_of(settings) else None
 
 
+def last_indexed(root: Path) -> _Live | None:
+    """The live generation as it is, when it opens: what a rebuild keeps of a file that fails to load now.
+
+    None for a new index, or one too damaged to open: a rebuild then builds from the files alone.
+    """
+    if current_or_none(root) is None:
+        return None
+    try:
+        return _Live.open(root)
+    except RagError:
+        return None
+
+
 def without(old_docs: dict[str, Document], names: Iterable[str]) -> dict[str, Document]:
     dropped = _removal(old_docs, names)
     return {k: v for k, v in old_docs.items() if k not in dropped}
@@ -94,10 +108,14 @@ def load_sources(
     feeds: Iterable[str],
     field_map: dict[str, str] | None,
     allow_remove: bool,
+    last: _Live | None = None,
 ) -> tuple[dict[str, Document], dict[str, str]]:
     """Load and clean the articles of a sync or an add: the documents to index, and records' raw texts.
 
-    Notes the load errors in ``report`` and what was indexed from where in ``sources``.
+    Notes the load errors in ``report`` and what was indexed from where in ``sources``. ``last``:
+    the live generation when ``old_docs`` is empty only because everything is built anew (a
+    rebuild): a file that fails to load keeps its version from there, re-chunked from the text it
+    was indexed from (returned with the records' raw texts).
     """
     # feeds are polled by rag.ingest.feeds before an update; here they are only kept on record, and
     # a sync of named folders keeps them and the pages fetched: those are the index's own
@@ -105,17 +123,48 @@ def load_sources(
     paths = _given_paths(root, sources.paths, sync, add)
     listed, maps, loaded = _load_paths(paths, settings, field_map, sources.fields)
     new_docs = {d.id: d for d in loaded.documents}
+    indexed = last.docs if last is not None and not old_docs else old_docs
+    raws, errors = loaded.raws, loaded.errors
     if add is not None:
         new_docs = {**old_docs, **new_docs}
         kept: list[str] = []
     else:
-        kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
+        kept = _keep_unloadable(indexed, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
         if not allow_remove:
             _refuse_mass_removal(set(old_docs) or recorded_ids(root), set(new_docs))
-    report.errors = _note_kept(loaded.errors, kept, old_docs)
+        if indexed is not old_docs and kept:
+            stored, errors = _stored_raws(last, kept, new_docs, errors)
+            kept = [i for i in kept if i in stored]
+            raws = {**stored, **raws}
+    report.errors = _note_kept(errors, kept, indexed)
     _remember_sources(sources, listed, maps, loaded.documents, new_docs, added=add is not None)
     sources.paths = [*(s for s in sources.paths if not is_url(s)), *followed]
-    return new_docs, loaded.raws
+    return new_docs, raws
+
+
+def _stored_raws(
+    live: _Live, kept: list[str], new_docs: dict[str, Document], errors: list[LoadError]
+) -> tuple[dict[str, str], list[LoadError]]:
+    """The texts the live segments hold for the articles a rebuild keeps, and the load errors.
+
+    A rebuild chunks a kept article again, and its file is what failed: the text it was indexed
+    from is the one its offsets refer to. One whose stored text cannot be read is not kept (it is
+    taken out of ``new_docs``), with a line saying so.
+    """
+    by_segment: dict[str, set[str]] = {}
+    for i in kept:
+        by_segment.setdefault(live.home[i], set()).add(i)
+    stored: dict[str, str] = {}
+    for name, ids in by_segment.items():
+        try:
+            stored.update(segments.read_raws(live.folder(name), ids))
+        except (OSError, ValueError, KeyError) as exc:
+            where = str(live.folder(name) / "raw.jsonl")
+            errors = [*errors, LoadError(where, f"cannot be read ({type(exc).__name__}); the last indexed versions it holds are not kept")]
+    for i in kept:
+        if i not in stored:
+            del new_docs[i]
+    return stored, errors
 
 
 def _given_paths(root: Path, recorded: list[str], sync: Iterable[str | Path] | None, add: Iterable[str | Path] | None) -> list[str]:
@@ -334,7 +383,8 @@ def segment_data(
                 chunks[i] = old_chunks.get(i, [])
     for i in plan.fresh:
         d = plan.write[i]
-        raws[i] = fresh_raws[i] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
+        # a record's text, or a file's as it was read (a kept one's as it was indexed); else the file now
+        raws[i] = fresh_raws[i] if d.record is not None or i in fresh_raws else read_text(Path(d.path), settings.max_file_bytes)
         chunks[i] = chunk_document(d, raws[i], settings.chunk_chars, settings.chunk_overlap_sentences)
     texts = {i: [embed_text(c, d) for c in chunks[i]] for i, d in plan.write.items()}
     # dense vectors for the first passages of each article, BM25 for all of them: news states its
