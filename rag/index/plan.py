@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ingest.chunking import chunk_document
-from ..ingest.corpus import LoadError, LoadResult, iter_article_files, load_files, read_text
+from ..ingest.corpus import LoadError, LoadResult, iter_article_files, load_document, load_files, read_text
 from ..ingest.dedup import affected, mark_duplicates, sample, shingles
 from ..settings import Settings
 from ..types import Chunk, Document, RagError
@@ -165,6 +165,46 @@ def _stored_raws(
         if i not in stored:
             del new_docs[i]
     return stored, errors
+
+
+READ_TRIES = 3  # reads of a file that changes while it is indexed, before it waits for the next update
+
+
+def read_changed(
+    new_docs: dict[str, Document], old_docs: Mapping[str, Document], raws: dict[str, str], settings: Settings, report: UpdateReport
+) -> None:
+    """Put in ``raws`` the text of each article file to chunk now, the very text its document was cleaned from.
+
+    The loader read each file to clean and hash it; chunking cuts the text again at the offsets
+    cleaning found, so a file saved in between (an editor, a crawler writing into the folder) would
+    be cut at another version's offsets, and one emptied or garbled in between would stop the
+    whole update. A file that changed is loaded again, up to READ_TRIES times, until a load and
+    the read after it agree; one that keeps changing or can no longer be read keeps its last
+    indexed version (or, new, waits for the next update), with one line naming it.
+    """
+    for i, d in list(new_docs.items()):
+        old = old_docs.get(i)
+        if d.record is not None or i in raws or (old is not None and (d is old or _own(d) == _own(old))):
+            continue  # a record's text came with it, and an unchanged article's passages are reused
+        doc, problem = d, f"kept changing while being indexed (read {READ_TRIES} times)"
+        for _ in range(READ_TRIES):
+            try:
+                raw = read_text(Path(doc.path), settings.max_file_bytes)
+                if hashlib.sha256(raw.encode("utf-8")).hexdigest() == doc.content_hash:
+                    new_docs[i], raws[i], problem = doc, raw, ""
+                    break
+                doc = load_document(doc.path, settings.max_file_bytes)  # saved since it was loaded: load that version
+            except RagError as exc:
+                problem = f"changed while being indexed, and now: {str(exc).removeprefix(f'{i}: ')}"
+                break
+        if not problem:
+            continue
+        if old is not None:
+            new_docs[i] = old
+            report.errors.append(LoadError(i, f"{problem}; kept the last indexed version"))
+        else:
+            del new_docs[i]
+            report.errors.append(LoadError(i, f"{problem}; not indexed this time (the next update reads it again)"))
 
 
 def _given_paths(root: Path, recorded: list[str], sync: Iterable[str | Path] | None, add: Iterable[str | Path] | None) -> list[str]:
