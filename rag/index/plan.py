@@ -448,8 +448,9 @@ def write_fresh_segment(folder: Path, docs: list[Document], record_raws: Mapping
     """Chunk, embed and write articles read now (their duplicate marks set) as a segment in ``folder``.
 
     What a cluster's worker does with its batch (:mod:`rag.index.distributed`), the same steps a local
-    write takes. ``record_raws``: the raw texts of records (an article file is read again from its
-    path). Returns the segment's passages and the passages embedded.
+    write takes. ``record_raws``: the raw texts of records and of the article files the update read
+    (:func:`read_changed`); a file not given is read again from its path. Returns the segment's
+    passages and the passages embedded.
     """
     plan = _Plan({d.id: d for d in sorted(docs, key=lambda d: d.id)}, {d.id for d in docs}, [], {}, settings.dense_chunks_per_article)
     report = UpdateReport()

@@ -31,9 +31,12 @@ _ROBOTS_BYTES = 500_000  # what Google reads of a robots.txt; rules past it are 
 class _Refused(Exception):
     """A fetch that did not give a usable reply; the message is the problem, without the url."""
 
-    def __init__(self, problem: str, status: int | None = None) -> None:
+    def __init__(self, problem: str, status: int | None = None, by_policy: bool = False) -> None:
         super().__init__(problem)
         self.status = status
+        # refused by the operator's rules (scheme, network, robots.txt), not a broken page: a poll
+        # does not remember it as failing, so a rule changed takes effect at once
+        self.by_policy = by_policy
 
 
 @dataclass
@@ -129,9 +132,11 @@ class Fetcher:
                 try:
                     addresses.check_public(url, self.allowed, "the URL")
                 except RagError as exc:
-                    raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
+                    raise _Refused(
+                        f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})", by_policy=True
+                    ) from exc
             except _Refused as exc:
-                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc)) from None
+                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc), by_policy=exc.by_policy) from None
             if kind != "robots":
                 self._check_robots(url)
             headers = {"Accept": accept.get(kind, "*/*"), "Accept-Encoding": _ACCEPT_ENCODING}
@@ -187,7 +192,7 @@ class Fetcher:
         if isinstance(rules, _Refused):
             raise _Refused(str(rules), rules.status)
         if not rules.can_fetch(ROBOTS_AGENT, url):
-            raise _Refused(f"disallowed by {origin}/robots.txt")
+            raise _Refused(f"disallowed by {origin}/robots.txt", by_policy=True)
 
     def _read_robots(self, origin: str) -> RobotFileParser:
         rp = RobotFileParser(f"{origin}/robots.txt")
@@ -233,4 +238,4 @@ def check_url(url: str) -> None:
     """Only http and https: a feed must not make us read ``file:///etc/passwd`` or speak another protocol."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise _Refused("not an http or https URL; only web pages and feeds are fetched")
+        raise _Refused("not an http or https URL; only web pages and feeds are fetched", by_policy=True)
