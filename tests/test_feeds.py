@@ -257,6 +257,13 @@ def test_a_broken_entry_is_asked_for_again_only_after_a_back_off_or_a_revision(s
     assert report.fetched == [broken] and not report.all_errors and site.hits["/atom/2"] == 4
     assert len(Index.open(root).docs) == 2 and sync(root, settings).failing == []
 
+    site.route("/atom/3", "", status=404)  # an entry that fails, then leaves the feed: forgotten with it
+    site.route("/broken.xml", ATOM.format(entries=atom_entry(1) + atom_entry(2) + atom_entry(3)), ctype="application/atom+xml")
+    assert sync(root, settings).errors and "/atom/3" in (root / FETCHED_DIR / ".failed.json").read_text()
+    publish("2024-04-01T00:00:00Z")
+    sync(root, settings)
+    assert json.loads((root / FETCHED_DIR / ".failed.json").read_text()) == {}
+
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom">

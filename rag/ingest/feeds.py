@@ -215,6 +215,13 @@ class _Failures:
         }
         self.changed = True
 
+    def keep_listed(self, feed: str, entries: list[Entry]) -> None:
+        """Forget the failures of entries ``feed`` no longer lists: the file stays as small as the feeds."""
+        listed = {self._key(e) for e in entries}
+        for key in [k for k in self.records if k.startswith(f"{feed} ") and k not in listed]:
+            del self.records[key]
+            self.changed = True
+
     def fetched(self, entry: Entry) -> None:
         if self.records.pop(self._key(entry), None) is not None:
             self.changed = True
@@ -397,6 +404,7 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
                 continue
             report.feeds.append(feed)
             folder.mkdir(parents=True, exist_ok=True)
+            failures.keep_listed(feed, entries)
             for e in entries:
                 report.entries += 1
                 if not e.url:  # no page, no article: its summary is not indexed either (see below)
