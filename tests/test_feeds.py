@@ -16,6 +16,7 @@ from rag import RAG, Settings
 from rag.cli import main
 from rag.index.layout import FETCHED_DIR
 from rag.index.reader import Index
+from rag.ingest import feeds
 from rag.ingest.feeds import add, sync
 
 from .conftest import read_file
@@ -209,11 +210,12 @@ def test_a_feed_of_50_indexes_the_good_pages_once_lists_each_failure_and_a_repol
     )
     before = dict(site.hits)
     capsys.readouterr()
-    assert main(["index", "--index", str(root)]) == 1  # the broken entries are tried again, and fail again
+    assert main(["index", "--index", str(root)]) == 1  # the page robots.txt disallows is named again
     out, err = capsys.readouterr()
     assert "5 added, 0 updated, 0 removed, 40 unchanged" in out
-    lines = err.strip().splitlines()
-    assert lines[0] == "8 errors:" and len(lines) == 9 and all(line.startswith(f"error: {site.base}/") for line in lines[1:])
+    assert "7 skipped as failing before" in out  # the broken pages are not asked for again so soon
+    assert err.strip().splitlines() == ["1 error:", f"error: {site.base}/private/memo: disallowed by {site.base}/robots.txt"]
+    assert [p for p in broken if site.hits.get(p) != before.get(p)] == []
     assert [p for p in before if p.startswith("/news/") and site.hits[p] != before[p]] == []  # known entries: not fetched
     idx = Index.open(root)
     assert len(idx.docs) == 45
@@ -224,6 +226,50 @@ def test_a_feed_of_50_indexes_the_good_pages_once_lists_each_failure_and_a_repol
 
     again = sync(root, settings)
     assert again.index.added == [] and again.index.embedded_chunks == 0 and len(again.skipped) == 47
+    assert sorted(again.failing) == sorted(site.base + p for p in broken if p != "/private/memo")
+
+
+def test_a_broken_entry_is_asked_for_again_only_after_a_back_off_or_a_revision(site, settings, tmp_path, monkeypatch):
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(feeds, "_clock", lambda: now[0])
+    site.route("/atom/1", article(501))
+    site.route("/atom/2", "<p>oops</p>", status=500)
+
+    def publish(updated: str) -> str:
+        return site.route("/broken.xml", ATOM.format(entries=atom_entry(1) + atom_entry(2, updated)), ctype="application/atom+xml")
+
+    feed = publish("2024-03-02T09:00:00Z")
+    root = tmp_path / "idx"
+    broken = site.base + "/atom/2"
+    report = add(root, settings, feeds=[feed])
+    assert report.errors == [f"{broken}: HTTP 500 Internal Server Error"] and site.hits["/atom/2"] == 1
+
+    report = sync(root, settings)  # the next poll: not asked for again, and said so
+    assert site.hits["/atom/2"] == 1 and report.failing == [broken] and not report.all_errors
+    assert report.summary().endswith("0 failed, 1 skipped as failing before")
+    assert "HTTP 500" in (root / FETCHED_DIR / ".failed.json").read_text()
+
+    now[0] += feeds.RETRY_AFTER_S + 1  # the back-off has passed: asked for again, and failing again
+    report = sync(root, settings)
+    assert site.hits["/atom/2"] == 2 and report.errors == [f"{broken}: HTTP 500 Internal Server Error"]
+    now[0] += feeds.RETRY_AFTER_S + 1  # failed twice in a row: it now waits twice as long
+    assert sync(root, settings).failing == [broken] and site.hits["/atom/2"] == 2
+
+    publish("2024-04-01T00:00:00Z")  # the feed revises the entry: asked for at once
+    assert sync(root, settings).errors and site.hits["/atom/2"] == 3
+
+    site.route("/atom/2", article(502))  # fixed, found after a day
+    now[0] += feeds.MAX_RETRY_AFTER_S
+    report = sync(root, settings)
+    assert report.fetched == [broken] and not report.all_errors and site.hits["/atom/2"] == 4
+    assert len(Index.open(root).docs) == 2 and sync(root, settings).failing == []
+
+    site.route("/atom/3", "", status=404)  # an entry that fails, then leaves the feed: forgotten with it
+    site.route("/broken.xml", ATOM.format(entries=atom_entry(1) + atom_entry(2) + atom_entry(3)), ctype="application/atom+xml")
+    assert sync(root, settings).errors and "/atom/3" in (root / FETCHED_DIR / ".failed.json").read_text()
+    publish("2024-04-01T00:00:00Z")
+    sync(root, settings)
+    assert json.loads((root / FETCHED_DIR / ".failed.json").read_text()) == {}
 
 
 ATOM = """<?xml version="1.0" encoding="utf-8"?>

@@ -267,6 +267,25 @@ def test_bad_input_never_loses_indexed_records(tmp_path):
 
 
 # ---------------------------------------------------------------- incremental sync
+def test_a_rebuild_keeps_the_records_of_a_file_that_fails_and_they_still_answer(tmp_path):
+    f = tmp_path / "archive.jsonl"
+    f.write_text(jsonl(RECORDS))
+    idx = tmp_path / "idx"
+    build(idx, [f])
+    before = Index.open(idx)
+    broken = [RECORDS[0], "{this line is not JSON", RECORDS[2], RECORDS[3]]  # which record line 2 was, nobody can tell
+    f.write_text(jsonl(broken))
+    report = build(idx, [f], rebuild=True)
+    assert report.errors[0].startswith("archive.jsonl line 2: bad JSON")
+    assert report.errors[1] == "archive.jsonl: kept the last indexed version of 1 record indexed earlier that did not load this time (archive.jsonl#tram-2)"
+    after = Index.open(idx)
+    assert set(after.docs) == set(before.docs) and report.embedded_chunks == report.n_chunks
+    tram = "archive.jsonl#tram-2"
+    assert after.raw(tram) == before.raw(tram)
+    assert [c.text for c in after.chunks if c.doc_id == tram] == [c.text for c in before.chunks if c.doc_id == tram]
+    assert any("eleven-kilometre line" in c.text for c in after.chunks)
+
+
 def test_a_sync_reembeds_only_the_changed_record_and_drops_a_removed_one(tmp_path):
     f = tmp_path / "archive.jsonl"
     f.write_text(jsonl(RECORDS), encoding="utf-8")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ingest.chunking import chunk_document
-from ..ingest.corpus import LoadError, LoadResult, iter_article_files, load_files, read_text
+from ..ingest.corpus import LoadError, LoadResult, iter_article_files, load_document, load_files, read_text
 from ..ingest.dedup import affected, mark_duplicates, sample, shingles
 from ..settings import Settings
 from ..types import Chunk, Document, RagError
@@ -25,6 +25,7 @@ from .layout import (
     Manifest,
     SegmentRef,
     current_name,
+    current_or_none,
     is_url,
     rebuild_hint,
     recorded_ids,
@@ -78,6 +79,19 @@ def reusable(root: Path, settings: Settings, rebuild: bool) -> _Live | None:
     return live if live.manifest.setup() == setup_of(settings) else None
 
 
+def last_indexed(root: Path) -> _Live | None:
+    """The live generation as it is, when it opens: what a rebuild keeps of a file that fails to load now.
+
+    None for a new index, or one too damaged to open: a rebuild then builds from the files alone.
+    """
+    if current_or_none(root) is None:
+        return None
+    try:
+        return _Live.open(root)
+    except RagError:
+        return None
+
+
 def without(old_docs: dict[str, Document], names: Iterable[str]) -> dict[str, Document]:
     dropped = _removal(old_docs, names)
     return {k: v for k, v in old_docs.items() if k not in dropped}
@@ -94,10 +108,14 @@ def load_sources(
     feeds: Iterable[str],
     field_map: dict[str, str] | None,
     allow_remove: bool,
+    last: _Live | None = None,
 ) -> tuple[dict[str, Document], dict[str, str]]:
     """Load and clean the articles of a sync or an add: the documents to index, and records' raw texts.
 
-    Notes the load errors in ``report`` and what was indexed from where in ``sources``.
+    Notes the load errors in ``report`` and what was indexed from where in ``sources``. ``last``:
+    the live generation when ``old_docs`` is empty only because everything is built anew (a
+    rebuild): a file that fails to load keeps its version from there, re-chunked from the text it
+    was indexed from (returned with the records' raw texts).
     """
     # feeds are polled by rag.ingest.feeds before an update; here they are only kept on record, and
     # a sync of named folders keeps them and the pages fetched: those are the index's own
@@ -105,17 +123,88 @@ def load_sources(
     paths = _given_paths(root, sources.paths, sync, add)
     listed, maps, loaded = _load_paths(paths, settings, field_map, sources.fields)
     new_docs = {d.id: d for d in loaded.documents}
+    indexed = last.docs if last is not None and not old_docs else old_docs
+    raws, errors = loaded.raws, loaded.errors
     if add is not None:
         new_docs = {**old_docs, **new_docs}
         kept: list[str] = []
     else:
-        kept = _keep_unloadable(old_docs, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
+        kept = _keep_unloadable(indexed, new_docs, {f.name for files in listed.values() for f in files}, loaded.failed)
         if not allow_remove:
             _refuse_mass_removal(set(old_docs) or recorded_ids(root), set(new_docs))
-    report.errors = _note_kept(loaded.errors, kept, old_docs)
+        if indexed is not old_docs and kept:
+            stored, errors = _stored_raws(last, kept, new_docs, errors)
+            kept = [i for i in kept if i in stored]
+            raws = {**stored, **raws}
+    report.errors = _note_kept(errors, kept, indexed)
     _remember_sources(sources, listed, maps, loaded.documents, new_docs, added=add is not None)
     sources.paths = [*(s for s in sources.paths if not is_url(s)), *followed]
-    return new_docs, loaded.raws
+    return new_docs, raws
+
+
+def _stored_raws(
+    live: _Live, kept: list[str], new_docs: dict[str, Document], errors: list[LoadError]
+) -> tuple[dict[str, str], list[LoadError]]:
+    """The texts the live segments hold for the articles a rebuild keeps, and the load errors.
+
+    A rebuild chunks a kept article again, and its file is what failed: the text it was indexed
+    from is the one its offsets refer to. One whose stored text cannot be read is not kept (it is
+    taken out of ``new_docs``), with a line saying so.
+    """
+    by_segment: dict[str, set[str]] = {}
+    for i in kept:
+        by_segment.setdefault(live.home[i], set()).add(i)
+    stored: dict[str, str] = {}
+    for name, ids in by_segment.items():
+        try:
+            stored.update(segments.read_raws(live.folder(name), ids))
+        except (OSError, ValueError, KeyError) as exc:
+            where = str(live.folder(name) / "raw.jsonl")
+            errors = [*errors, LoadError(where, f"cannot be read ({type(exc).__name__}); the last indexed versions it holds are not kept")]
+    for i in kept:
+        if i not in stored:
+            del new_docs[i]
+    return stored, errors
+
+
+READ_TRIES = 3  # reads of a file that changes while it is indexed, before it waits for the next update
+
+
+def read_changed(
+    new_docs: dict[str, Document], old_docs: Mapping[str, Document], raws: dict[str, str], settings: Settings, report: UpdateReport
+) -> None:
+    """Put in ``raws`` the text of each article file to chunk now, the very text its document was cleaned from.
+
+    The loader read each file to clean and hash it; chunking cuts the text again at the offsets
+    cleaning found, so a file saved in between (an editor, a crawler writing into the folder) would
+    be cut at another version's offsets, and one emptied or garbled in between would stop the
+    whole update. A file that changed is loaded again, up to READ_TRIES times, until a load and
+    the read after it agree; one that keeps changing or can no longer be read keeps its last
+    indexed version (or, new, waits for the next update), with one line naming it.
+    """
+    for i, d in list(new_docs.items()):
+        old = old_docs.get(i)
+        if d.record is not None or i in raws or (old is not None and (d is old or _own(d) == _own(old))):
+            continue  # a record's text came with it, and an unchanged article's passages are reused
+        doc, problem = d, f"kept changing while being indexed (read {READ_TRIES} times)"
+        for _ in range(READ_TRIES):
+            try:
+                raw = read_text(Path(doc.path), settings.max_file_bytes)
+                if hashlib.sha256(raw.encode("utf-8")).hexdigest() == doc.content_hash:
+                    new_docs[i], raws[i], problem = doc, raw, ""
+                    break
+                doc = load_document(doc.path, settings.max_file_bytes)  # saved since it was loaded: load that version
+            except RagError as exc:
+                problem = f"changed while being indexed, and now: {str(exc).removeprefix(f'{i}: ')}"
+                break
+        if not problem:
+            continue
+        if old is not None:
+            new_docs[i] = old
+            report.errors.append(LoadError(i, f"{problem}; kept the last indexed version"))
+        else:
+            del new_docs[i]
+            report.errors.append(LoadError(i, f"{problem}; not indexed this time (the next update reads it again)"))
 
 
 def _given_paths(root: Path, recorded: list[str], sync: Iterable[str | Path] | None, add: Iterable[str | Path] | None) -> list[str]:
@@ -334,7 +423,8 @@ def segment_data(
                 chunks[i] = old_chunks.get(i, [])
     for i in plan.fresh:
         d = plan.write[i]
-        raws[i] = fresh_raws[i] if d.record is not None else read_text(Path(d.path), settings.max_file_bytes)
+        # a record's text, or a file's as it was read (a kept one's as it was indexed); else the file now
+        raws[i] = fresh_raws[i] if d.record is not None or i in fresh_raws else read_text(Path(d.path), settings.max_file_bytes)
         chunks[i] = chunk_document(d, raws[i], settings.chunk_chars, settings.chunk_overlap_sentences)
     texts = {i: [embed_text(c, d) for c in chunks[i]] for i, d in plan.write.items()}
     # dense vectors for the first passages of each article, BM25 for all of them: news states its
@@ -358,8 +448,9 @@ def write_fresh_segment(folder: Path, docs: list[Document], record_raws: Mapping
     """Chunk, embed and write articles read now (their duplicate marks set) as a segment in ``folder``.
 
     What a cluster's worker does with its batch (:mod:`rag.index.distributed`), the same steps a local
-    write takes. ``record_raws``: the raw texts of records (an article file is read again from its
-    path). Returns the segment's passages and the passages embedded.
+    write takes. ``record_raws``: the raw texts of records and of the article files the update read
+    (:func:`read_changed`); a file not given is read again from its path. Returns the segment's
+    passages and the passages embedded.
     """
     plan = _Plan({d.id: d for d in sorted(docs, key=lambda d: d.id)}, {d.id for d in docs}, [], {}, settings.dense_chunks_per_article)
     report = UpdateReport()

@@ -33,7 +33,18 @@ from .layout import (
     write_atomic,
     writer_lock,
 )
-from .plan import Sources, UpdateReport, load_sources, make_plan, reusable, segment_data, without, write_fresh_segment
+from .plan import (
+    Sources,
+    UpdateReport,
+    last_indexed,
+    load_sources,
+    make_plan,
+    read_changed,
+    reusable,
+    segment_data,
+    without,
+    write_fresh_segment,
+)
 
 
 def build(
@@ -124,7 +135,10 @@ def update(
         elif remove is not None:
             new_docs, fresh_raws = without(old_docs, remove), {}
         else:
-            new_docs, fresh_raws = load_sources(root, settings, old_docs, sources, report, sync, add, feeds, field_map, allow_remove)
+            # built anew (a rebuild, another embedder): a file that fails to load now still keeps its last version
+            last = live or last_indexed(root)
+            new_docs, fresh_raws = load_sources(root, settings, old_docs, sources, report, sync, add, feeds, field_map, allow_remove, last)
+            read_changed(new_docs, old_docs, fresh_raws, settings, report)
         plan = make_plan(live, old_docs, new_docs, settings, report, whole=compact)
         report.removed = sorted(set(old_docs) - set(new_docs))
         if plan.nothing_to_do(live):

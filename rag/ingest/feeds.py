@@ -7,7 +7,8 @@ same offset-keeping HTML cleaner and planted-text check at load, quotes that are
 the stored file, re-embedding by content hash. The sidecars are also the record of what was
 fetched: the entry ids, urls and text hashes that a re-poll skips without fetching again.
 Each fetch goes through :mod:`rag.ingest.fetch`; a page or feed that fails gives one line naming
-its url, and the others go on.
+its url, and the others go on. A feed entry whose page failed is remembered in
+``fetched/.failed.json`` and not asked for again until a back-off has passed (:class:`_Failures`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from .corpus import SIDECAR_FIELDS, load_document
 from .fetch import Fetched, Fetcher, _Refused, check_url
 
 _STAGING = ".staging"  # a dot-folder: folder walks skip it, so a page being checked is never indexed
+_FAILURES = ".failed.json"  # a dot-file: folder walks skip it
+RETRY_AFTER_S = 3600.0  # a feed entry whose page failed is asked for again after an hour, then two, four...
+MAX_RETRY_AFTER_S = 86400.0  # ...and at least once a day
+_clock = time.time  # the time failures are judged by: a test moves it on
 
 
 @dataclass
@@ -59,6 +64,7 @@ class FetchReport:
     entries: int = 0  # pages asked for: feed entries and urls
     fetched: list[str] = field(default_factory=list)  # urls stored, new or changed
     skipped: list[str] = field(default_factory=list)  # urls not fetched again, or whose text was already stored
+    failing: list[str] = field(default_factory=list)  # feed entries' urls not asked for: their page failed at a recent poll
     errors: list[str] = field(default_factory=list)
     index: index.UpdateReport | None = None
 
@@ -71,6 +77,7 @@ class FetchReport:
         return (
             f"{len(self.feeds)} feed{'s' * (len(self.feeds) != 1)} read, {self.entries} pages asked for: "
             f"{len(self.fetched)} fetched, {len(self.skipped)} already indexed, {len(self.errors)} failed"
+            + (f", {len(self.failing)} skipped as failing before" if self.failing else "")
         )
 
 
@@ -152,6 +159,82 @@ def _known(rec: dict | None, entry: Entry) -> bool:
     if not Path(rec["file"]).exists():
         return True  # removed with `rag index remove`: its sidecar stays so that it is not fetched back
     return entry.updated is None or rec.get("entry_updated") == entry.updated
+
+
+@dataclass
+class _Failures:
+    """The feed entries whose page could not be fetched or stored: when, why, and how many polls in a row.
+
+    Kept in ``fetched/.failed.json``, beside the sidecars that record the entries fetched. A broken
+    link is not asked for at every poll: only after a back-off (RETRY_AFTER_S, doubled at each
+    failure up to MAX_RETRY_AFTER_S), or at once when the feed revises the entry or links it elsewhere.
+    A url given by hand is always fetched: its user asks for it now.
+    """
+
+    path: Path
+    records: dict[str, dict] = field(default_factory=dict)
+    changed: bool = False
+
+    @classmethod
+    def read(cls, folder: Path) -> _Failures:
+        path = folder / _FAILURES
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}  # none yet, or damaged: every entry is tried again
+        records = {k: v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+        return cls(path, records)
+
+    @staticmethod
+    def _key(entry: Entry) -> str:
+        return f"{entry.feed} {entry.id or entry.url}"
+
+    def _same(self, entry: Entry) -> dict | None:
+        """The entry's failure record, if the feed still lists it as it did then."""
+        rec = self.records.get(self._key(entry))
+        if rec is None or rec.get("url") != entry.url or rec.get("entry_updated") != entry.updated:
+            return None
+        return rec if isinstance(rec.get("tries"), int) and isinstance(rec.get("failed_at"), int | float) else None
+
+    def waiting(self, entry: Entry, now: float) -> bool:
+        """True for an entry that failed too recently to be asked for again."""
+        rec = self._same(entry) if entry.feed else None
+        return rec is not None and now < rec["failed_at"] + retry_after(rec["tries"])
+
+    def failed(self, entry: Entry, problem: str, now: float) -> None:
+        if not entry.feed:
+            return
+        rec = self._same(entry)
+        tries = rec["tries"] + 1 if rec else 1
+        self.records[self._key(entry)] = {
+            "url": entry.url,
+            "entry_updated": entry.updated,
+            "failed_at": now,
+            "tries": tries,
+            "error": problem,
+        }
+        self.changed = True
+
+    def keep_listed(self, feed: str, entries: list[Entry]) -> None:
+        """Forget the failures of entries ``feed`` no longer lists: the file stays as small as the feeds."""
+        listed = {self._key(e) for e in entries}
+        for key in [k for k in self.records if k.startswith(f"{feed} ") and k not in listed]:
+            del self.records[key]
+            self.changed = True
+
+    def fetched(self, entry: Entry) -> None:
+        if self.records.pop(self._key(entry), None) is not None:
+            self.changed = True
+
+    def save(self) -> None:
+        if self.changed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write(self.path, json.dumps(self.records, indent=1, ensure_ascii=False).encode("utf-8"))
+
+
+def retry_after(tries: int) -> float:
+    """Seconds before an entry whose page failed ``tries`` polls in a row is asked for again."""
+    return min(RETRY_AFTER_S * 2 ** min(max(tries - 1, 0), 30), MAX_RETRY_AFTER_S)
 
 
 # ---------------------------------------------------------------- storing
@@ -319,12 +402,15 @@ def _store(folder: Path, entry: Entry, got: Fetched, seen: _Seen, report: FetchR
 def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls: Iterable[str] = ()) -> FetchReport:
     """Fetch the feeds' new entries and the given pages into ``<root>/fetched/``; the index is not touched.
 
-    A feed entry fetched before is skipped unless the feed says it was revised; a url given by
-    hand is fetched again (and re-indexed only if its text changed).
+    A feed entry fetched before is skipped unless the feed says it was revised, and one whose page
+    failed recently until its back-off has passed (:class:`_Failures`); a url given by hand is
+    fetched again (and re-indexed only if its text changed).
     """
     folder = Path(root) / layout.FETCHED_DIR
     report = FetchReport()
     seen = _Seen.scan(folder)
+    failures = _Failures.read(folder)
+    now = _clock()
     feeds, urls = list(feeds), list(urls)
     fetcher = Fetcher(settings, [*feeds, *urls])
     try:
@@ -339,6 +425,7 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
                 continue
             report.feeds.append(feed)
             folder.mkdir(parents=True, exist_ok=True)
+            failures.keep_listed(feed, entries)
             for e in entries:
                 report.entries += 1
                 if not e.url:  # no page, no article: its summary is not indexed either (see below)
@@ -347,6 +434,8 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
                     report.skipped.append(e.url)  # listed twice in the feed
                 elif _known(seen.record(e), e):
                     report.skipped.append(e.url)
+                elif failures.waiting(e, now):
+                    report.failing.append(e.url)
                 else:
                     todo.append(e)
                 planned.update(k for k in (e.url, e.id) if k)
@@ -367,18 +456,26 @@ def fetch(root: str | Path, settings: Settings, feeds: Iterable[str] = (), urls:
         # A page that cannot be fetched is an error even when its feed entry carries a summary or
         # content: a summary is a teaser cut to fit, not the report a citation should quote, and an
         # entry stored from it would count as fetched, so the full page would never replace it.
-        # Left unstored, the entry is tried again at the next poll.
+        # Left unstored, the entry is tried again after a back-off (_Failures).
         for e, got in zip(todo, results):
             try:
                 if isinstance(got, _Refused):
                     raise got
                 _store(folder, e, got, seen, report, settings.max_file_bytes)
+                failures.fetched(e)
             except _Refused as exc:
                 report.errors.append(f"{e.url}: {exc}")
-            except OSError as exc:
+                if not exc.by_policy:
+                    failures.failed(e, str(exc), now)
+            except OSError as exc:  # this machine's disk, not the page: tried again at the next poll
                 report.errors.append(f"{e.url}: cannot store the page in {folder}/ ({exc.strerror or exc})")
             except Exception as exc:  # noqa: BLE001 - one page that trips the parser must not stop the rest
                 report.errors.append(f"{e.url}: cannot be read as an article ({type(exc).__name__}: {exc})")
+                failures.failed(e, f"cannot be read as an article ({type(exc).__name__})", now)
+        try:
+            failures.save()
+        except OSError as exc:
+            report.errors.append(f"{failures.path}: cannot record the failing entries ({exc.strerror or exc}); they are tried again at the next poll")
     finally:
         fetcher.close()
     # a url is named as given, and one from a feed or the command line may hold a line break

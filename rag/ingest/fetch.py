@@ -29,9 +29,12 @@ _ROBOTS_BYTES = 500_000  # what Google reads of a robots.txt; rules past it are 
 class _Refused(Exception):
     """A fetch that did not give a usable reply; the message is the problem, without the url."""
 
-    def __init__(self, problem: str, status: int | None = None) -> None:
+    def __init__(self, problem: str, status: int | None = None, by_policy: bool = False) -> None:
         super().__init__(problem)
         self.status = status
+        # refused by the operator's rules (scheme, network, robots.txt), not a broken page: a poll
+        # does not remember it as failing, so a rule changed takes effect at once
+        self.by_policy = by_policy
 
 
 @dataclass
@@ -111,7 +114,7 @@ class Fetcher:
                     self._check_robots(url)
                 got = self._hop(url, kind, accept.get(kind, "*/*"), deadline, trace)
             except _Refused as exc:
-                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc), exc.status) from None
+                raise _Refused(f"redirects to {url}: {exc}" if hop else str(exc), exc.status, by_policy=exc.by_policy) from None
             if isinstance(got, Fetched):
                 return got
             url = got
@@ -132,7 +135,7 @@ class Fetcher:
                 body = self._read(r, deadline, _ROBOTS_BYTES if kind == "robots" else self.settings.max_file_bytes)
                 return Fetched(str(r.url), ctype, r.charset_encoding, body)
         except addresses.PrivateAddress as exc:
-            raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})") from exc
+            raise _Refused(f"is on a private or local network not allowed by the operator ({addresses.ALLOW_SETTING})", by_policy=True) from exc
         except (UnicodeError, ValueError) as exc:  # a host name IDNA cannot encode, say "xn--"
             raise _Refused(f"is not a valid URL ({exc})") from exc
 
@@ -179,9 +182,9 @@ class Fetcher:
                     self._robots[origin] = exc  # an unreachable host costs its timeout once, not once per page
         rules = self._robots[origin]
         if isinstance(rules, _Refused):
-            raise _Refused(str(rules), rules.status)
+            raise _Refused(str(rules), rules.status, by_policy=rules.by_policy)
         if not rules.can_fetch(ROBOTS_AGENT, url):
-            raise _Refused(f"disallowed by {origin}/robots.txt")
+            raise _Refused(f"disallowed by {origin}/robots.txt", by_policy=True)
 
     def _read_robots(self, origin: str) -> RobotFileParser:
         rp = RobotFileParser(f"{origin}/robots.txt")
@@ -224,4 +227,4 @@ def check_url(url: str) -> None:
     except ValueError as exc:  # an unclosed [ or a bad port
         raise _Refused(f"is not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise _Refused("not an http or https URL; only web pages and feeds are fetched")
+        raise _Refused("not an http or https URL; only web pages and feeds are fetched", by_policy=True)
