@@ -98,8 +98,9 @@ def check_public(url: str, allowed: set[str], what: str = "the URL") -> None:
 
 def refusal(what: str, url: str) -> PrivateAddress:
     """The one line that refuses ``url``, named as ``what``."""
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in url)  # one line, whatever the URL holds
     return PrivateAddress(
-        f"{what} {url} is on a private or local network: this server does not send requests there "
+        f"{what} {shown} is on a private or local network: this server does not send requests there "
         f"unless its operator allows that host ({ALLOW_SETTING})"
     )
 
